@@ -1,0 +1,315 @@
+"""
+Visual Echoes: one masked generative transformer over [audio tokens, image tokens].
+
+The model is a MAGE-style encoder-decoder ViT. Training masks a random fraction of each modality's
+tokens (ratio from a truncated Gaussian), drops half of each modality's positions before the
+encoder, and asks the decoder to predict the masked ids. Generation starts from [MASK] tokens and
+unmasks them over N steps (MaskGIT); classifier-free guidance needs no extra training because
+a fully masked condition is something the model saw during training.
+
+The token layout is declared once, in ModelConfig: the sequence is [audio, image], each row-major,
+and each modality has its own embedding table of size C + 1 whose last id C is that modality's
+[MASK]. Tags: "paper" = stated in the paper, "fixed here" = our choice (see SPEC.md).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MODALITIES = ('audio', 'image')  # the order of the sequence (paper: [f_a, f_v])
+
+
+@dataclass
+class ModelConfig:
+    # token layout: grids and codebook sizes come from the dataset's meta.json
+    audio_grid_h: int = 5      # mel frequency rows of the SpecVQGAN codebook (80 mels / 16)
+    audio_grid_w: int = 53     # time columns (848 frames / 16)
+    audio_codebook_size: int = 1024
+    image_grid_h: int = 16     # 256 px / 16
+    image_grid_w: int = 16
+    image_codebook_size: int = 1024
+    # transformer (paper: the ViT-L of MAE/MAGE)
+    n_layer: int = 24
+    n_head: int = 16
+    n_embd: int = 1024
+    decoder_n_layer: int = 8
+    decoder_n_head: int = 16
+    decoder_n_embd: int = 1024
+    dropout: float = 0.1       # attention and MLP dropout (fixed here, as MAGE)
+    bias: bool = True
+    # training corruption
+    mask_ratio_mu: float = 0.7   # paper: mean of the truncated Gaussian (0.55 in ablations)
+    mask_ratio_std: float = 0.25  # fixed here, as MAGE
+    mask_ratio_min: float = 0.2   # paper: truncation bounds [0.2, 1]
+    mask_ratio_max: float = 1.0
+    drop_ratio: float = 0.5       # paper: half of each modality's positions skip the encoder
+    label_smoothing: float = 0.1  # fixed here, as MAGE
+
+    @property
+    def audio_len(self):
+        return self.audio_grid_h * self.audio_grid_w
+
+    @property
+    def image_len(self):
+        return self.image_grid_h * self.image_grid_w
+
+    @property
+    def seq_len(self):
+        return self.audio_len + self.image_len
+
+    @property
+    def audio_mask_id(self):
+        return self.audio_codebook_size  # the last row of the audio embedding table
+
+    @property
+    def image_mask_id(self):
+        return self.image_codebook_size
+
+    def length(self, modality):
+        return getattr(self, f'{modality}_len')
+
+    def mask_id(self, modality):
+        return getattr(self, f'{modality}_mask_id')
+
+
+# ----------------------------------------------------------------------------------------------
+# Transformer blocks (pre-LayerNorm ViT, full bidirectional attention)
+
+class SelfAttention(nn.Module):
+
+    def __init__(self, width, n_head, dropout, bias):
+        super().__init__()
+        assert width % n_head == 0, f'width {width} is not divisible by {n_head} heads'
+        self.n_head = n_head
+        self.dropout = dropout
+        self.qkv = nn.Linear(width, 3 * width, bias=bias)
+        self.proj = nn.Linear(width, width, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class Block(nn.Module):
+
+    def __init__(self, width, n_head, dropout, bias):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width, bias=bias)
+        self.attn = SelfAttention(width, n_head, dropout, bias)
+        self.ln_2 = nn.LayerNorm(width, bias=bias)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width, bias=bias), nn.GELU(),
+                                 nn.Linear(4 * width, width, bias=bias), nn.Dropout(dropout))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class OutputHead(nn.Module):
+    """MAGE's head: Linear -> GELU -> LayerNorm, then a dot product with the modality's own
+    embedding table (no vocabulary matrix of its own), plus a per-id bias."""
+
+    def __init__(self, config, codebook_size):
+        super().__init__()
+        self.fc = nn.Linear(config.decoder_n_embd, config.n_embd, bias=config.bias)
+        self.ln = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.bias = nn.Parameter(torch.zeros(codebook_size))
+        self.codebook_size = codebook_size
+
+    def forward(self, h, embedding_weight):
+        h = self.ln(F.gelu(self.fc(h)))  # (B, L, n_embd)
+        # rows [:C] only, so [MASK] can never be predicted; detached as in MAGE: the table is
+        # trained by the input side alone and "acts as a mapping layer without extra training" (paper)
+        table = embedding_weight[:self.codebook_size].detach()  # (C, n_embd)
+        return h @ table.t().to(h.dtype) + self.bias  # (B, L, C)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+class VisualEchoes(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        D, Dd = config.n_embd, config.decoder_n_embd
+        # one table per modality, C + 1 rows: id C is [MASK] (paper)
+        self.audio_embedding = nn.Embedding(config.audio_codebook_size + 1, D)
+        self.image_embedding = nn.Embedding(config.image_codebook_size + 1, D)
+        # ---- encoder: learnable positional and modality embeddings (paper)
+        self.encoder_pos = nn.Parameter(torch.zeros(1, config.seq_len, D))
+        self.encoder_modality = nn.Parameter(torch.zeros(2, D))
+        self.encoder = nn.ModuleList([Block(D, config.n_head, config.dropout, config.bias)
+                                      for _ in range(config.n_layer)])
+        self.encoder_norm = nn.LayerNorm(D, bias=config.bias)
+        # ---- decoder: its own positional and modality embeddings, one shared mask embedding m
+        self.encoder_to_decoder = nn.Linear(D, Dd, bias=config.bias)
+        self.mask_embedding = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.decoder_pos = nn.Parameter(torch.zeros(1, config.seq_len, Dd))
+        self.decoder_modality = nn.Parameter(torch.zeros(2, Dd))
+        self.decoder = nn.ModuleList([Block(Dd, config.decoder_n_head, config.dropout, config.bias)
+                                      for _ in range(config.decoder_n_layer)])
+        self.decoder_norm = nn.LayerNorm(Dd, bias=config.bias)
+        self.audio_head = OutputHead(config, config.audio_codebook_size)
+        self.image_head = OutputHead(config, config.image_codebook_size)
+        # which modality each sequence position belongs to: 0 audio, 1 image (a fixed table, not a parameter)
+        modality_of_position = torch.cat([torch.zeros(config.audio_len, dtype=torch.long),
+                                          torch.ones(config.image_len, dtype=torch.long)])
+        self.register_buffer('modality_of_position', modality_of_position, persistent=False)
+        self.apply(self._init_weights)
+        for p in (self.encoder_pos, self.encoder_modality, self.decoder_pos, self.decoder_modality,
+                  self.mask_embedding):
+            nn.init.normal_(p, std=0.02)
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def get_num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def forward_encoder(self, audio, image, keep=None):
+        """audio (B, La), image (B, Lv) ids; keep (B, K) sequence positions the encoder sees, or
+        None for all (inference). Returns (B, K, D) (K = La + Lv when keep is None)."""
+        x = torch.cat([self.audio_embedding(audio), self.image_embedding(image)], dim=1)  # (B, L, D)
+        x = x + self.encoder_pos + self.encoder_modality[self.modality_of_position]
+        if keep is not None:
+            x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.size(-1)))  # (B, K, D)
+        for block in self.encoder:
+            x = block(x)
+        return self.encoder_norm(x)
+
+    def forward_decoder(self, x, keep, masked):
+        """x (B, K, D) encoder output at the positions `keep` (None: all); masked (B, L) bool.
+        Every dropped and every masked position gets the shared mask embedding m (paper, Fig. 1).
+        Returns (audio_logits (B, La, Ca), image_logits (B, Lv, Cv))."""
+        x = self.encoder_to_decoder(x)  # (B, K, Dd)
+        B, L = masked.shape
+        m = self.mask_embedding.to(x.dtype)
+        if keep is not None:  # put encoder outputs back at their positions, m everywhere else
+            x = m.expand(B, L, -1).scatter(1, keep.unsqueeze(-1).expand(-1, -1, x.size(-1)), x)  # (B, L, Dd)
+        x = torch.where(masked.unsqueeze(-1), m, x)
+        x = x + self.decoder_pos + self.decoder_modality[self.modality_of_position]
+        for block in self.decoder:
+            x = block(x)
+        x = self.decoder_norm(x)
+        La = self.config.audio_len
+        return (self.audio_head(x[:, :La], self.audio_embedding.weight),
+                self.image_head(x[:, La:], self.image_embedding.weight))
+
+    def forward(self, audio, image, keep=None, targets=None):
+        """audio (B, La), image (B, Lv) int64 ids holding the [MASK] id where masked.
+        keep: (B, K) positions the encoder sees, or None for all. targets: (audio_targets,
+        image_targets) ids with -1 where no loss, or None.
+        Returns (audio_logits, image_logits), losses ({'loss', 'audio', 'image'} or None)."""
+        cfg = self.config
+        masked = torch.cat([audio == cfg.audio_mask_id, image == cfg.image_mask_id], dim=1)  # (B, L)
+        logits = self.forward_decoder(self.forward_encoder(audio, image, keep), keep, masked)
+        if targets is None:
+            return logits, None
+        losses = {name: masked_cross_entropy(lg, tg, cfg.label_smoothing)
+                  for name, lg, tg in zip(MODALITIES, logits, targets)}
+        losses['loss'] = losses['audio'] + losses['image']  # Eq. 1: the sum over both modalities
+        return logits, losses
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # decay only the weights of Linear layers: not norms, biases, embeddings (fixed here, as MAGE)
+        linear_weights = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        decay = [p for p in self.parameters() if id(p) in linear_weights]
+        no_decay = [p for p in self.parameters() if id(p) not in linear_weights]
+        groups = [{'params': decay, 'weight_decay': weight_decay},
+                  {'params': no_decay, 'weight_decay': 0.0}]
+        fused = device_type == 'cuda'  # the fused kernel is fastest where it exists
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+    def flops_per_sample(self):
+        """Forward FLOPs of one training sample (matmuls only): the encoder sees the kept tokens,
+        the decoder every position; backward costs twice the forward."""
+        cfg = self.config
+        kept = sum(cfg.length(m) - round(cfg.drop_ratio * cfg.length(m)) for m in MODALITIES)
+
+        def stack(n_layer, T, W):  # qkv + proj + MLP = 24 T W^2, attention scores and mix = 4 T^2 W
+            return n_layer * (24 * T * W * W + 4 * T * T * W)
+        heads = 2 * cfg.seq_len * cfg.decoder_n_embd * cfg.n_embd + 2 * (
+            cfg.audio_len * cfg.audio_codebook_size + cfg.image_len * cfg.image_codebook_size) * cfg.n_embd
+        return (stack(cfg.n_layer, kept, cfg.n_embd) + 2 * kept * cfg.n_embd * cfg.decoder_n_embd
+                + stack(cfg.decoder_n_layer, cfg.seq_len, cfg.decoder_n_embd) + heads)
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=312e12):
+        """Model FLOPs utilization: achieved training FLOP/s over peak_flops (A100 bf16 by default;
+        bench.py measures the device's own peak)."""
+        return 3 * self.flops_per_sample() * fwdbwd_per_iter / dt / peak_flops
+
+
+def masked_cross_entropy(logits, targets, label_smoothing):
+    """Cross-entropy over positions whose target is not -1, in float32."""
+    if not (targets >= 0).any():  # nothing masked: a zero that still depends on the graph
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
+                           label_smoothing=label_smoothing)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training corruption (SPEC 2): torch RNG only, exact counts, per sample and per modality
+
+def truncated_normal(n, mu, std, low, high, generator=None, device=None):
+    """n draws from N(mu, std^2) truncated to [low, high], by inverting the CDF (no rejection loop)."""
+    def cdf(x):
+        return 0.5 * (1 + math.erf((x - mu) / (std * math.sqrt(2))))
+    u = cdf(low) + torch.rand(n, generator=generator, device=device) * (cdf(high) - cdf(low))
+    return (mu + std * torch.special.ndtri(u)).clamp(low, high)  # clamp: float rounding only
+
+
+def random_positions(n_chosen, B, L, generator=None, device=None):
+    """(B, L) bool with exactly n_chosen[b] random True positions in row b (MAE's argsort trick)."""
+    noise = torch.rand(B, L, generator=generator, device=device)
+    rank = noise.argsort(dim=1).argsort(dim=1)  # (B, L) a random permutation per row
+    return rank < n_chosen.unsqueeze(1)
+
+
+def random_corruption(audio, image, config, generator=None):
+    """Mask and drop, independently per sample and per modality (paper; SPEC 2).
+    audio (B, La), image (B, Lv) clean ids. Returns (audio_in, image_in, keep, targets):
+    inputs with [MASK] at masked positions, keep (B, K) sorted positions the encoder sees,
+    targets (audio, image) with -1 at positions that are not masked."""
+    inputs, targets, keeps, offset = [], [], [], 0
+    for ids, mask_id in ((audio, config.audio_mask_id), (image, config.image_mask_id)):
+        B, L = ids.shape
+        ratio = truncated_normal(B, config.mask_ratio_mu, config.mask_ratio_std, config.mask_ratio_min,
+                                 config.mask_ratio_max, generator, ids.device)  # (B,)
+        n_masked = torch.ceil(ratio * L).long().clamp(1, L)  # ceil(r * L) (SPEC 2)
+        masked = random_positions(n_masked, B, L, generator, ids.device)  # (B, L)
+        inputs.append(ids.masked_fill(masked, mask_id))
+        targets.append(ids.masked_fill(~masked, -1))
+        # the drop is drawn independently of the mask: masked and unmasked positions are dropped alike
+        n_keep = L - round(config.drop_ratio * L)
+        noise = torch.rand(B, L, generator=generator, device=ids.device)
+        keeps.append(noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values + offset)  # (B, n_keep)
+        offset += L
+    return inputs[0], inputs[1], torch.cat(keeps, dim=1), tuple(targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a trained checkpoint (sample.py, evaluate.py)
+
+def load_model(path, device='cpu'):
+    """Rebuild the model from a train.py checkpoint. Returns (model in eval mode, checkpoint dict)."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path}: no such checkpoint (train one with train.py)') from None
+    if not isinstance(checkpoint, dict) or 'model_args' not in checkpoint or 'model' not in checkpoint:
+        raise ValueError(f'{path}: not a visual-echoes checkpoint (no model/model_args)')
+    model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
+    model.load_state_dict(checkpoint['model'])
+    return model.to(device).eval(), checkpoint
