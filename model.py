@@ -313,3 +313,175 @@ def load_model(path, device='cpu'):
     model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
     model.load_state_dict(checkpoint['model'])
     return model.to(device).eval(), checkpoint
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation: iterative unmasking (MaskGIT, paper appendix A.2) with classifier-free guidance.
+# Every task is the same loop; they differ only in which positions start as [MASK].
+
+_CONFIDENCE_OF_KNOWN_TOKENS = float('inf')  # given tokens must never be re-masked, whatever the noise
+
+
+def mask_schedule(ratio, method='cosine'):
+    """Fraction of the initially unknown tokens still masked after a fraction `ratio` of the steps."""
+    if method == 'cosine':
+        return math.cos(math.pi / 2 * ratio)  # paper (MaskGIT's default)
+    if method == 'linear':
+        return 1.0 - ratio
+    raise ValueError(f'unknown mask schedule {method!r} (use cosine or linear)')
+
+
+def gumbel_noise(shape, generator=None, device=None):
+    u = torch.rand(shape, generator=generator, device=device).clamp(1e-20, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+def mask_by_random_topk(n_mask, confidence, temperature, generator=None):
+    """Re-mask exactly n_mask[b] positions of row b: those of lowest confidence after adding
+    Gumbel noise scaled by `temperature` (which anneals to 0, so late steps trust the model).
+    confidence (B, L) log p of the sampled ids, +inf where known. Returns (B, L) bool."""
+    noisy = confidence + temperature * gumbel_noise(confidence.shape, generator, confidence.device)
+    rank = noisy.argsort(dim=1).argsort(dim=1)  # 0 = least confident; ranks break ties, so counts are exact
+    return rank < n_mask.unsqueeze(1)
+
+
+def remove_condition(audio, image, condition, config):
+    """The unconditional input of classifier-free guidance: the condition modality fully [MASK]."""
+    if condition == 'image':
+        return audio, torch.full_like(image, config.image_mask_id)
+    if condition == 'audio':
+        return torch.full_like(audio, config.audio_mask_id), image
+    raise ValueError(f'condition must be "image" or "audio", not {condition!r}')
+
+
+def guided_logits(model, audio, image, condition=None, guidance_scale=1.0):
+    """Logits for both modalities, with classifier-free guidance in logit space (paper Eq. 2):
+    s * logits(x | condition) + (1 - s) * logits(x | condition masked), the two passes as one
+    batch. s = 1 (or no condition) is the plain conditional pass."""
+    if condition is None or guidance_scale == 1.0:
+        return model(audio, image)[0]
+    null_audio, null_image = remove_condition(audio, image, condition, model.config)
+    logits = model(torch.cat([audio, null_audio]), torch.cat([image, null_image]))[0]
+    B, s = audio.size(0), guidance_scale
+    return tuple(s * lg[:B].float() + (1 - s) * lg[B:].float() for lg in logits)
+
+
+def sample_ids(log_probs, temperature, generator=None):
+    """One draw per position from softmax(log_probs / temperature) (Gumbel-max); 0 = argmax."""
+    if temperature == 0:
+        return log_probs.argmax(dim=-1)
+    noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
+    return (log_probs / temperature + noise).argmax(dim=-1)
+
+
+def unmask_step(ids, logits, mask_id, n_unknown0, step, num_iter, temperature, choice_temperature,
+                generator=None):
+    """One iteration for one modality. ids (B, L) current ids, [MASK] where unknown; n_unknown0
+    (B,) unknown counts at the start. Returns the new ids: every unknown position sampled, then
+    the least confident ones re-masked so the cosine schedule's count stays masked."""
+    unknown = ids == mask_id  # (B, L)
+    log_probs = logits.float().log_softmax(dim=-1)  # float32 even under bf16 autocast
+    sampled = torch.where(unknown, sample_ids(log_probs, temperature, generator), ids)
+    ratio = (step + 1) / num_iter
+    if step == num_iter - 1:  # the last step keeps every sample: no [MASK] left
+        return sampled
+    confidence = log_probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)  # log p(sampled id)
+    confidence = confidence.masked_fill(~unknown, _CONFIDENCE_OF_KNOWN_TOKENS)
+    n_unknown = unknown.sum(dim=1)  # (B,) per sample: rows may differ (inpainting)
+    n_mask = torch.floor(n_unknown0 * mask_schedule(ratio)).long()
+    # keep at least one masked for a later step, and unmask at least one now
+    n_mask = torch.maximum(torch.minimum(n_mask, n_unknown - 1), torch.ones_like(n_mask))
+    n_mask = torch.where(n_unknown > 0, n_mask, torch.zeros_like(n_mask))
+    remask = mask_by_random_topk(n_mask, confidence, choice_temperature * (1 - ratio), generator)
+    return sampled.masked_fill(remask, mask_id)
+
+
+@torch.no_grad()
+def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperature=9.0,
+             guidance_scale=3.0, condition=None, generator=None, progress=False):
+    """Fill every [MASK] of audio (B, La) and image (B, Lv) in num_iter steps (paper defaults:
+    N 30, T 9, s 3). Given ids are never changed. condition: the modality guidance removes
+    ('image' for image->audio, 'audio' for audio->image, None for co-generation: no guidance).
+    Each modality keeps its own per-sample schedule. Returns (audio, image) ids, no [MASK] left."""
+    cfg = model.config
+    ids = {'audio': audio.clone(), 'image': image.clone()}
+    n_unknown0 = {m: (ids[m] == cfg.mask_id(m)).sum(dim=1) for m in MODALITIES}  # (B,) each
+    steps = range(num_iter)
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc='unmasking', leave=False)
+    for step in steps:
+        logits = guided_logits(model, ids['audio'], ids['image'], condition, guidance_scale)
+        for m, lg in zip(MODALITIES, logits):
+            if n_unknown0[m].any():
+                ids[m] = unmask_step(ids[m], lg, cfg.mask_id(m), n_unknown0[m], step, num_iter,
+                                     temperature, choice_temperature, generator)
+    return ids['audio'], ids['image']
+
+
+def masked_like(ids_or_batch, length, mask_id, device):
+    B = ids_or_batch if isinstance(ids_or_batch, int) else ids_or_batch.size(0)
+    return torch.full((B, length), mask_id, dtype=torch.long, device=device)
+
+
+def image_to_audio(model, image, **kw):
+    """image (B, Lv) ids -> audio (B, La) ids, guided by the image (the paper's main task)."""
+    cfg = model.config
+    audio = masked_like(image, cfg.audio_len, cfg.audio_mask_id, image.device)
+    return generate(model, audio, image, condition='image', **kw)[0]
+
+
+def audio_to_image(model, audio, **kw):
+    """audio (B, La) ids -> image (B, Lv) ids, guided by the sound."""
+    cfg = model.config
+    image = masked_like(audio, cfg.image_len, cfg.image_mask_id, audio.device)
+    return generate(model, audio, image, condition='audio', **kw)[1]
+
+
+def cogenerate(model, batch_size, device='cpu', **kw):
+    """Both modalities from nothing, unmasked together (no guidance: there is no condition)."""
+    cfg = model.config
+    kw.pop('guidance_scale', None)
+    return generate(model, masked_like(batch_size, cfg.audio_len, cfg.audio_mask_id, device),
+                    masked_like(batch_size, cfg.image_len, cfg.image_mask_id, device),
+                    condition=None, guidance_scale=1.0, **kw)
+
+
+def time_range_to_columns(start_s, end_s, seconds_per_column, grid_w, margin=1):
+    """Audio token columns [first, last) covering a time range, widened by `margin` columns on each
+    side: the boundary tokens' receptive fields overlap the gap, so they must be regenerated too."""
+    if not 0 <= start_s < end_s:
+        raise ValueError(f'bad time range {start_s}:{end_s} (need 0 <= start < end)')
+    first = max(0, math.floor(start_s / seconds_per_column) - margin)
+    last = min(grid_w, math.ceil(end_s / seconds_per_column) + margin)
+    if first >= grid_w:
+        raise ValueError(f'time range {start_s}:{end_s} starts after the clip ends')
+    return first, last
+
+
+def inpaint_audio(model, audio, image, first_col, last_col, **kw):
+    """Regenerate audio token columns [first_col, last_col) (every frequency row) given the rest
+    of the sound and the image. audio (B, La), image (B, Lv) ids. Returns audio (B, La)."""
+    cfg = model.config
+    grid = audio.clone().view(-1, cfg.audio_grid_h, cfg.audio_grid_w)  # (B, h, w) frequency x time
+    grid[:, :, first_col:last_col] = cfg.audio_mask_id
+    return generate(model, grid.flatten(1), image, condition='image', **kw)[0]
+
+
+def continue_audio(model, image, n_windows, overlap_cols, first_window=None, **kw):
+    """A sound longer than the model's clip, window by window under the same image: each window
+    starts with the previous window's last `overlap_cols` columns given, the rest generated.
+    image (B, Lv) ids; first_window (B, La) ids to continue from, or None to generate it.
+    Returns a list of n_windows (B, La) id tensors; window k > 0 repeats the previous window's
+    last overlap_cols columns as its first ones (drop them when stitching)."""
+    cfg = model.config
+    h, w = cfg.audio_grid_h, cfg.audio_grid_w
+    if not 0 < overlap_cols < w:
+        raise ValueError(f'overlap_cols must be in 1..{w - 1}, not {overlap_cols}')
+    windows = [first_window if first_window is not None else image_to_audio(model, image, **kw)]
+    for _ in range(n_windows - 1):
+        previous = windows[-1].view(-1, h, w)
+        grid = torch.full_like(previous, cfg.audio_mask_id)  # (B, h, w)
+        grid[:, :, :overlap_cols] = previous[:, :, w - overlap_cols:]
+        windows.append(generate(model, grid.flatten(1), image, condition='image', **kw)[0])
+    return windows
