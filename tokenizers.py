@@ -251,7 +251,10 @@ def load_tokenizer(spec):
         if kind == "patch_kmeans":
             return PatchKMeansTokenizer.load(path)
         if kind == "vqgan":
-            return VQGANTokenizer.load(path, spec.get("config"))
+            tok = VQGANTokenizer.load(path, spec.get("config"))
+            if spec.get("size"):
+                tok.set_size(*spec["size"])  # so decode() works before any encode()
+            return tok
         raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans' or 'vqgan')")
     spec = str(spec)
     if not os.path.exists(spec):
@@ -275,3 +278,445 @@ def check_tokenizer_matches(meta_modality, tokenizer):
     if problems:
         raise ValueError(f"tokenizer {have.get('path')} does not match the one the data was "
                          f"tokenized with ({want.get('path')}): " + "; ".join(problems))
+
+# -----------------------------------------------------------------------------
+# taming-transformers VQGAN (taming/modules/diffusionmodules/model.py layout; same for SpecVQGAN)
+
+def Normalize(c):
+    return nn.GroupNorm(num_groups=32, num_channels=c, eps=1e-6, affine=True)
+
+def swish(x):
+    return x * torch.sigmoid(x)
+
+class ResnetBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.norm1, self.conv1 = Normalize(cin), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2, self.conv2 = Normalize(cout), nn.Conv2d(cout, cout, 3, 1, 1)
+        # 1x1 projection when widths differ (taming's "nin_shortcut")
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x):
+        h = self.conv1(swish(self.norm1(x)))
+        h = self.conv2(swish(self.norm2(h)))  # dropout is 0 in every released config
+        return self.nin_shortcut(x) + h
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all h*w positions, 1x1 conv projections."""
+    def __init__(self, c):
+        super().__init__()
+        self.norm = Normalize(c)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        q, k, v = (m(h).reshape(B, 1, C, H * W).transpose(2, 3) for m in (self.q, self.k, self.v))  # (B, 1, HW, C)
+        h = F.scaled_dot_product_attention(q, k, v)                         # softmax(q k^T / sqrt(C)) v
+        return x + self.proj_out(h.transpose(2, 3).reshape(B, C, H, W))
+
+class Downsample(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 2, 0)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # taming pads right/bottom only: H -> ceil(H/2)
+
+class Upsample(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
+
+class Level(nn.Module):
+    """One resolution level: res blocks (+ attention), then an optional resample. Holds the
+    state_dict names down.{i}.block/attn/downsample and up.{i}.block/attn/upsample."""
+    def __init__(self, cin, cout, n_blocks, attn, resample=None, name='downsample'):
+        super().__init__()
+        self.block = nn.ModuleList(ResnetBlock(cin if j == 0 else cout, cout) for j in range(n_blocks))
+        self.attn = nn.ModuleList(AttnBlock(cout) for _ in range(n_blocks if attn else 0))
+        if resample is not None:
+            setattr(self, name, resample(cout))
+        self.resample_name = name  # a string, so the module is registered under one name only
+
+    def forward(self, x):
+        for j, block in enumerate(self.block):
+            x = block(x)
+            if len(self.attn):
+                x = self.attn[j](x)
+        resample = getattr(self, self.resample_name, None)
+        return resample(x) if resample is not None else x
+
+class Mid(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.block_1, self.attn_1, self.block_2 = ResnetBlock(c, c), AttnBlock(c), ResnetBlock(c, c)
+
+    def forward(self, x):
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+class Encoder(nn.Module):
+    def __init__(self, *, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution,
+                 z_channels, double_z=False, **ignored):
+        super().__init__()
+        n = len(ch_mult)
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
+        mult, res = (1,) + tuple(ch_mult), resolution  # res follows the width; (SpecVQGAN: 848 ... 53)
+        self.down = nn.ModuleList()
+        for i in range(n):
+            self.down.append(Level(ch * mult[i], ch * mult[i + 1], num_res_blocks, res in attn_resolutions,
+                                   Downsample if i != n - 1 else None, 'downsample'))
+            res = res // 2 if i != n - 1 else res
+        c = ch * ch_mult[-1]
+        self.mid = Mid(c)
+        self.norm_out = Normalize(c)
+        self.conv_out = nn.Conv2d(c, 2 * z_channels if double_z else z_channels, 3, 1, 1)
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h)
+        return self.conv_out(swish(self.norm_out(self.mid(h))))
+
+class Decoder(nn.Module):
+    def __init__(self, *, ch, out_ch, ch_mult, num_res_blocks, attn_resolutions, resolution,
+                 z_channels, **ignored):
+        super().__init__()
+        n = len(ch_mult)
+        c = ch * ch_mult[-1]
+        res = resolution // 2 ** (n - 1)
+        self.conv_in = nn.Conv2d(z_channels, c, 3, 1, 1)
+        self.mid = Mid(c)
+        levels = [None] * n  # built from the coarsest level up, stored by level index as in taming
+        for i in reversed(range(n)):
+            levels[i] = Level(c, ch * ch_mult[i], num_res_blocks + 1, res in attn_resolutions,
+                              Upsample if i != 0 else None, 'upsample')
+            c = ch * ch_mult[i]
+            res = res * 2 if i != 0 else res
+        self.up = nn.ModuleList(levels)
+        self.norm_out = Normalize(c)
+        self.conv_out = nn.Conv2d(c, out_ch, 3, 1, 1)
+
+    def forward(self, z):
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(swish(self.norm_out(h)))
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, n_embed, embed_dim):
+        super().__init__()
+        self.embedding = nn.Embedding(n_embed, embed_dim)
+
+    def forward(self, z):
+        """z (B, D, h, w) -> ids (B, h*w) of the nearest codebook entry (L2), row-major."""
+        B, D, h, w = z.shape
+        ids, _ = _nearest(z.permute(0, 2, 3, 1).reshape(-1, D), self.embedding.weight)
+        return ids.reshape(B, h * w)
+
+class VQGANTokenizer(nn.Module):
+    """The frozen VQGAN: encoder -> quant_conv -> nearest code; code -> post_quant_conv -> decoder.
+    Image models (in_channels 3) take (B, 3, H, W) in [-1, 1]; mel codebooks (in_channels 1) take
+    the mel (B, 1, n_mels, frames) in [0, 1] and feed 2*mel - 1 (SpecVQGAN recipe)."""
+
+    def __init__(self, config):
+        super().__init__()
+        p = config['model']['params']
+        dd = p['ddconfig']
+        self.config, self.path, self.config_path = config, None, None
+        self.encoder, self.decoder = Encoder(**dd), Decoder(**dd)
+        z = dd['z_channels'] * (2 if dd.get('double_z') else 1)
+        self.quant_conv = nn.Conv2d(z, p['embed_dim'], 1)
+        self.quantize = VectorQuantizer(p['n_embed'], p['embed_dim'])
+        self.post_quant_conv = nn.Conv2d(p['embed_dim'], dd['z_channels'], 1)
+        self.codebook_size = p['n_embed']
+        self.channels = dd['in_channels']
+        self.is_mel = self.channels == 1
+        self.value_range = (0.0, 1.0) if self.is_mel else (-1.0, 1.0)
+        # the (H, W) inputs are encoded at; any size works (fully convolutional) and the grid follows.
+        # SpecVQGAN mels are 80 bins x `resolution` frames; image models are square.
+        self.set_size(80 if self.is_mel else dd['resolution'], dd['resolution'])
+        self.eval()
+
+    def set_size(self, H, W):
+        f = 2 ** (len(self.config['model']['params']['ddconfig']['ch_mult']) - 1)  # 16 for f16
+        self.size, self.grid = (H, W), (-(-H // f), -(-W // f))  # ceil: taming's padded downsampling
+
+    @torch.no_grad()
+    def encode_features(self, x):
+        """x in the model's own range ([-1, 1]) -> pre-quantization features (B, embed_dim, h, w)."""
+        return self.quant_conv(self.encoder(x))
+
+    @torch.no_grad()
+    def encode(self, x):
+        """x (B, C, H, W) in value_range -> ids (B, h*w) int64, row-major."""
+        if torch.is_tensor(x) and x.dim() == 4 and tuple(x.shape[2:]) != self.size:
+            self.set_size(*x.shape[2:])  # any size works (fully convolutional); the grid follows it
+        _check_input(x, 'VQGAN encode', self.channels, self.size, self.value_range)
+        x = x.float()
+        if self.is_mel:
+            x = 2 * x - 1
+        return self.quantize(self.encode_features(x))
+
+    @torch.no_grad()
+    def decode(self, ids):
+        """ids (B, h*w) -> (B, C, H, W) in value_range (mels are clipped to [0, 1])."""
+        h, w = self.grid
+        if ids.dim() != 2 or ids.shape[1] != h * w:
+            raise ValueError(f"VQGAN decode: expected ids (B, {h * w}) for grid {h}x{w}, got {tuple(ids.shape)}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(f"VQGAN decode: ids must be in [0, {self.codebook_size})")
+        q = self.quantize.embedding(ids.long()).reshape(ids.shape[0], h, w, -1).permute(0, 3, 1, 2)  # (B, D, h, w)
+        x = self.decoder(self.post_quant_conv(q))
+        x = x[:, :, :self.size[0], :self.size[1]]  # undo the ceil-padding of odd sizes
+        return ((x + 1) / 2).clamp(0, 1) if self.is_mel else x
+
+    def describe(self):
+        return {"type": "vqgan", "path": self.path, "config": self.config_path,
+                "codebook_size": self.codebook_size, "grid": list(self.grid), "size": list(self.size),
+                "channels": self.channels, "fingerprint": _fingerprint(self.quantize.embedding.weight)}
+
+    @classmethod
+    def load(cls, path, config_path=None):
+        """path: a .ckpt file, or a log folder holding checkpoints/*.ckpt and configs/*.yaml."""
+        ckpt_path, config_path = _find_vqgan_files(path, config_path)
+        with open(config_path) as f:
+            try:
+                config = yaml.safe_load(f)
+                config['model']['params']['ddconfig']
+            except Exception as e:
+                raise ValueError(f"{config_path}: not a VQGAN config with model.params.ddconfig ({e})")
+        obj = _torch_load(ckpt_path)
+        sd = obj.get('state_dict', obj) if isinstance(obj, dict) else None
+        if not isinstance(sd, dict):
+            raise ValueError(f"{ckpt_path}: no state_dict in checkpoint")
+        sd = {k: v for k, v in sd.items() if not k.startswith('loss.')}  # training-loss weights
+        model = cls(config)
+        _load_exact(model, sd, ckpt_path, config_path)
+        model.path, model.config_path = os.path.abspath(ckpt_path), os.path.abspath(config_path)
+        return model
+
+def _find_vqgan_files(path, config_path=None):
+    """Releases ship logs/NAME/checkpoints/last.ckpt + logs/NAME/configs/*-project.yaml; the
+    fixture has model.yaml next to last.ckpt. Accept either layout, or an explicit config."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such VQGAN checkpoint or folder")
+    root = path
+    if os.path.isdir(path):
+        cands = [os.path.join(d, f) for d in (path, os.path.join(path, 'checkpoints')) if os.path.isdir(d)
+                 for f in sorted(os.listdir(d)) if f.endswith('.ckpt')]
+        if not cands:
+            raise FileNotFoundError(f"{path}: no .ckpt file in it or in its checkpoints/ folder")
+        path = next((c for c in cands if c.endswith('last.ckpt')), cands[-1])
+    else:
+        root = os.path.dirname(os.path.abspath(path))
+    if config_path is None:
+        for d in (root, os.path.join(root, 'configs'), os.path.join(root, '..', 'configs')):
+            ys = sorted(f for f in os.listdir(d) if f.endswith(('.yaml', '.yml'))) if os.path.isdir(d) else []
+            if ys:  # the taming log's *-project.yaml holds the model; *-lightning.yaml does not
+                config_path = os.path.join(d, next((y for y in ys if 'project' in y or y == 'model.yaml'), ys[0]))
+                break
+    if config_path is None or not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: no model config (.yaml) found next to it or in configs/")
+    return path, config_path
+
+def _load_exact(model, sd, ckpt_path, config_path):
+    """load_state_dict with errors that name the missing/unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{ckpt_path}: not a checkpoint for this model: missing keys {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                         f"{'...' if len(unexpected) > 5 else ''}")
+    bad = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{ckpt_path}: weights do not match the shapes in {config_path}: {bad[:3]}")
+    model.load_state_dict(sd)
+
+# -----------------------------------------------------------------------------
+# vocoders: mel (B, n_mels, T) in [0, 1] -> waveform. Weight-norm parameters are folded into plain
+# conv weights at load time (w = g * v / ||v||, norm over all dims but 0), the same numbers.
+
+def fold_weight_norm(sd):
+    out = {}
+    for k, v in sd.items():
+        if k.endswith('.weight_g'):
+            base = k[:-len('.weight_g')]
+            wv = sd[base + '.weight_v']
+            norm = wv.flatten(1).norm(dim=1).reshape(-1, *[1] * (wv.dim() - 1))
+            out[base + '.weight'] = v * wv / norm
+        elif not k.endswith('.weight_v'):
+            out[k] = v
+    return out
+
+class MelGANResBlock(nn.Module):
+    def __init__(self, dim, dilation):
+        super().__init__()
+        self.block = nn.Sequential(nn.LeakyReLU(0.2), nn.ReflectionPad1d(dilation),
+                                   nn.Conv1d(dim, dim, 3, dilation=dilation), nn.LeakyReLU(0.2),
+                                   nn.Conv1d(dim, dim, 1))
+        self.shortcut = nn.Conv1d(dim, dim, 1)
+
+    def forward(self, x):
+        return self.shortcut(x) + self.block(x)
+
+class MelGANGenerator(nn.Module):
+    """descript melgan-neurips Generator, as released with SpecVQGAN: upsampling 8*8*2*2 = hop 256."""
+    ratios = (8, 8, 2, 2)
+
+    def __init__(self, n_mel_channels=80, ngf=32, n_residual_layers=3):
+        super().__init__()
+        mult = 2 ** len(self.ratios)
+        layers = [nn.ReflectionPad1d(3), nn.Conv1d(n_mel_channels, mult * ngf, 7)]
+        for r in self.ratios:
+            layers += [nn.LeakyReLU(0.2), nn.ConvTranspose1d(mult * ngf, mult * ngf // 2, 2 * r, stride=r,
+                                                             padding=r // 2 + r % 2, output_padding=r % 2)]
+            layers += [MelGANResBlock(mult * ngf // 2, 3 ** j) for j in range(n_residual_layers)]
+            mult //= 2
+        layers += [nn.LeakyReLU(0.2), nn.ReflectionPad1d(3), nn.Conv1d(ngf, 1, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)  # indices match the released state_dict ("model.1...")
+        self.hop_length, self.n_mels = 256, n_mel_channels
+
+    def forward(self, mel):
+        return self.model(mel)  # (B, n_mels, T) -> (B, 1, T*256)
+
+def load_melgan(path):
+    """path: best_netG.pt or its folder (with args.yml). Numbers come from the weights' shapes;
+    args.yml is only cross-checked when it is plain YAML (the release pickles a Namespace)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, 'best_netG.pt')
+    sd = _torch_load(path)
+    if not isinstance(sd, dict) or 'model.1.weight_v' not in sd:
+        raise ValueError(f"{path}: not a MelGAN generator state_dict (no model.1.weight_v)")
+    n_mels, ngf = sd['model.1.weight_v'].shape[1], sd['model.1.weight_v'].shape[0] // 16
+    n_res = sum(k.endswith('.shortcut.weight_v') for k in sd) // len(MelGANGenerator.ratios)
+    args_path = os.path.join(os.path.dirname(path), 'args.yml')
+    if os.path.isfile(args_path):
+        try:
+            with open(args_path) as f:
+                args = yaml.safe_load(f)
+        except yaml.YAMLError:
+            args = None  # python-tagged YAML: do not unpickle; the shapes tell us everything
+        want = {'n_mel_channels': n_mels, 'ngf': ngf, 'n_residual_layers': n_res}
+        for k, v in (args.items() if isinstance(args, dict) else []):
+            if k in want and v != want[k]:
+                raise ValueError(f"{args_path}: {k}={v} but the weights in {path} have {want[k]}")
+    gen = MelGANGenerator(n_mels, ngf, n_res)
+    _load_exact(gen, fold_weight_norm(sd), path, args_path)
+    return gen.eval()
+
+LRELU_SLOPE = 0.1  # HiFi-GAN's slope inside the generator
+
+class HiFiResBlock1(nn.Module):
+    def __init__(self, ch, k, dilation):
+        super().__init__()
+        self.convs1 = nn.ModuleList(nn.Conv1d(ch, ch, k, dilation=d, padding=(k * d - d) // 2) for d in dilation)
+        self.convs2 = nn.ModuleList(nn.Conv1d(ch, ch, k, padding=(k - 1) // 2) for _ in dilation)
+
+    def forward(self, x):
+        for c1, c2 in zip(self.convs1, self.convs2):
+            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+        return x
+
+class HiFiResBlock2(nn.Module):
+    def __init__(self, ch, k, dilation):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(ch, ch, k, dilation=d, padding=(k * d - d) // 2) for d in dilation)
+
+    def forward(self, x):
+        for c in self.convs:
+            x = x + c(F.leaky_relu(x, LRELU_SLOPE))
+        return x
+
+class HiFiGANGenerator(nn.Module):
+    """jik876/hifi-gan Generator: natural-log mel (B, num_mels, T) -> (B, 1, T*prod(upsample_rates))."""
+
+    def __init__(self, h):
+        super().__init__()
+        c0, self.num_kernels = h['upsample_initial_channel'], len(h['resblock_kernel_sizes'])
+        self.conv_pre = nn.Conv1d(h.get('num_mels', 80), c0, 7, 1, padding=3)
+        self.ups = nn.ModuleList(nn.ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, u, padding=(k - u) // 2)
+                                 for i, (u, k) in enumerate(zip(h['upsample_rates'], h['upsample_kernel_sizes'])))
+        block = HiFiResBlock1 if str(h['resblock']) == '1' else HiFiResBlock2
+        self.resblocks = nn.ModuleList(block(c0 // 2 ** (i + 1), k, d) for i in range(len(self.ups))
+                                       for k, d in zip(h['resblock_kernel_sizes'], h['resblock_dilation_sizes']))
+        self.conv_post = nn.Conv1d(c0 // 2 ** len(self.ups), 1, 7, 1, padding=3)
+        self.hop_length = int(np.prod(h['upsample_rates']))
+
+    def forward(self, x):
+        x = self.conv_pre(x)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            # multi-receptive-field fusion: mean of the level's resblocks
+            x = sum(self.resblocks[i * self.num_kernels + j](x) for j in range(self.num_kernels)) / self.num_kernels
+        return torch.tanh(self.conv_post(F.leaky_relu(x)))  # default slope 0.01 here, as released
+
+def load_hifigan(path):
+    """path: a generator file ({'generator': state_dict}) with config.json beside it, or the folder."""
+    if os.path.isdir(path):
+        names = sorted(f for f in os.listdir(path) if f.startswith(('generator', 'g_')))
+        if not names:
+            raise FileNotFoundError(f"{path}: no HiFi-GAN generator file (generator*, g_*) in it")
+        path = os.path.join(path, names[-1])
+    obj = _torch_load(path)
+    if not isinstance(obj, dict) or 'generator' not in obj:
+        raise ValueError(f"{path}: not a HiFi-GAN checkpoint (no 'generator' entry)")
+    cfg_path = os.path.join(os.path.dirname(path), 'config.json')
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{cfg_path}: HiFi-GAN config.json not found next to {path}")
+    with open(cfg_path) as f:
+        h = json.load(f)
+    gen = HiFiGANGenerator(h)
+    _load_exact(gen, fold_weight_norm(obj['generator']), path, cfg_path)
+    gen.h = h
+    return gen.eval()
+
+def _hifigan_input(mel, h, cfg):
+    """[0, 1] SpecVQGAN mel -> HiFi-GAN's natural-log mel. When the filterbanks differ, go through
+    the pseudo-inverse of ours to a linear spectrum and apply HiFi-GAN's (fixed here)."""
+    amp = mel_to_amplitude(mel)                                              # (B, n_mels, T)
+    same = (h.get('num_mels'), h.get('fmin'), h.get('fmax'), h.get('n_fft')) == (cfg.n_mels, cfg.fmin, cfg.fmax, cfg.n_fft)
+    if not same:
+        import librosa
+        theirs = librosa.filters.mel(sr=h['sampling_rate'], n_fft=h['n_fft'], n_mels=h['num_mels'],
+                                     fmin=h['fmin'], fmax=h['fmax'] or h['sampling_rate'] / 2)
+        lin = np.maximum(np.einsum('fm,bmt->bft', np.linalg.pinv(_mel_basis(cfg)), amp), 0)
+        amp = np.einsum('mf,bft->bmt', theirs, lin)
+    return torch.from_numpy(np.log(np.maximum(amp, 1e-5))).float()
+
+def load_vocoder(spec, cfg):
+    """spec None / 'griffinlim' -> Griffin-Lim; else a MelGAN best_netG.pt (or folder) or a HiFi-GAN
+    generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop)."""
+    if spec is None or str(spec).lower() in ('griffinlim', 'griffin-lim', 'griffin_lim'):
+        return lambda mel: np.asarray(griffin_lim(_as_mel_batch(mel, cfg), cfg), np.float32)
+    spec = str(spec)
+    if not os.path.exists(spec):
+        raise FileNotFoundError(f"{spec}: no such vocoder file or folder")
+    is_melgan = (os.path.isfile(os.path.join(spec, 'best_netG.pt')) if os.path.isdir(spec)
+                 else 'generator' not in _torch_load(spec))
+    gen = load_melgan(spec) if is_melgan else load_hifigan(spec)
+    sr = cfg.sample_rate if is_melgan else gen.h['sampling_rate']
+    if gen.hop_length != cfg.hop_length or sr != cfg.sample_rate:
+        raise ValueError(f"{spec}: vocoder hop {gen.hop_length} at {sr} Hz does not match the mel config "
+                         f"(hop {cfg.hop_length} at {cfg.sample_rate} Hz)")
+
+    @torch.no_grad()
+    def vocode(mel):
+        mel = _as_mel_batch(mel, cfg)
+        x = torch.from_numpy(mel).float() if is_melgan else _hifigan_input(mel, gen.h, cfg)
+        return gen(x).squeeze(1).numpy().astype(np.float32)                 # (B, T*hop)
+    return vocode
+
+def _as_mel_batch(mel, cfg):
+    mel = np.asarray(mel.detach().cpu() if torch.is_tensor(mel) else mel, dtype=np.float32)
+    if mel.ndim == 4 and mel.shape[1] == 1:
+        mel = mel[:, 0]  # the tokenizers' (B, 1, n_mels, T) layout
+    if mel.ndim != 3 or mel.shape[1] != cfg.n_mels:
+        raise ValueError(f"vocoder: expected a mel batch (B, {cfg.n_mels}, T), got {mel.shape}")
+    if mel.min() < -1e-3 or mel.max() > 1 + 1e-3:
+        raise ValueError(f"vocoder: mel values must be in [0, 1], got [{mel.min():.3g}, {mel.max():.3g}]")
+    return mel
