@@ -1,0 +1,424 @@
+"""
+Train Visual Echoes on pre-tokenized audio-visual data (the on-disk format is in README.md).
+
+Single process (CPU or one GPU):
+$ python train.py config/toy.py
+Smoke-test the paper-size model for one step on random tokens:
+$ python train.py config/vggsound.py --dataset=random --device=cpu --batch_size=1 --max_iters=1 --compile=False
+DDP on 8 GPUs of one node (gloo on CPU works too: --device=cpu):
+$ torchrun --standalone --nproc_per_node=8 train.py config/vggsound.py
+Resume after a crash, SIGKILL or SIGTERM (continues exactly: RNG and data position are saved):
+$ python train.py config/toy.py --init_from=resume
+"""
+
+import os
+import sys
+import json
+import math
+import time
+import signal
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model import ModelConfig, VisualEchoes, random_corruption
+
+# -----------------------------------------------------------------------------
+# default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
+# I/O
+out_dir = 'out'
+eval_interval = 2000  # iters between evaluations (and checkpoints)
+log_interval = 1
+eval_iters = 50  # batches per split in estimate_loss
+eval_only = False  # if True, evaluate once and exit
+always_save_checkpoint = True  # if False, only save when val loss improves (SIGTERM always saves)
+init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+# data
+dataset = 'vggsound'  # a folder under data/ in the README's format, or 'random' (random tokens, no eval or ckpt)
+data_dir = ''  # '' means data/<dataset>
+gradient_accumulation_steps = 1  # micro-steps per optimizer step, per process
+batch_size = 64  # clips per micro-step, per process; effective batch = this * accumulation * world size
+# token layout: used only by dataset='random'; real datasets take it from meta.json
+audio_grid_h = 5  # SpecVQGAN: 80 mels / 16 rows by 848 frames / 16 columns
+audio_grid_w = 53
+audio_codebook_size = 1024
+image_grid_h = 16  # taming VQGAN f16: 256 px / 16
+image_grid_w = 16
+image_codebook_size = 1024
+# model (paper: MAGE ViT-L)
+n_layer = 24
+n_head = 16
+n_embd = 1024
+decoder_n_layer = 8
+decoder_n_head = 16
+decoder_n_embd = 1024
+dropout = 0.1  # attention and MLP (fixed here, as MAGE)
+bias = True
+mask_ratio_mu = 0.7  # paper (0.55 in the ablations)
+mask_ratio_std = 0.25
+mask_ratio_min = 0.2
+mask_ratio_max = 1.0
+drop_ratio = 0.5
+label_smoothing = 0.1
+# adamw optimizer (SPEC 4, as MAGE)
+learning_rate = 3e-4  # peak lr: 1.5e-4 * effective_batch / 256 (SPEC 4), here 8 GPUs x 64
+max_iters = 356_000  # total optimizer steps (~1000 epochs of 182,563 clips at 512 per step)
+weight_decay = 0.05
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 3.0  # clip gradients at this norm, or 0.0 to disable
+# learning rate schedule: linear warmup, then cosine decay to min_lr
+decay_lr = True
+warmup_iters = 14_000  # ~40 epochs, as MAGE
+lr_decay_iters = 356_000  # ~= max_iters
+min_lr = 0.0  # as MAE/MAGE
+# system
+device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or 'float16'
+compile = True  # torch.compile the model (PyTorch 2.0+)
+peak_flops = 312e12  # FLOP/s the MFU is measured against (A100 bf16; bench.py measures yours)
+# -----------------------------------------------------------------------------
+config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
+exec(open('configurator.py').read())  # overrides from command line or config file
+config = {k: globals()[k] for k in config_keys}  # will be useful for logging and the checkpoint
+# -----------------------------------------------------------------------------
+
+
+def fail(msg):  # a clear one-line error and exit code 2, like the configurator
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+# various inits, derived attributes, I/O setup
+device_type = device.split(':')[0]  # for autocast, the DDP backend and the optimizer
+ddp = int(os.environ.get('RANK', -1)) != -1  # is this a torchrun run?
+if ddp:
+    dist.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
+    ddp_rank = int(os.environ['RANK'])
+    ddp_local_rank = int(os.environ['LOCAL_RANK'])
+    ddp_world_size = int(os.environ['WORLD_SIZE'])
+    if device_type == 'cuda':
+        device = f'cuda:{ddp_local_rank}'
+        torch.cuda.set_device(device)
+    # control messages (stop flag, RNG states) go over gloo on the CPU: they never sync the GPU
+    ctrl_group = dist.new_group(backend='gloo')
+    master_process = ddp_rank == 0  # this process will do logging, checkpointing etc.
+    seed_offset = ddp_rank  # each process gets a different seed, hence different data and masks
+else:
+    ddp_rank, ddp_world_size, master_process, seed_offset = 0, 1, True, 0
+if master_process:
+    os.makedirs(out_dir, exist_ok=True)
+torch.manual_seed(1337 + seed_offset)
+torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
+torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+# float32 on CPU runs plain; bf16 on CPU goes through torch.autocast('cpu', dtype=torch.bfloat16)
+ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+
+# data: uint16 token arrays read through np.load(mmap_mode='r'), one row per clip
+data_dir = data_dir or os.path.join('data', dataset)
+meta_path = os.path.join(data_dir, 'meta.json')
+if dataset == 'toy' and not os.path.exists(meta_path):  # the embedded dataset makes itself
+    if master_process:
+        import data  # data.py: a synthetic dataset and patch k-means tokenizers, no download
+        data.prepare_toy(data_dir)
+    if ddp:
+        dist.barrier()  # the other ranks wait for rank 0 to write it
+if dataset == 'random':  # random ids of the configured shapes (throughput and smoke tests)
+    dataset_meta, frames, splits = None, 1, {}
+else:
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        fail(f"{meta_path} not found: make the dataset with data.py (see README.md)")
+    except json.JSONDecodeError as e:
+        fail(f"{meta_path}: not valid JSON ({e})")
+    try:
+        audio_grid_h, audio_grid_w = meta['audio']['grid']
+        image_grid_h, image_grid_w = meta['image']['grid']
+        audio_codebook_size, image_codebook_size = meta['audio']['codebook_size'], meta['image']['codebook_size']
+        frames = meta['frames']
+    except (KeyError, TypeError, ValueError) as e:
+        fail(f"{meta_path}: missing or malformed grid/codebook_size/frames ({e!r})")
+    # the checkpoint carries the metadata (not the per-clip lists) so sample.py and evaluate.py
+    # can rebuild the tokenizers and the mel config from it alone
+    dataset_meta = {**meta, 'splits': {s: {k: v for k, v in d.items() if k not in ('ids', 'labels')}
+                                       for s, d in meta.get('splits', {}).items()}}
+    splits = {}
+    for split in ('train', 'val'):
+        arrays = []
+        for name, shape in (('audio', (audio_grid_h * audio_grid_w,)), ('image', (frames, image_grid_h * image_grid_w))):
+            path = os.path.join(data_dir, f'{split}_{name}.npy')
+            try:
+                arr = np.load(path, mmap_mode='r')
+            except (OSError, ValueError) as e:
+                fail(f"{path}: cannot read token array ({e})")
+            if arr.dtype != np.uint16 or arr.shape[1:] != shape or len(arr) == 0:
+                fail(f"{path}: expected uint16 (N, {', '.join(map(str, shape))}) as meta.json says, "
+                     f"got {arr.dtype} {arr.shape}")
+            arrays.append(arr)
+        if len(arrays[0]) != len(arrays[1]):
+            fail(f"{data_dir}: {split}_audio.npy has {len(arrays[0])} rows, {split}_image.npy {len(arrays[1])}")
+        splits[split] = arrays
+L_a, L_v = audio_grid_h * audio_grid_w, image_grid_h * image_grid_w
+
+
+def get_batch(split, generator):
+    """(audio (B, L_a), image (B, L_v)) int64 ids on device; rows drawn with `generator` (CPU),
+    so the data position is a generator state we can save. Train: a random frame of each clip
+    (paper); eval: the middle one (fixed here)."""
+    if dataset == 'random':
+        audio = torch.randint(audio_codebook_size, (batch_size, L_a), generator=generator)
+        image = torch.randint(image_codebook_size, (batch_size, L_v), generator=generator)
+    else:
+        audio_rows, image_rows = splits[split]
+        ix = torch.randint(len(audio_rows), (batch_size,), generator=generator).numpy()
+        fr = torch.randint(frames, (batch_size,), generator=generator).numpy() if split == 'train' else frames // 2
+        audio = torch.from_numpy(audio_rows[ix].astype(np.int64))  # (B, L_a)
+        image = torch.from_numpy(image_rows[ix, fr].astype(np.int64))  # (B, L_v): one frame per clip
+    if device_type == 'cuda':  # pin arrays, which allows us to move them to GPU asynchronously
+        return audio.pin_memory().to(device, non_blocking=True), image.pin_memory().to(device, non_blocking=True)
+    return audio.to(device), image.to(device)
+
+
+# init these up here, can override if init_from='resume' (i.e. from a checkpoint)
+iter_num = 0
+best_val_loss = 1e9
+# model init: the architecture from the config, the token layout from the data
+model_args = {k: v for k, v in globals().items() if k in ModelConfig.__dataclass_fields__}
+if init_from == 'scratch':
+    print("Initializing a new model from scratch")
+    checkpoint = None
+elif init_from == 'resume':
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(ckpt_path):
+        fail(f"{ckpt_path} not found: nothing to resume (train with --init_from=scratch first)")
+    print(f"Resuming training from {ckpt_path}")
+    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    # the checkpoint defines the model; the data must have the same token layout
+    for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size'):
+        if checkpoint['model_args'][k] != model_args[k]:
+            fail(f"{ckpt_path}: {k} = {checkpoint['model_args'][k]} but {data_dir} has {model_args[k]}")
+    model_args = checkpoint['model_args']
+    iter_num = checkpoint['iter_num']
+    best_val_loss = checkpoint['best_val_loss']
+else:
+    fail(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
+model = VisualEchoes(ModelConfig(**model_args))
+if checkpoint is not None:
+    model.load_state_dict(checkpoint['model'])
+model.to(device)
+if master_process:
+    print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
+
+# initialize a GradScaler. If enabled=False scaler is a no-op (only float16 needs it)
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    scaler.load_state_dict(checkpoint['scaler'])
+
+# compile the model, then wrap it into DDP; raw_model (uncompiled, unwrapped) is what we save
+raw_model = model
+if compile:
+    print("compiling the model... (takes a ~minute)")
+    model = torch.compile(model)
+eval_model = model  # rank 0 evaluates alone, so outside the DDP wrapper
+if ddp:
+    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+
+# the sampler's RNG is its own generator (not the global one, which draws masks and dropout), so
+# its state is the data position; a different seed so sampled rows don't correlate with masks
+data_generator = torch.Generator().manual_seed(1337 + seed_offset + 1_000_000)
+if checkpoint is not None:
+    if len(checkpoint['rng']) == ddp_world_size:  # restore this rank's RNG states: continue exactly
+        rng = checkpoint['rng'][ddp_rank]
+        torch.set_rng_state(rng['torch'].cpu())
+        if device_type == 'cuda' and rng.get('cuda') is not None:
+            torch.cuda.set_rng_state(rng['cuda'].cpu())
+        data_generator.set_state(checkpoint['data_state'][ddp_rank]['generator'].cpu())
+    else:  # other world size: fresh streams, not an exact continuation
+        print(f"warning: checkpoint is from {len(checkpoint['rng'])} processes, not {ddp_world_size}: reseeding")
+        torch.manual_seed(1337 + seed_offset + iter_num)
+        data_generator.manual_seed(1337 + seed_offset + 1_000_000 + iter_num)
+checkpoint = None  # free up memory
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Per-modality val loss and masked-token accuracy on both splits, over eval_iters batches.
+    The batches and the corruption use a fixed seed (the same for every eval, so the numbers are
+    comparable), inside fork_rng so the training RNG streams are left exactly as they were."""
+    out = {}
+    eval_model.eval()
+    with torch.random.fork_rng(devices=[device] if device_type == 'cuda' else []):
+        for split in ('train', 'val'):
+            torch.manual_seed(42)
+            generator = torch.Generator().manual_seed(42)
+            sums = dict(loss=0.0, audio=0.0, image=0.0, audio_acc=0.0, image_acc=0.0)
+            for _ in range(eval_iters):
+                audio, image = get_batch(split, generator)
+                audio_in, image_in, keep, targets = random_corruption(audio, image, raw_model.config)
+                with ctx:
+                    logits, losses = eval_model(audio_in, image_in, keep, targets)
+                for name, lg, tg in zip(('audio', 'image'), logits, targets):
+                    masked = tg >= 0
+                    sums[f'{name}_acc'] += (lg.argmax(-1)[masked] == tg[masked]).float().mean().item()
+                for k in ('loss', 'audio', 'image'):
+                    sums[k] += losses[k].item()
+            out[split] = {k: v / eval_iters for k, v in sums.items()}
+    eval_model.train()
+    return out
+
+
+def get_lr(it):
+    """Linear warmup for warmup_iters, then cosine decay to min_lr at lr_decay_iters (SPEC 4)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    decay_ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def save_checkpoint():
+    """Every rank sends its RNG and data-sampler states; rank 0 writes out_dir/ckpt.pt atomically
+    (a temporary file, then os.replace), so a SIGKILL at any moment leaves a whole checkpoint."""
+    state = {'rng': {'torch': torch.get_rng_state(),
+                     'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None},
+             'data_state': {'generator': data_state}}
+    states = [state]
+    if ddp:
+        states = [None] * ddp_world_size
+        dist.all_gather_object(states, state, group=ctrl_group)
+    if not master_process:
+        return
+    checkpoint = {
+        'model': raw_model.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'scaler': scaler.state_dict(),
+        'model_args': model_args,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'config': config,
+        'rng': [s['rng'] for s in states],  # one per rank
+        'data_state': [s['data_state'] for s in states],
+        'dataset_meta': dataset_meta,
+    }
+    path = os.path.join(out_dir, 'ckpt.pt')
+    print(f"saving checkpoint to {path} (iter {iter_num})")
+    torch.save(checkpoint, path + '.tmp')
+    os.replace(path + '.tmp', path)
+
+
+# SIGTERM (schedulers, torchrun) and SIGINT (Ctrl-C) finish the current step, save and exit
+stop_signal = None
+
+
+def request_stop(signum, frame):
+    global stop_signal
+    stop_signal = signum
+    signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+
+
+signal.signal(signal.SIGTERM, request_stop)
+signal.signal(signal.SIGINT, request_stop)
+
+# training loop
+tokens_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size * (L_a + L_v)
+if master_process:
+    print(f"tokens per iteration will be: {tokens_per_iter:,} "
+          f"({batch_size * gradient_accumulation_steps * ddp_world_size} clips)")
+if dataset == 'random' and master_process:
+    print("dataset='random': no evaluation and no checkpoints")
+data_state = data_generator.get_state()  # the data position: the state before the next batch is drawn
+audio, image = get_batch('train', data_generator)  # fetch the very first batch
+t0 = time.time()
+local_iter_num = 0  # number of iterations in the lifetime of this process
+running_mfu = -1.0
+while True:
+
+    # determine and set the learning rate for this iteration
+    lr = get_lr(iter_num) if decay_lr else learning_rate
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
+
+    # a signal on any rank stops all of them at the same iteration (one tiny CPU all-reduce per step)
+    stop = stop_signal is not None
+    if ddp:
+        flag = torch.tensor(int(stop))
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctrl_group)
+        stop = bool(flag.item())
+
+    # evaluate the loss on train/val sets and write checkpoints
+    if dataset != 'random' and (iter_num % eval_interval == 0 or iter_num == max_iters or stop):
+        improved = False
+        if master_process and not stop:
+            losses = estimate_loss()
+            t, v = losses['train'], losses['val']
+            print(f"step {iter_num}: train loss {t['loss']:.4f}, val loss {v['loss']:.4f} "
+                  f"(audio {v['audio']:.4f} acc {v['audio_acc']:.4f}, image {v['image']:.4f} acc {v['image_acc']:.4f})")
+            improved = v['loss'] < best_val_loss
+            best_val_loss = min(best_val_loss, v['loss'])  # never overwritten by a worse value
+        if ddp:  # rank 0 decides; every rank joins the RNG-state gather
+            flag = torch.tensor(int(improved))
+            dist.broadcast(flag, 0, group=ctrl_group)
+            improved = bool(flag.item())
+        if (iter_num > 0 and (improved or always_save_checkpoint)) or stop:
+            save_checkpoint()
+    if stop:
+        if master_process:
+            print(f"stopping on signal {stop_signal} at iter {iter_num}")
+        break
+    if iter_num == 0 and eval_only:
+        break
+    if iter_num >= max_iters:
+        break
+
+    # forward backward update, with optional gradient accumulation to simulate larger batch size
+    # and using the GradScaler if data type is float16
+    for micro_step in range(gradient_accumulation_steps):
+        if ddp:
+            # in DDP training we only need to sync gradients at the last micro step.
+            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+        audio_in, image_in, keep, targets = random_corruption(audio, image, raw_model.config)
+        with ctx:
+            logits, losses = model(audio_in, image_in, keep, targets)
+            loss = losses['loss'] / gradient_accumulation_steps  # scale the loss to account for accumulation
+        # immediately async prefetch next batch while model is doing the forward pass on the GPU
+        data_state = data_generator.get_state()
+        audio, image = get_batch('train', data_generator)
+        # backward pass, with gradient scaling if training in fp16
+        scaler.scale(loss).backward()
+    # clip the gradient
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # step the optimizer and scaler if training in fp16
+    scaler.step(optimizer)
+    scaler.update()
+    # flush the gradients as soon as we can, no need for this memory anymore
+    optimizer.zero_grad(set_to_none=True)
+
+    # timing and logging
+    t1 = time.time()
+    dt = t1 - t0
+    t0 = t1
+    if iter_num % log_interval == 0 and master_process:
+        # get loss as float. note: this is a CPU-GPU sync point
+        lossf = loss.item() * gradient_accumulation_steps
+        if local_iter_num >= 5:  # let the training loop settle a bit
+            mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
+            running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+        print(f"iter {iter_num}: loss {lossf:.4f} (audio {losses['audio'].item():.4f}, image {losses['image'].item():.4f}), "
+              f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s, mfu {running_mfu * 100:.2f}%")
+    iter_num += 1
+    local_iter_num += 1
+
+if ddp:
+    dist.destroy_process_group()
