@@ -1,0 +1,218 @@
+"""
+Sample from a trained Visual Echoes model (SPEC 3); every task is one call into model.py.
+
+$ python sample.py --image cat.jpg                     # -> cat.wav, cat_mel.png (image | mel)
+$ python sample.py --image cat.jpg --duration 30       # 30 s: continued window by window
+$ python sample.py --audio dog.wav                     # -> dog.png, dog_mel.png
+$ python sample.py --cogen --num_samples 4             # -> cogen_0.wav, cogen_0.png, cogen_0_mel.png, ...
+$ python sample.py --audio x.wav --image y.jpg --inpaint 3.0:5.5   # -> x_inpaint.wav, x_inpaint_mel.png
+The checkpoint is out/ckpt.pt (--out_dir); files go to the current directory (--output).
+"""
+import argparse, math, os, shutil, subprocess, sys, tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image, ImageDraw
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit code 2, like every other bad input
+        print(f'error: {message}', file=sys.stderr)
+        sys.exit(2)
+
+p = Parser(description='Visual Echoes: image->audio, audio->image, co-generation, audio inpainting')
+p.add_argument('--image', nargs='+', default=[], help='condition image(s): generate their sounds')
+p.add_argument('--audio', nargs='+', default=[], help='condition sound(s): generate their images')
+p.add_argument('--cogen', action='store_true', help='generate image and sound pairs together')
+p.add_argument('--inpaint', metavar='A:B', help='with one --audio and one --image: regenerate seconds A to B')
+p.add_argument('--duration', type=float, help='seconds of sound for --image (longer than a clip: continuation)')
+p.add_argument('--out_dir', default='out', help='directory holding ckpt.pt')
+p.add_argument('--output', default='.', help='directory the files are written to')
+p.add_argument('--num_samples', type=int, default=1, help='samples per input (pairs for --cogen)')
+p.add_argument('--seed', type=int, default=1337)
+p.add_argument('--steps', type=int, default=30, help='decoding iterations N (paper: 30)')
+p.add_argument('--temperature', type=float, default=1.0, help='sampling temperature')
+p.add_argument('--cfg', type=float, default=3.0, help='guidance scale s (paper: 3; 1 = none)')
+p.add_argument('--choice_temperature', type=float, default=9.0, help='Gumbel noise T on confidences (paper: 9)')
+p.add_argument('--vocoder', default='griffinlim', help='griffinlim, or a MelGAN / HiFi-GAN generator file')
+p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+p.add_argument('--video', action='store_true', help='also write NAME.mp4, the still image with its sound (ffmpeg)')
+
+# magma-like colormap, 6 anchors linearly interpolated: no matplotlib (fixed here)
+CMAP = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], np.float32)
+
+def panel(image, mel, span=None, height=256):
+    """image (S, S, 3) uint8 beside mel (n_mels, T) in [0, 1], both `height` px tall; span (a, b)
+    in mel frames is outlined (the inpainted range). Returns a PIL image."""
+    x = np.clip(mel[::-1], 0, 1) * (len(CMAP) - 1)  # (n_mels, T), low frequencies at the bottom
+    i = np.minimum(x.astype(int), len(CMAP) - 2)
+    f = (x - i)[..., None]
+    spec = Image.fromarray(((1 - f) * CMAP[i] + f * CMAP[i + 1]).astype(np.uint8))  # (n_mels, T, 3)
+    spec = spec.resize((max(mel.shape[1], 2 * height), height), Image.BILINEAR)  # >= 2:1 for short clips
+    out = Image.new('RGB', (height + 8 + spec.width, height), 'white')
+    out.paste(Image.fromarray(image).resize((height, height), Image.BICUBIC), (0, 0))
+    out.paste(spec, (height + 8, 0))
+    if span is not None:
+        a, b = (height + 8 + round(s * spec.width / mel.shape[1]) for s in span)
+        ImageDraw.Draw(out).rectangle([a, 0, b - 1, height - 1], outline='white', width=2)
+    return out
+
+def load_all(args):
+    """The model, its dataset meta, mel config and both tokenizers, checked against each other."""
+    from model import load_model
+    from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer
+    path = os.path.join(args.out_dir, 'ckpt.pt')
+    try:
+        model, ckpt = load_model(path, args.device)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # truncated file, wrong shapes: name the file, no traceback
+        raise ValueError(f'{path}: cannot load the checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
+    meta, toks = ckpt.get('dataset_meta'), {}
+    if not meta:
+        raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
+    for m in ('audio', 'image'):
+        tok = toks[m] = load_tokenizer(meta[m]['tokenizer'])
+        check_tokenizer_matches(meta[m], tok)
+        want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
+        if [*tok.grid, tok.codebook_size] != want:
+            raise ValueError(f'{path}: the model wants {m} grid {want[:2]} and {want[2]} codes, '
+                             f'tokenizer {meta[m]["tokenizer"].get("path")} has {list(tok.grid)} and {tok.codebook_size}')
+        tok.to(args.device)
+    return model, meta, MelConfig(**meta['audio']['mel']), toks
+
+def main(args):
+    import model as M
+    from data import load_audio, load_image
+    from tokenizers import load_vocoder, mel_spectrogram
+    img_in, aud_in, n = args.image, args.audio, args.num_samples
+    # ---- check the request before any work
+    if args.cogen == bool(img_in or aud_in):
+        raise ValueError('give --image, --audio, both with --inpaint A:B, or --cogen alone')
+    if (img_in and aud_in or args.inpaint) and (len(img_in), len(aud_in), bool(args.inpaint)) != (1, 1, True):
+        raise ValueError('--inpaint A:B takes exactly one --audio and one --image, and both need it')
+    if args.duration is not None and (aud_in or args.duration <= 0):
+        raise ValueError('--duration takes a positive number of seconds, with --image only')
+    if n < 1 or args.steps < 1:
+        raise ValueError('--num_samples and --steps must be at least 1')
+    for f in img_in + aud_in:
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f'{f}: no such file')
+    if args.video and not shutil.which('ffmpeg'):
+        raise ValueError('--video needs ffmpeg on the PATH')
+    model, meta, mel_cfg, toks = load_all(args)
+    h, w = toks['audio'].grid
+    sec_per_col = mel_cfg.frames / w * mel_cfg.hop_length / mel_cfg.sample_rate
+    clip_s = w * sec_per_col  # what one window of tokens covers (848 frames: 9.85 s)
+    if args.inpaint:
+        try:
+            a, b = (float(s) for s in args.inpaint.split(':'))
+        except ValueError:
+            raise ValueError(f'--inpaint {args.inpaint}: expected A:B in seconds, e.g. 3.0:5.5') from None
+        if not 0 <= a < b <= clip_s:
+            raise ValueError(f'--inpaint {args.inpaint}: need 0 <= A < B <= {clip_s:.2f} s')
+    # ---- inputs, preprocessed as in training
+    images = [load_image(f, meta['image']['size']) for f in img_in]  # (3, S, S) in [-1, 1] each
+    waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in aud_in]  # (T,) each
+    for f, wave in zip(aud_in, waves):
+        if not np.isfinite(wave).all() or not np.abs(wave).max(initial=0) > 0:
+            raise ValueError(f'{f}: the audio is empty, silent or not finite (NaN/inf)')
+    mels = [mel_spectrogram(wv, mel_cfg)[:, :mel_cfg.frames] for wv in waves]  # (n_mels, frames) in [0, 1]
+    rep = lambda x: x.to(args.device).repeat_interleave(n, dim=0)  # n samples of every condition
+    image_ids = toks['image'].encode(rep(torch.stack(images))) if images else None  # (B, Lv)
+    audio_ids = toks['audio'].encode(rep(torch.from_numpy(np.stack(mels))[:, None])) if mels else None  # (B, La)
+    # ---- generate: tasks differ only in which tokens start as [MASK]
+    torch.manual_seed(args.seed)
+    kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
+              guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
+    span, image = None, None
+    if args.inpaint:  # seconds -> token columns, plus one column each side: boundary tokens carry the gap
+        c0, c1 = M.time_range_to_columns(a, b, sec_per_col, w, margin=1)
+        audio = M.inpaint_audio(model, audio_ids, image_ids, c0, c1, **kw)
+        span = (a * mel_cfg.sample_rate / mel_cfg.hop_length, b * mel_cfg.sample_rate / mel_cfg.hop_length)
+    elif img_in and args.duration and args.duration > clip_s:
+        overlap = w // 2  # half a window of context carried into the next one (fixed here)
+        n_windows = 1 + math.ceil((args.duration - clip_s) / ((w - overlap) * sec_per_col))
+        windows = M.continue_audio(model, image_ids, n_windows, overlap, **kw)  # n_windows x (B, La)
+        audio = torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2)
+    elif img_in:
+        audio = M.image_to_audio(model, image_ids, **kw)
+    elif aud_in:
+        image = M.audio_to_image(model, audio_ids, **kw)
+    else:
+        audio, image = M.cogenerate(model, n, device=args.device, **kw)
+    # ---- tokens -> mel -> wave; tokens -> image
+    if aud_in and not args.inpaint:  # audio->image: show the given sound, write no wav
+        mel, wave = np.stack(mels).repeat(n, 0), None
+    else:  # decoded one window of w columns at a time, as the tokenizer was fitted
+        cols = audio.view(len(audio), h, -1)  # (B, h, W) frequency x time, W >= w
+        W = cols.shape[2]
+        cols = torch.cat([cols, cols[:, :, -1:].expand(-1, -1, -W % w)], 2)  # padded to whole windows
+        mel = torch.cat([toks['audio'].decode(c.reshape(-1, h * w))[:, 0] for c in cols.split(w, 2)], 2)
+        mel = mel[:, :, :W * mel_cfg.frames // w].float().clamp(0, 1).cpu().numpy()  # (B, n_mels, T)
+        wave = load_vocoder(args.vocoder, mel_cfg)(mel)  # (B, samples)
+        if args.duration:
+            wave = wave[:, :round(args.duration * mel_cfg.sample_rate)]
+        if args.inpaint:  # the given sound outside [a, b], the generated one inside (fixed here)
+            wave = splice(np.stack(waves).repeat(n, 0), wave, a, b, mel_cfg.sample_rate)
+    shown = rep(torch.stack(images)) if images else toks['image'].decode(image)  # (B, 3, S, S) in [-1, 1]
+    shown = ((shown.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    # ---- names: one per condition, suffixed by the sample index when there are several
+    stems = [Path(f).stem + ('_inpaint' if args.inpaint else '') for f in (aud_in or img_in)] or ['cogen']
+    if len(set(stems)) < len(stems):
+        raise ValueError(f'two inputs have the same name ({" ".join(stems)}): their outputs would collide')
+    names = [s if n == 1 else f'{s}_{j}' for s in stems for j in range(n)]
+    write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate)
+
+def splice(given, made, a, b, sr, fade=0.02):
+    """given (B, T0), made (B, T1) waves -> (B, T1): made inside [a, b] s, given outside,
+    with `fade` s linear crossfades centred on a and b."""
+    given = np.pad(given, ((0, 0), (0, max(0, made.shape[1] - given.shape[1]))))[:, :made.shape[1]]
+    t = np.arange(made.shape[1]) / sr
+    inside = np.clip(np.minimum(t - a, b - t) / fade + 0.5, 0, 1)  # 1 inside the range, 0 outside
+    return (inside * made + (1 - inside) * given).astype(np.float32)
+
+def write(args, names, wave, shown, mel, gen_image, span, sr):
+    """Every file goes to a temporary name first; all are renamed only once all exist."""
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    pending, scratch = [], tempfile.mkdtemp()
+    def tmp(name):
+        pending.append((out / f'.{name}.tmp', out / name))
+        return pending[-1][0]
+    try:
+        for j, name in enumerate(names):
+            if wave is not None:
+                sf.write(wav := tmp(f'{name}.wav'), wave[j], sr, format='WAV', subtype='PCM_16')
+            if gen_image is not None:
+                Image.fromarray(gen_image[j]).save(tmp(f'{name}.png'), format='PNG')
+            panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png'), format='PNG')
+            if args.video and wave is not None:  # the still image with its sound
+                Image.fromarray(shown[j]).save(still := os.path.join(scratch, 'still.png'))
+                cmd = ['ffmpeg', '-y', '-loglevel', 'error', '-loop', '1', '-i', still, '-i', str(wav), '-c:v',
+                       'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest',
+                       '-f', 'mp4', str(tmp(f'{name}.mp4'))]
+                if subprocess.run(cmd, capture_output=True).returncode != 0:
+                    raise ValueError(f'ffmpeg failed to write {out / name}.mp4')
+        for t, final in pending:
+            os.replace(t, final)
+            print(f'wrote {final}')
+    finally:  # on any failure, no partial outputs
+        for t, _ in pending:
+            t.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+def cli(argv=None):
+    """The command line: 0 on success, 2 with a one-line `error: ...` on bad input (no traceback)."""
+    args = p.parse_args(argv)
+    try:
+        with torch.no_grad():
+            main(args)
+    except (ValueError, FileNotFoundError) as e:
+        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
+        return 2
+    return 0
+
+if __name__ == '__main__':
+    sys.exit(cli())

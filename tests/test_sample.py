@@ -1,0 +1,169 @@
+"""sample.py end to end: a tiny random model and tiny patch k-means tokenizers built on the fly,
+sample.py run as a subprocess for every task, and every kind of bad input."""
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from model import ModelConfig, VisualEchoes  # noqa: E402
+from tokenizers import MelConfig, PatchKMeansTokenizer, mel_spectrogram  # noqa: E402
+
+MEL = MelConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=16, fmin=60.0, fmax=4000.0,
+                clip_seconds=1.0, frames=120)  # 1 s clips -> 16 x 120 mels -> 4 x 15 tokens
+SIZE = 32  # images 32 x 32 -> 4 x 4 tokens
+PANEL = (256 + 8 + 512, 256)  # image 256 px, gap 8, mel at least 512 px wide
+WAVE_LEN = MEL.frames * MEL.hop_length  # Griffin-Lim of 120 frames
+
+
+def save_checkpoint(out_dir, meta, **model_overrides):
+    args = dict(audio_grid_h=4, audio_grid_w=15, audio_codebook_size=16, image_grid_h=4, image_grid_w=4,
+                image_codebook_size=16, n_layer=1, n_head=2, n_embd=32, decoder_n_layer=1,
+                decoder_n_head=2, decoder_n_embd=32, dropout=0.0)
+    args.update(model_overrides)
+    torch.manual_seed(0)
+    model = VisualEchoes(ModelConfig(**args))
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save({'model': model.state_dict(), 'model_args': asdict(model.config), 'iter_num': 0,
+                'best_val_loss': 0.0, 'config': {}, 'dataset_meta': meta}, os.path.join(out_dir, 'ckpt.pt'))
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp('sample')
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, SIZE, SIZE, generator=g) * 2 - 1
+    t = np.arange(MEL.num_samples) / MEL.sample_rate
+    waves = np.stack([np.sin(2 * np.pi * f * t) * (t < 0.5 + 0.05 * i) for i, f in enumerate(range(200, 3400, 400))])
+    mels = torch.from_numpy(mel_spectrogram(waves.astype(np.float32), MEL)[:, :, :MEL.frames])[:, None]
+    tok = {}
+    for name, x, patch, seed in (('audio', mels, (4, 8), 0), ('image', images, (8, 8), 0), ('other', images, (8, 8), 1)):
+        tok[name] = PatchKMeansTokenizer.fit(x, 16, patch=patch, seed=seed, iters=2)
+        tok[name].save(str(root / f'{name}_tok.pt'))
+    meta = {'name': 'tiny', 'frames': 1, 'classes': None, 'probe': None, 'splits': {},
+            'audio': {'grid': [4, 15], 'codebook_size': 16, 'tokenizer': tok['audio'].describe(), 'mel': asdict(MEL)},
+            'image': {'grid': [4, 4], 'codebook_size': 16, 'tokenizer': tok['image'].describe(), 'size': SIZE}}
+    save_checkpoint(root / 'ckpt', meta)
+    # the tokenizer file is not the one the data was tokenized with (same shapes, other codebook)
+    bad = {**meta, 'image': {**meta['image'], 'tokenizer': {**meta['image']['tokenizer'], 'path': str(root / 'other_tok.pt')}}}
+    save_checkpoint(root / 'ckpt_tok', bad)
+    save_checkpoint(root / 'ckpt_grid', meta, image_grid_h=2, image_grid_w=2)  # model and tokenizer disagree
+    os.makedirs(root / 'ckpt_junk')
+    (root / 'ckpt_junk' / 'ckpt.pt').write_bytes(b'not a checkpoint')
+    # inputs of several kinds: sizes, modes, sample rates, channels
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / 'cat.jpg')
+    Image.fromarray(rng.integers(0, 255, (70, 30), dtype=np.uint8)).save(root / 'gray.png')
+    Image.fromarray(rng.integers(0, 255, (33, 33, 4), dtype=np.uint8), 'RGBA').save(root / 'rgba.png')
+    t16 = np.arange(24000) / 16000
+    sf.write(root / 'dog.wav', np.stack([np.sin(2 * np.pi * 440 * t16), 0.5 * np.sin(2 * np.pi * 900 * t16)], 1), 16000)
+    sf.write(root / 'x.wav', (0.3 * rng.standard_normal(MEL.num_samples)).astype(np.float32), MEL.sample_rate)
+    (root / 'notimg.jpg').write_text('hello')
+    sf.write(root / 'empty.wav', np.zeros((0,), np.float32), 8000)
+    sf.write(root / 'nan.wav', np.full(8000, np.nan, np.float32), 8000, subtype='FLOAT')
+    return root
+
+
+def run(env, *args, out='out', ckpt='ckpt'):
+    cmd = [sys.executable, str(REPO / 'sample.py'), '--out_dir', str(env / ckpt), '--output', str(env / out),
+           '--steps', '4', '--device', 'cpu', *args]
+    return subprocess.run(cmd, cwd=env, capture_output=True, text=True, timeout=300)
+
+
+def files(d):
+    return sorted(p.name for p in Path(d).iterdir()) if Path(d).exists() else []
+
+
+def check_wav(path, n_samples):
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels, info.frames) == (MEL.sample_rate, 1, n_samples)
+
+
+def test_image_to_audio_many_inputs(env):
+    r = run(env, '--image', 'cat.jpg', 'gray.png', 'rgba.png', '--num_samples', '2', out='i2a')
+    assert r.returncode == 0, r.stderr
+    names = [f'{s}_{j}' for s in ('cat', 'gray', 'rgba') for j in range(2)]
+    assert files(env / 'i2a') == sorted([f'{n}.wav' for n in names] + [f'{n}_mel.png' for n in names])
+    for n in names:
+        check_wav(env / 'i2a' / f'{n}.wav', WAVE_LEN)
+        assert Image.open(env / 'i2a' / f'{n}_mel.png').size == PANEL
+    assert f'wrote {env / "i2a" / "cat_0.wav"}' in r.stdout
+
+
+def test_audio_to_image(env):
+    r = run(env, '--audio', 'dog.wav', out='a2i')
+    assert r.returncode == 0, r.stderr
+    assert files(env / 'a2i') == ['dog.png', 'dog_mel.png']
+    assert Image.open(env / 'a2i' / 'dog.png').size == (SIZE, SIZE)
+    assert Image.open(env / 'a2i' / 'dog_mel.png').size == PANEL
+
+
+def test_cogeneration(env):
+    r = run(env, '--cogen', '--num_samples', '2', out='cogen')
+    assert r.returncode == 0, r.stderr
+    assert files(env / 'cogen') == sorted(f'cogen_{j}{e}' for j in range(2) for e in ('.wav', '.png', '_mel.png'))
+    check_wav(env / 'cogen' / 'cogen_1.wav', WAVE_LEN)
+    assert Image.open(env / 'cogen' / 'cogen_1.png').size == (SIZE, SIZE)
+
+
+def test_inpaint_keeps_the_sound_outside_the_range(env):
+    r = run(env, '--audio', 'x.wav', '--image', 'cat.jpg', '--inpaint', '0.3:0.5', out='inpaint')
+    assert r.returncode == 0, r.stderr
+    assert files(env / 'inpaint') == ['x_inpaint.wav', 'x_inpaint_mel.png']
+    check_wav(env / 'inpaint' / 'x_inpaint.wav', WAVE_LEN)
+    made, given = sf.read(env / 'inpaint' / 'x_inpaint.wav')[0], sf.read(env / 'x.wav')[0][:WAVE_LEN]
+    outside = np.r_[:int(0.28 * MEL.sample_rate), int(0.52 * MEL.sample_rate):WAVE_LEN]
+    assert np.abs(made[outside] - given[outside]).max() < 1e-3  # 16-bit PCM rounding only
+    assert np.abs(made - given).max() > 0.05  # the range was regenerated
+
+
+def test_long_duration_by_continuation(env):
+    r = run(env, '--image', 'cat.jpg', '--duration', '2.5', out='long')
+    assert r.returncode == 0, r.stderr
+    check_wav(env / 'long' / 'cat.wav', round(2.5 * MEL.sample_rate))
+    assert Image.open(env / 'long' / 'cat_mel.png').size == PANEL  # 5 windows: 376 frames < 512 px
+
+
+def test_seed_determinism(env):
+    same = [run(env, '--image', 'cat.jpg', '--seed', str(s), out=f'seed{k}') for k, s in enumerate((7, 7, 8))]
+    assert all(r.returncode == 0 for r in same), [r.stderr for r in same]
+    wav = [(env / f'seed{k}' / 'cat.wav').read_bytes() for k in range(3)]
+    assert wav[0] == wav[1] and wav[0] != wav[2]
+
+
+@pytest.mark.skipif(not __import__('shutil').which('ffmpeg'), reason='ffmpeg not installed')
+def test_video(env):
+    r = run(env, '--image', 'cat.jpg', '--video', out='video')
+    assert r.returncode == 0, r.stderr
+    assert 'cat.mp4' in files(env / 'video') and (env / 'video' / 'cat.mp4').stat().st_size > 0
+
+
+@pytest.mark.parametrize('args, ckpt, says', [
+    (['--image', 'nope.jpg'], 'ckpt', 'nope.jpg'),                  # missing file
+    (['--image', 'notimg.jpg'], 'ckpt', 'notimg.jpg'),              # not an image
+    (['--audio', 'empty.wav'], 'ckpt', 'empty.wav'),                # no samples
+    (['--audio', 'nan.wav'], 'ckpt', 'nan.wav'),                    # NaN samples
+    (['--image', 'cat.jpg'], 'ckpt_tok', 'tokenizer'),              # tokenizer file is not the data's
+    (['--image', 'cat.jpg'], 'ckpt_grid', 'grid'),                  # model and tokenizer grids differ
+    (['--image', 'cat.jpg'], 'ckpt_junk', 'ckpt.pt'),               # not a checkpoint
+    (['--image', 'cat.jpg'], 'nowhere', 'ckpt.pt'),                 # no checkpoint
+    (['--audio', 'x.wav', '--image', 'cat.jpg', '--inpaint', '0.5:3'], 'ckpt', '--inpaint'),  # past the clip
+    (['--audio', 'x.wav', '--image', 'cat.jpg'], 'ckpt', '--inpaint'),  # both inputs, no task
+    (['--image', 'cat.jpg', '--num_samples', '0'], 'ckpt', '--num_samples'),
+    (['--image', 'cat.jpg', '--steps', 'many'], 'ckpt', '--steps'),  # argparse, same one-line form
+    ([], 'ckpt', '--cogen'),
+])
+def test_bad_input_one_line_error_and_no_output(env, args, ckpt, says):
+    r = run(env, *args, ckpt=ckpt, out='bad')
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith('error: ') and says in lines[0], r.stderr
+    assert files(env / 'bad') == []
