@@ -7,8 +7,11 @@ Metric math and the two embedding networks follow the AudioLDM evaluation toolbo
 (haoheliu/audioldm_eval, PANNs backbone "cnn14") and torchvggish, as pinned down in
 tests/fixtures/metrics/README.md; tests/test_metrics.py checks them against those fixtures.
 """
+import json
 import math
 import os
+import sys
+import time
 
 import numpy as np
 import soundfile as sf
@@ -215,3 +218,198 @@ def load_metric_net(kind, path):
     sd = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(sd["model"] if "model" in sd else sd)  # PANNs wrap the weights in "model"
     return net.eval()
+
+# -----------------------------------------------------------------------------
+# the command. Default config values; config files and --key=value override them (configurator.py)
+out_dir = 'out'  # holds ckpt.pt; results go to out_dir/eval_<split>_<settings>/
+split = 'test'  # 'test' or 'val'
+data_dir = ''  # '' = the dataset the checkpoint was trained on
+max_items = 0  # evaluate only the first max_items items of the split (0 = all)
+batch_size = 16  # items per generation batch
+steps = 30  # decoding iterations N (paper: 30)
+cfg = 3.0  # guidance scale s (paper: 3; 1 = none)
+temperature = 1.0  # sampling temperature
+choice_temperature = 9.0  # Gumbel noise T on the confidences (paper: 9)
+seed = 1337
+vocoder = 'griffinlim'  # or a MelGAN / HiFi-GAN generator file (tokenizers.load_vocoder)
+panns = ''  # Cnn14_16k_mAP=0.438.pth (panns_rate=16000) or Cnn14_mAP=0.431.pth (32000): FD, IS, KL
+panns_rate = 16000
+vggish = ''  # vggish-10086976.pth: FAD
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def save_atomic(path, write):  # write(tmp_path), then rename: a killed run leaves no half file
+    tmp = os.path.join(os.path.dirname(path), '.tmp_' + os.path.basename(path))
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def read_png(path):
+    from PIL import Image
+    return np.asarray(Image.open(path).convert('RGB'))  # (S, S, 3) uint8
+
+
+def to_uint8(images):  # (B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def generate_missing(paths, make, desc):
+    """Call make(indices) for every batch of items whose output file is missing (resumable).
+    Returns items generated per minute in this run (None if all were there already)."""
+    from tqdm import tqdm
+    todo = [i for i, p in enumerate(paths) if not os.path.exists(p)]
+    t0 = time.time()
+    for b in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not todo):
+        make(todo[b:b + batch_size])
+    return 60 * len(todo) / (time.time() - t0) if todo else None
+
+
+@torch.no_grad()
+def token_metrics(model, audio, image):
+    """Masked-token loss (label-smoothed, as training) and accuracy per modality on (N, L) id
+    arrays, under the training corruption with a fixed seed."""
+    from model import random_corruption
+    g, sums = torch.Generator().manual_seed(seed), {}
+    for b in range(0, len(audio), batch_size):
+        a_in, v_in, keep, targets = random_corruption(audio[b:b + batch_size], image[b:b + batch_size], model.config, g)
+        logits, losses = model(a_in.to(device), v_in.to(device), keep.to(device), tuple(t.to(device) for t in targets))
+        for m, lg, tg in zip(('audio', 'image'), logits, targets):
+            masked = tg.to(device) >= 0
+            n = int(masked.sum())  # weight each batch by its masked count
+            sums[m] = [s + x for s, x in zip(sums.get(m, [0, 0, 0]), (losses[m].item() * n, (lg.argmax(-1)[masked] == tg.to(device)[masked]).sum().item(), n))]
+    return {f'{m}_{k}': v / n for m, (l, c, n) in sums.items() for k, v in (('val_loss', l), ('token_acc', c))}
+
+
+def mel_frames(waves, mel_cfg):  # list of (T,) -> every mel frame of every clip (sum T', n_mels)
+    from tokenizers import mel_spectrogram
+    return np.concatenate([mel_spectrogram(w, mel_cfg)[:, :mel_cfg.frames].T for w in waves]).astype(np.float64)
+
+
+def thumbnails(images):  # (N, S, S, 3) uint8 -> (N, 8*8*3) mean colours of an 8x8 grid
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    return F.adaptive_avg_pool2d(x, 8).flatten(1).double().numpy()
+
+
+def network_metrics(gen_paths, real_paths):
+    """FD / IS / KL on PANNs Cnn14 and FAD on VGGish, each file alone at full length (the toolbox)."""
+    out = {}
+    with torch.no_grad():
+        if panns:
+            net = load_metric_net('panns16k' if panns_rate == 16000 else 'panns32k', panns).to(device)
+            emb = lambda paths: [torch.cat(t).cpu().numpy() for t in zip(*[net(load_eval_audio(p, panns_rate)[None].to(device)) for p in paths])]
+            (e_g, l_g), (e_r, l_r) = emb(gen_paths), emb(real_paths)
+            out['FD_panns'] = frechet_distance(e_g, e_r)
+            out['IS_panns'], out['IS_std'] = inception_score(l_g)
+            out['KL_softmax'], out['KL_sigmoid'] = paired_kl(l_g, l_r), paired_kl(l_g, l_r, 'sigmoid')
+        if vggish:
+            net = load_metric_net('vggish', vggish).to(device)
+            emb = lambda paths: torch.cat([net(vggish_examples(load_eval_audio(p, 16000).numpy()).to(device)) for p in paths]).cpu().numpy()
+            out['FAD_vggish'] = frechet_distance(emb(gen_paths), emb(real_paths))
+    return out
+
+
+def main():
+    from model import audio_to_image, cogenerate, image_to_audio, load_model
+    from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
+    for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
+        if path and not os.path.isfile(path):  # fail before generating, not after
+            name, url = PUBLIC_WEIGHTS[kind]
+            raise FileNotFoundError(f"{path}: no such file (the public {name} comes from {url})")
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    model, ckpt = load_model(ckpt_path, device)
+    train_cfg = ckpt.get('config', {})
+    root = data_dir or train_cfg.get('data_dir') or os.path.join('data', train_cfg.get('dataset', ''))
+    try:
+        with open(os.path.join(root, 'meta.json')) as f:
+            meta = json.load(f)
+        items = meta['splits'][split]
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{root}/meta.json: cannot read split {split!r} ({e!r}); set --data_dir") from None
+    n = min(len(items['ids']), max_items or len(items['ids']))
+    ids, labels = [str(i) for i in items['ids'][:n]], (items.get('labels') or [None] * n)[:n]
+    audio = torch.from_numpy(np.load(os.path.join(root, f'{split}_audio.npy'), mmap_mode='r')[:n].astype(np.int64))
+    image = torch.from_numpy(np.load(os.path.join(root, f'{split}_image.npy'), mmap_mode='r')[:n, meta['frames'] // 2].astype(np.int64))
+    toks = {}
+    for m in ('audio', 'image'):
+        toks[m] = load_tokenizer(meta[m]['tokenizer']).to(device)
+        check_tokenizer_matches(meta[m], toks[m])
+    mel_cfg, sr = MelConfig(**meta['audio']['mel']), MelConfig(**meta['audio']['mel']).sample_rate
+    vocode = load_vocoder(vocoder, mel_cfg)
+    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
+                                f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}")
+    for sub in ('i2a', 'a2i', 'cogen'):
+        os.makedirs(os.path.join(run, sub), exist_ok=True)
+    kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
+    gen = lambda idx: torch.Generator(device).manual_seed(seed + idx[0])  # per batch: resumable runs draw alike
+    decode_audio = lambda a: vocode(toks['audio'].decode(a)[:, 0].float().clamp(0, 1).cpu().numpy())  # (B, T)
+    put_wav = lambda p, w: save_atomic(p, lambda t: sf.write(t, w, sr, format='WAV', subtype='FLOAT'))
+    from PIL import Image
+    put_png = lambda p, x: save_atomic(p, lambda t: Image.fromarray(x).save(t, format='PNG'))
+    wav_i2a = [os.path.join(run, 'i2a', f'{i}.wav') for i in ids]
+    png_a2i = [os.path.join(run, 'a2i', f'{i}.png') for i in ids]
+    cogen = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(n)]
+
+    def i2a(idx):  # image -> audio (the paper's task), guided by the image
+        for i, w in zip(idx, decode_audio(image_to_audio(model, image[idx].to(device), generator=gen(idx), **kw))):
+            put_wav(wav_i2a[i], w)
+
+    def a2i(idx):  # audio -> image, guided by the sound
+        ims = to_uint8(toks['image'].decode(audio_to_image(model, audio[idx].to(device), generator=gen(idx), **kw)))
+        for i, x in zip(idx, ims):
+            put_png(png_a2i[i], x)
+
+    def co(idx):  # both from nothing; the wav is written last, so its presence marks the pair done
+        a, v = cogenerate(model, len(idx), device=device, generator=gen(idx), **kw)
+        for i, w, x in zip(idx, decode_audio(a), to_uint8(toks['image'].decode(v))):
+            put_png(cogen[i] + '.png', x)
+            put_wav(cogen[i] + '.wav', w)
+
+    with torch.no_grad():
+        speed = {f'{t}_items_per_min': generate_missing(paths, make, t) for t, paths, make in
+                 (('i2a', wav_i2a, i2a), ('a2i', png_a2i, a2i), ('cogen', [c + '.wav' for c in cogen], co))}
+        metrics = token_metrics(model, audio, image)
+    # ---- read everything back from disk, so a resumed run scores exactly the files it kept
+    read = lambda p: sf.read(p, dtype='float32')[0]
+    real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
+    real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
+    g_waves, r_waves = [read(p) for p in wav_i2a], [read(p) for p in real_wav]
+    g_images, r_images = [read_png(p) for p in png_a2i], [read_png(p) for p in real_png]
+    metrics['i2a_mel_frame_FD_proxy'] = frechet_distance(mel_frames(g_waves, mel_cfg), mel_frames(r_waves, mel_cfg))
+    metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(g_images), thumbnails(r_images))
+    if meta.get('probe'):  # analytic class probes (the embedded toy dataset)
+        from data import probe_audio, probe_image
+        p_audio = lambda w: probe_audio(np.stack(w), sr).cpu().numpy()
+        p_image = lambda x: probe_image(torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1).cpu().numpy()
+        # the item's class: its label where known, else what the probe sees in the given modality
+        target = np.array(labels) if all(l is not None for l in labels) else None
+        metrics['i2a_probe_acc'] = float((p_audio(g_waves) == (p_image(r_images) if target is None else target)).mean())
+        metrics['a2i_probe_acc'] = float((p_image(g_images) == (p_audio(r_waves) if target is None else target)).mean())
+        metrics['cogen_probe_agreement'] = float((p_audio([read(c + '.wav') for c in cogen]) ==
+                                                  p_image([read_png(c + '.png') for c in cogen])).mean())
+        if target is not None:  # the probes on the real pairs: the ceiling for the two above
+            metrics['real_probe_acc_audio'] = float((p_audio(r_waves) == target).mean())
+            metrics['real_probe_acc_image'] = float((p_image(r_images) == target).mean())
+    metrics.update(network_metrics(wav_i2a, real_wav))
+    report = {'checkpoint': ckpt_path, 'data_dir': root, 'split': split, 'n_items': n,
+              'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
+                               temperature=temperature, seed=seed, vocoder=vocoder),
+              'metrics': metrics, 'throughput': speed, 'outputs': run}
+    save_atomic(os.path.join(run, 'metrics.json'), lambda t: open(t, 'w').write(json.dumps(report, indent=1)))
+    table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
+    table += [f"| {k:<28} | {v:>10.4f} |" for k, v in metrics.items()]
+    table += [f"| {k:<28} | {v:>10.1f} |" for k, v in speed.items() if v is not None]
+    save_atomic(os.path.join(run, 'metrics.md'), lambda t: open(t, 'w').write('\n'.join(table) + '\n'))
+    print('\n'.join(table))
+    if not (panns and vggish):
+        print("FD/IS/KL and FAD need the PANNs and VGGish weights: --panns=Cnn14_16k_mAP=0.438.pth "
+              f"({PUBLIC_WEIGHTS['panns16k'][1]}) --vggish=vggish-10086976.pth ({PUBLIC_WEIGHTS['vggish'][1]})")
+    print(f"wrote {os.path.join(run, 'metrics.json')} and metrics.md")
+
+
+if __name__ == '__main__':
+    exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())  # overrides
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
+        sys.exit(2)
