@@ -9,6 +9,8 @@ All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.s
 import os
 import json
 import hashlib
+import functools
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +48,12 @@ def num_mel_frames(num_samples, cfg):
     return max(1, num_samples // cfg.hop_length - 1)
 
 def _mel_basis(cfg):
-    import librosa
-    return librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                               fmin=cfg.fmin, fmax=cfg.fmax)  # (n_mels, n_fft//2+1), Slaney
+    return _mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
+
+@functools.lru_cache(maxsize=8)
+def _mel_filters(sr, n_fft, n_mels, fmin, fmax):
+    import librosa  # imported lazily: slow to import, and only the audio path needs it
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)  # (n_mels, 1+n_fft//2), Slaney
 
 def mel_spectrogram(wave, cfg):
     """wave: (T,) or (B, T) float -> mel (n_mels, frames) or (B, n_mels, frames) in [0, 1]."""
@@ -157,22 +162,9 @@ class PatchKMeansTokenizer(nn.Module):
             value_range = (0.0, 1.0) if x.min() >= 0 else (-1.0, 1.0)
         tok = cls(torch.zeros(codebook_size, C * ph * pw), patch, C, (H, W), value_range)
         _check_input(x, 'PatchKMeansTokenizer.fit', C, (H, W), tok.value_range)
-        g = torch.Generator().manual_seed(seed)
-        data = tok.to_patches(x.detach().float().cpu()).reshape(-1, C * ph * pw)  # (N*h*w, D)
-        if data.shape[0] > max_patches:
-            data = data[torch.randperm(data.shape[0], generator=g)[:max_patches]]
-        if data.shape[0] < codebook_size:
-            raise ValueError(f"PatchKMeansTokenizer.fit: {data.shape[0]} patches < codebook size {codebook_size}")
-        cb = _kmeans_pp(data, codebook_size, g)
-        for _ in range(iters):
-            ids, dist = _nearest(data, cb)
-            counts = torch.bincount(ids, minlength=codebook_size)
-            sums = torch.zeros_like(cb).index_add_(0, ids, data)
-            cb = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], cb)
-            empty = (counts == 0).nonzero().flatten()
-            if len(empty):  # re-seed empty clusters at the worst-fitted patches
-                cb[empty] = data[dist.topk(len(empty)).indices]
-        tok.codebook.copy_(cb)
+        with _one_thread():
+            tok.codebook.copy_(_kmeans(tok.to_patches(x.detach().float().cpu()).reshape(-1, tok.codebook.shape[1]),
+                                       codebook_size, seed, iters, max_patches))
         return tok
 
     @torch.no_grad()
@@ -226,6 +218,24 @@ def _nearest(x, cb, chunk=8192):
         ids.append(m.indices); dists.append(m.values.clamp(min=0))
     return torch.cat(ids), torch.cat(dists)
 
+def _kmeans(data, codebook_size, seed, iters, max_patches):
+    """data (N, D) -> codebook (K, D): k-means++ seeding, then `iters` batched Lloyd steps."""
+    g = torch.Generator().manual_seed(seed)
+    if data.shape[0] > max_patches:
+        data = data[torch.randperm(data.shape[0], generator=g)[:max_patches]]
+    if data.shape[0] < codebook_size:
+        raise ValueError(f"PatchKMeansTokenizer.fit: {data.shape[0]} patches < codebook size {codebook_size}")
+    cb = _kmeans_pp(data, codebook_size, g)
+    for _ in range(iters):
+        ids, dist = _nearest(data, cb)
+        counts = torch.bincount(ids, minlength=codebook_size)
+        sums = torch.zeros_like(cb).index_add_(0, ids, data)
+        cb = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], cb)
+        empty = (counts == 0).nonzero().flatten()
+        if len(empty):  # re-seed empty clusters at the worst-fitted patches
+            cb[empty] = data[dist.topk(len(empty)).indices]
+    return cb
+
 def _kmeans_pp(data, k, g, max_init=16384):
     """k-means++ seeding (Arthur & Vassilvitskii 2007) on a random subset of at most max_init points."""
     sub = data[torch.randperm(data.shape[0], generator=g)[:max(max_init, k)]]
@@ -238,6 +248,17 @@ def _kmeans_pp(data, k, g, max_init=16384):
         cb[j] = sub[torch.multinomial(p, 1, generator=g)]
         d = torch.minimum(d, ((sub - cb[j]) ** 2).sum(1))
     return cb
+
+@contextlib.contextmanager
+def _one_thread():
+    # k-means is many small ops: on a shared CPU, OpenMP threads spend more time syncing than
+    # computing (10-50x slower measured on 2 busy cores), and one thread is deterministic
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 # -----------------------------------------------------------------------------
 # building tokenizers from a path or a describe() dict, and checking them against meta.json
@@ -682,8 +703,8 @@ def _hifigan_input(mel, h, cfg):
     same = (h.get('num_mels'), h.get('fmin'), h.get('fmax'), h.get('n_fft')) == (cfg.n_mels, cfg.fmin, cfg.fmax, cfg.n_fft)
     if not same:
         import librosa
-        theirs = librosa.filters.mel(sr=h['sampling_rate'], n_fft=h['n_fft'], n_mels=h['num_mels'],
-                                     fmin=h['fmin'], fmax=h['fmax'] or h['sampling_rate'] / 2)
+        theirs = _mel_filters(h['sampling_rate'], h['n_fft'], h['num_mels'], h['fmin'],
+                              h['fmax'] or h['sampling_rate'] / 2)
         lin = np.maximum(np.einsum('fm,bmt->bft', np.linalg.pinv(_mel_basis(cfg)), amp), 0)
         amp = np.einsum('mf,bft->bmt', theirs, lin)
     return torch.from_numpy(np.log(np.maximum(amp, 1e-5))).float()

@@ -1,4 +1,5 @@
 """Tests for tokenizers.py: golden fixtures (tests/fixtures/) and behaviours. Runs in seconds on CPU."""
+import json
 import os
 import sys
 
@@ -6,11 +7,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tokenizers as T  # noqa: E402
 
 FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    # on a shared 2-core machine, OpenMP threads spin-wait each other: these small models run
+    # 3-5x faster in one thread. Restored afterwards so other test modules are unaffected.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 def fix(*p):
     return os.path.join(FIX, *p)
@@ -137,3 +148,148 @@ def test_check_tokenizer_matches():
     other = T.PatchKMeansTokenizer.fit(x, 4, patch=(8, 8), seed=1, iters=1)
     with pytest.raises(ValueError, match='fingerprint'):
         T.check_tokenizer_matches(meta, other)
+
+# -----------------------------------------------------------------------------
+# VQGAN (taming layout): the image fixture, and the SpecVQGAN codebook layout at a tiny width
+
+@pytest.fixture(scope='module')
+def vqgan_image():
+    return T.load_tokenizer(fix('vqgan_image', 'last.ckpt'))
+
+def test_vqgan_image_fixture(vqgan_image):
+    m = vqgan_image
+    x = torch.from_numpy(np.load(fix('vqgan_image', 'input.npy')))
+    pre = m.encode_features(x).numpy()
+    assert max_rel_err(pre, np.load(fix('vqgan_image', 'pre_quant.npy'))) < 1e-4
+    ids = m.encode(x)
+    ref_ids = np.load(fix('vqgan_image', 'indices.npy'))
+    assert ids.shape == (1, 256) and ids.dtype == torch.int64 and m.grid == (16, 16)
+    assert (ids.numpy().reshape(ref_ids.shape) == ref_ids).mean() >= 0.99
+    dec = m.decode(torch.from_numpy(ref_ids).reshape(1, -1)).numpy()
+    assert max_rel_err(dec, np.load(fix('vqgan_image', 'decoded.npy'))) < 1e-4
+    d = m.describe()
+    assert d['type'] == 'vqgan' and d['codebook_size'] == 128 and d['path'].endswith('last.ckpt')
+    T.check_tokenizer_matches({'grid': [16, 16], 'codebook_size': 128, 'tokenizer': d}, m)
+
+def test_vqgan_image_errors(vqgan_image, tmp_path):
+    with pytest.raises(ValueError, match='expected input'):
+        vqgan_image.encode(torch.zeros(1, 1, 256, 256))
+    with pytest.raises(ValueError, match='values must be in'):
+        vqgan_image.encode(torch.full((1, 3, 32, 32), 2.0))
+    with pytest.raises(ValueError, match='ids'):
+        vqgan_image.decode(torch.zeros(1, 10, dtype=torch.long))
+    with pytest.raises(FileNotFoundError, match='missing.ckpt'):
+        T.load_tokenizer(str(tmp_path / 'missing.ckpt'))
+
+SPEC_CFG = {'model': {'target': 'specvqgan.models.vqgan.VQModel', 'params': {
+    'embed_dim': 8, 'n_embed': 16, 'ddconfig': {
+        'double_z': False, 'z_channels': 8, 'resolution': 848, 'in_channels': 1, 'out_ch': 1,
+        'ch': 32, 'ch_mult': [1, 1, 2, 2, 2], 'num_res_blocks': 1, 'attn_resolutions': [53],
+        'dropout': 0.0}}}}
+
+def _write_release(folder, config, state_dict):
+    """Lay files out as the SpecVQGAN/taming logs do: checkpoints/last.ckpt + configs/*-project.yaml."""
+    os.makedirs(folder / 'checkpoints'), os.makedirs(folder / 'configs')
+    with open(folder / 'configs' / '2021-05-19T22-16-54-project.yaml', 'w') as f:
+        yaml.safe_dump(config, f)
+    torch.save({'state_dict': state_dict, 'global_step': 1, 'epoch': 0}, folder / 'checkpoints' / 'last.ckpt')
+    return str(folder / 'checkpoints' / 'last.ckpt')
+
+def test_vqgan_specvqgan_layout(tmp_path):
+    torch.manual_seed(0)
+    model = T.VQGANTokenizer(SPEC_CFG)
+    # attention at resolution 53 = the last encoder level and the first decoder level
+    assert len(model.encoder.down[4].attn) == 1 and len(model.encoder.down[3].attn) == 0
+    assert len(model.decoder.up[4].attn) == 2 and len(model.decoder.up[0].attn) == 0
+    sd = dict(model.state_dict(), **{'loss.logvar': torch.zeros(())})  # loss.* is ignored
+    ckpt = _write_release(tmp_path / 'vggsound_codebook', SPEC_CFG, sd)
+    for spec in (ckpt, str(tmp_path / 'vggsound_codebook')):
+        tok = T.load_tokenizer(spec)
+        assert tok.grid == (5, 53) and tok.size == (80, 848) and tok.codebook_size == 16
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in tok.state_dict().items())
+    mel = torch.rand(1, 1, 80, 848)
+    ids = tok.encode(mel)
+    assert ids.shape == (1, 265) and 0 <= ids.min() and ids.max() < 16
+    rec = tok.decode(ids)
+    assert rec.shape == mel.shape and rec.min() >= 0 and rec.max() <= 1
+    # rebuilt from its description (as sample.py does from meta.json), with the data's grid
+    tok2 = T.load_tokenizer(tok.describe())
+    assert tok2.grid == (5, 53) and tok2.describe() == tok.describe()
+    with pytest.raises(ValueError, match='values must be in'):
+        tok.encode(mel * 2 - 1)  # the tokenizer applies 2*mel-1 itself
+
+def test_vqgan_bad_checkpoints(tmp_path):
+    cfg = yaml.safe_load(open(fix('vqgan_image', 'model.yaml')))
+    sd = torch.load(fix('vqgan_image', 'last.ckpt'), weights_only=True)['state_dict']
+    # a key missing from the weights is named
+    ck = _write_release(tmp_path / 'a', cfg, {k: v for k, v in sd.items() if k != 'quant_conv.bias'})
+    with pytest.raises(ValueError, match='quant_conv.bias'):
+        T.load_tokenizer(ck)
+    # not a VQGAN at all (a vocoder's weights)
+    ck = _write_release(tmp_path / 'b', cfg, torch.load(fix('melgan', 'best_netG.pt'), weights_only=True))
+    with pytest.raises(ValueError, match='unexpected keys'):
+        T.load_tokenizer(ck)
+    # a config whose shapes do not match the weights
+    cfg['model']['params']['n_embed'] = 256
+    ck = _write_release(tmp_path / 'c', cfg, sd)
+    with pytest.raises(ValueError, match='quantize.embedding.weight'):
+        T.load_tokenizer(ck)
+
+# -----------------------------------------------------------------------------
+# vocoders
+
+def test_melgan_fixture():
+    gen = T.load_melgan(fix('melgan', 'best_netG.pt'))
+    with torch.no_grad():
+        out = gen(torch.from_numpy(np.load(fix('melgan', 'input.npy')))).numpy()
+    assert max_rel_err(out, np.load(fix('melgan', 'output.npy'))) < 1e-4
+
+def test_melgan_pickled_args_yml(tmp_path):
+    # the real args.yml is a python-tagged YAML Namespace: we must not unpickle it, just infer
+    import shutil
+    shutil.copy(fix('melgan', 'best_netG.pt'), tmp_path / 'best_netG.pt')
+    (tmp_path / 'args.yml').write_text('!!python/object:argparse.Namespace\nngf: 8\nn_residual_layers: 3\n')
+    gen = T.load_melgan(str(tmp_path))
+    assert gen.model[1].weight.shape == (128, 80, 7)
+    (tmp_path / 'args.yml').write_text('ngf: 32\n')
+    with pytest.raises(ValueError, match='ngf'):
+        T.load_melgan(str(tmp_path))
+
+@pytest.mark.parametrize('resblock', ['1', '2'])
+def test_hifigan(resblock, tmp_path):
+    if resblock == '1':  # the released layout: reproduce the fixture
+        gen = T.load_hifigan(fix('hifigan', 'generator'))
+        with torch.no_grad():
+            out = gen(torch.from_numpy(np.load(fix('hifigan', 'input.npy')))).numpy()
+        assert max_rel_err(out, np.load(fix('hifigan', 'output.npy'))) < 1e-4
+        return
+    # resblock 2 (generator_v3 style): random weights saved with weight norm, loaded back
+    h = json.load(open(fix('hifigan', 'config.json')))
+    h.update(resblock='2', resblock_kernel_sizes=[3, 5, 7], resblock_dilation_sizes=[[1, 2], [2, 6], [3, 12]])
+    ref = T.HiFiGANGenerator(h)
+    wn = torch.nn.utils.weight_norm
+    for m in ref.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            wn(m)
+    (tmp_path / 'config.json').write_text(json.dumps(h))
+    torch.save({'generator': ref.state_dict()}, tmp_path / 'g_00000001')
+    gen = T.load_hifigan(str(tmp_path))
+    x = torch.randn(1, 80, 12)
+    with torch.no_grad():
+        assert torch.allclose(gen(x), ref(x), atol=1e-6)
+
+def test_load_vocoder_and_errors(tmp_path):
+    cfg = T.MelConfig()
+    mel = np.random.RandomState(0).rand(2, 80, 12).astype(np.float32)
+    for spec in (None, 'griffinlim', fix('melgan'), fix('hifigan', 'generator')):
+        wave = T.load_vocoder(spec, cfg)(mel)
+        assert wave.shape == (2, 12 * 256) and wave.dtype == np.float32
+    voc = T.load_vocoder(fix('melgan'), cfg)
+    with pytest.raises(ValueError, match='mel'):
+        voc(mel[:, :40])
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        voc(mel * 2 - 1)
+    with pytest.raises(FileNotFoundError):
+        T.load_vocoder(str(tmp_path / 'nothing'), cfg)
+    with pytest.raises(ValueError, match='hop'):
+        T.load_vocoder(fix('melgan'), T.MelConfig(hop_length=128))
