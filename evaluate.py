@@ -266,18 +266,20 @@ def generate_missing(paths, make, desc):
 
 @torch.no_grad()
 def token_metrics(model, audio, image):
-    """Masked-token loss (label-smoothed, as training) and accuracy per modality on (N, L) id
-    arrays, under the training corruption with a fixed seed."""
+    """Masked-token loss (label-smoothed, as in training) and accuracy per modality on (N, L) ids,
+    under the training corruption with a fixed seed; batches weighted by their masked counts."""
     from model import random_corruption
-    g, sums = torch.Generator().manual_seed(seed), {}
+    g, sums = torch.Generator().manual_seed(seed), {m: np.zeros(3) for m in ('audio', 'image')}
     for b in range(0, len(audio), batch_size):
         a_in, v_in, keep, targets = random_corruption(audio[b:b + batch_size], image[b:b + batch_size], model.config, g)
-        logits, losses = model(a_in.to(device), v_in.to(device), keep.to(device), tuple(t.to(device) for t in targets))
+        targets = tuple(t.to(device) for t in targets)
+        logits, losses = model(a_in.to(device), v_in.to(device), keep.to(device), targets)
         for m, lg, tg in zip(('audio', 'image'), logits, targets):
-            masked = tg.to(device) >= 0
-            n = int(masked.sum())  # weight each batch by its masked count
-            sums[m] = [s + x for s, x in zip(sums.get(m, [0, 0, 0]), (losses[m].item() * n, (lg.argmax(-1)[masked] == tg.to(device)[masked]).sum().item(), n))]
-    return {f'{m}_{k}': v / n for m, (l, c, n) in sums.items() for k, v in (('val_loss', l), ('token_acc', c))}
+            masked = tg >= 0
+            n = masked.sum().item()
+            sums[m] += (losses[m].item() * n, (lg.argmax(-1)[masked] == tg[masked]).sum().item(), n)
+    return {f'{m}_{k}': v for m, (loss, hits, n) in sums.items() for k, v in
+            (('val_loss', loss / n), ('token_acc', hits / n))}
 
 
 def mel_frames(waves, mel_cfg):  # list of (T,) -> every mel frame of every clip (sum T', n_mels)
@@ -291,26 +293,31 @@ def thumbnails(images):  # (N, S, S, 3) uint8 -> (N, 8*8*3) mean colours of an 8
 
 
 def network_metrics(gen_paths, real_paths):
-    """FD / IS / KL on PANNs Cnn14 and FAD on VGGish, each file alone at full length (the toolbox)."""
+    """FD / IS / KL on PANNs Cnn14 and FAD on VGGish; each file alone at full length (the toolbox).
+    Generated and reference files are paired by position (same item id)."""
     out = {}
-    with torch.no_grad():
-        if panns:
-            net = load_metric_net('panns16k' if panns_rate == 16000 else 'panns32k', panns).to(device)
-            emb = lambda paths: [torch.cat(t).cpu().numpy() for t in zip(*[net(load_eval_audio(p, panns_rate)[None].to(device)) for p in paths])]
-            (e_g, l_g), (e_r, l_r) = emb(gen_paths), emb(real_paths)
-            out['FD_panns'] = frechet_distance(e_g, e_r)
-            out['IS_panns'], out['IS_std'] = inception_score(l_g)
-            out['KL_softmax'], out['KL_sigmoid'] = paired_kl(l_g, l_r), paired_kl(l_g, l_r, 'sigmoid')
-        if vggish:
-            net = load_metric_net('vggish', vggish).to(device)
-            emb = lambda paths: torch.cat([net(vggish_examples(load_eval_audio(p, 16000).numpy()).to(device)) for p in paths]).cpu().numpy()
-            out['FAD_vggish'] = frechet_distance(emb(gen_paths), emb(real_paths))
+    if panns:
+        net = load_metric_net('panns16k' if panns_rate == 16000 else 'panns32k', panns).to(device)
+        def cnn14(paths):  # -> embeddings (N, 2048), logits (N, 527)
+            outs = [net(load_eval_audio(p, panns_rate)[None].to(device)) for p in paths]
+            return [torch.cat(t).cpu().numpy() for t in zip(*outs)]
+        (e_g, l_g), (e_r, l_r) = cnn14(gen_paths), cnn14(real_paths)
+        out['FD_panns'] = frechet_distance(e_g, e_r)
+        out['IS_panns'], out['IS_panns_std'] = inception_score(l_g, splits=min(10, len(l_g)))  # 10 (toolbox) unless tiny
+        out['KL_softmax'], out['KL_sigmoid'] = paired_kl(l_g, l_r), paired_kl(l_g, l_r, 'sigmoid')
+    if vggish:
+        net = load_metric_net('vggish', vggish).to(device)
+        def embed(paths):  # one 128-d row per 0.96 s example of every file (FAD pools examples)
+            return torch.cat([net(vggish_examples(load_eval_audio(p, 16000).numpy()).to(device)) for p in paths]).cpu().numpy()
+        out['FAD_vggish'] = frechet_distance(embed(gen_paths), embed(real_paths))
     return out
 
 
 def main():
     from model import audio_to_image, cogenerate, image_to_audio, load_model
     from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
+    if panns_rate not in (16000, 32000):
+        raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
     for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
         if path and not os.path.isfile(path):  # fail before generating, not after
             name, url = PUBLIC_WEIGHTS[kind]
@@ -389,7 +396,8 @@ def main():
         if target is not None:  # the probes on the real pairs: the ceiling for the two above
             metrics['real_probe_acc_audio'] = float((p_audio(r_waves) == target).mean())
             metrics['real_probe_acc_image'] = float((p_image(r_images) == target).mean())
-    metrics.update(network_metrics(wav_i2a, real_wav))
+    with torch.no_grad():
+        metrics.update(network_metrics(wav_i2a, real_wav))
     report = {'checkpoint': ckpt_path, 'data_dir': root, 'split': split, 'n_items': n,
               'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
                                temperature=temperature, seed=seed, vocoder=vocoder),

@@ -23,6 +23,7 @@ import evaluate  # noqa: E402
 MEL = MelConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=16, fmin=60.0, fmax=4000.0,
                 clip_seconds=1.0, frames=120)  # 1 s clips -> 16 x 120 mels -> 4 x 15 tokens
 SIZE, N = 32, 6  # 32 x 32 images -> 4 x 4 tokens; 6 test items
+RUN = 'eval_test_s3_n3_T9_t1_seed1337_griffinlim'  # evaluate.py's folder for these settings
 
 
 @pytest.fixture(scope='module')
@@ -72,7 +73,7 @@ def run(env, *args):
 def test_evaluate_writes_table_and_json(env):
     r = run(env)
     assert r.returncode == 0, r.stderr
-    run_dir = env / 'out' / 'eval_test_s3_n3_T9_t1_seed1337_griffinlim'
+    run_dir = env / 'out' / RUN
     report = json.loads((run_dir / 'metrics.json').read_text())
     m = report['metrics']
     for k in ('audio_val_loss', 'audio_token_acc', 'image_val_loss', 'image_token_acc',
@@ -92,7 +93,8 @@ def test_evaluate_writes_table_and_json(env):
 
 
 def configure(env, **kw):  # evaluate.py's config globals, as the configurator would set them
-    settings = dict(out_dir=str(env / 'out'), steps=3, batch_size=4, device='cpu', split='test', panns='')
+    settings = dict(out_dir=str(env / 'out'), steps=3, batch_size=4, device='cpu', split='test', panns='', vggish='',
+                    max_items=0)
     for k, v in {**settings, **kw}.items():
         setattr(evaluate, k, v)
 
@@ -107,3 +109,20 @@ def test_bad_input_is_a_clear_error(env):
     configure(env, out_dir=str(env / 'nothing'))
     with pytest.raises(FileNotFoundError, match='no such checkpoint'):
         evaluate.main()
+
+
+def test_network_metrics_path(env, monkeypatch, tmp_path):
+    """FD / IS / KL / FAD through the command, with untrained PANNs and VGGish standing in for the
+    public weights (tests/test_metrics.py proves the networks; this proves the plumbing)."""
+    test_evaluate_writes_table_and_json(env) if not (env / 'out' / RUN).exists() else None
+    fake = tmp_path / 'weights.pth'
+    fake.write_bytes(b'')
+    torch.manual_seed(0)
+    nets = {'panns16k': evaluate.Cnn14(16000).eval(), 'vggish': evaluate.VGGish().eval()}
+    monkeypatch.setattr(evaluate, 'load_metric_net', lambda kind, path: nets[kind])
+    configure(env, panns=str(fake), vggish=str(fake), max_items=3)  # 3 items: big nets are slow on CPU
+    evaluate.main()
+    m = json.loads((env / 'out' / RUN / 'metrics.json').read_text())['metrics']
+    for k in ('FD_panns', 'IS_panns', 'IS_panns_std', 'KL_softmax', 'KL_sigmoid', 'FAD_vggish'):
+        assert math.isfinite(m[k]), k
+    assert m['IS_panns'] >= 1.0
