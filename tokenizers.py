@@ -7,6 +7,7 @@ Everything that turns pixels and waveforms into token ids and back. Frozen durin
 All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.safe_load.
 """
 import os
+import glob
 import json
 import hashlib
 import functools
@@ -98,9 +99,8 @@ def _check_input(x, name, channels, size, value_range):
     """Clear one-line errors for wrong shape or range of an encode() input."""
     if not torch.is_tensor(x) or x.dim() != 4 or not x.is_floating_point():
         raise ValueError(f"{name}: expected a float tensor (B, C, H, W), got {getattr(x, 'shape', type(x))}")
-    if x.shape[1] != channels or (size is not None and tuple(x.shape[2:]) != tuple(size)):
-        want = f"(B, {channels}, {size[0]}, {size[1]})" if size is not None else f"(B, {channels}, H, W)"
-        raise ValueError(f"{name}: expected input {want}, got {tuple(x.shape)}")
+    if x.shape[1] != channels or tuple(x.shape[2:]) != tuple(size):
+        raise ValueError(f"{name}: expected input (B, {channels}, {size[0]}, {size[1]}), got {tuple(x.shape)}")
     lo, hi = value_range
     if x.numel() and (x.min().item() < lo - 1e-3 or x.max().item() > hi + 1e-3 or not torch.isfinite(x).all()):
         raise ValueError(f"{name}: input values must be in [{lo}, {hi}], got [{x.min().item():.3g}, {x.max().item():.3g}]")
@@ -154,12 +154,12 @@ class PatchKMeansTokenizer(nn.Module):
         max_patches random patches (fixed here: bounds the time to seconds on CPU)."""
         if not torch.is_tensor(x) or x.dim() != 4:
             raise ValueError(f"PatchKMeansTokenizer.fit: expected a tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
-        N, C, H, W = x.shape
+        C, H, W = x.shape[1:]
         ph, pw = patch
         if H % ph or W % pw:
             raise ValueError(f"PatchKMeansTokenizer.fit: input {H}x{W} is not divisible by patch {ph}x{pw}")
-        if value_range is None:  # images live in [-1, 1], mels in [0, 1]
-            value_range = (0.0, 1.0) if x.min() >= 0 else (-1.0, 1.0)
+        if value_range is None:  # the contract: 1-channel mels live in [0, 1], images in [-1, 1]
+            value_range = (0.0, 1.0) if C == 1 else (-1.0, 1.0)
         tok = cls(torch.zeros(codebook_size, C * ph * pw), patch, C, (H, W), value_range)
         _check_input(x, 'PatchKMeansTokenizer.fit', C, (H, W), tok.value_range)
         with _one_thread():
@@ -336,39 +336,33 @@ class AttnBlock(nn.Module):
         h = F.scaled_dot_product_attention(q, k, v)                         # softmax(q k^T / sqrt(C)) v
         return x + self.proj_out(h.transpose(2, 3).reshape(B, C, H, W))
 
-class Downsample(nn.Module):
-    def __init__(self, c):
+class Resample(nn.Module):
+    def __init__(self, c, down):
         super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 2, 0)
+        self.down = down
+        self.conv = nn.Conv2d(c, c, 3, 2 if down else 1, 0 if down else 1)
 
     def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1)))  # taming pads right/bottom only: H -> ceil(H/2)
-
-class Upsample(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 1, 1)
-
-    def forward(self, x):
+        if self.down:
+            return self.conv(F.pad(x, (0, 1, 0, 1)))  # taming pads right/bottom only: H -> ceil(H/2)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
 
 class Level(nn.Module):
     """One resolution level: res blocks (+ attention), then an optional resample. Holds the
     state_dict names down.{i}.block/attn/downsample and up.{i}.block/attn/upsample."""
-    def __init__(self, cin, cout, n_blocks, attn, resample=None, name='downsample'):
+    def __init__(self, cin, cout, n_blocks, attn, resample=None):
         super().__init__()
         self.block = nn.ModuleList(ResnetBlock(cin if j == 0 else cout, cout) for j in range(n_blocks))
         self.attn = nn.ModuleList(AttnBlock(cout) for _ in range(n_blocks if attn else 0))
-        if resample is not None:
-            setattr(self, name, resample(cout))
-        self.resample_name = name  # a string, so the module is registered under one name only
+        if resample is not None:  # registered as "downsample" or "upsample", as in taming
+            setattr(self, resample, Resample(cout, down=resample == 'downsample'))
 
     def forward(self, x):
         for j, block in enumerate(self.block):
             x = block(x)
             if len(self.attn):
                 x = self.attn[j](x)
-        resample = getattr(self, self.resample_name, None)
+        resample = getattr(self, 'downsample', None) or getattr(self, 'upsample', None)
         return resample(x) if resample is not None else x
 
 class Mid(nn.Module):
@@ -389,7 +383,7 @@ class Encoder(nn.Module):
         self.down = nn.ModuleList()
         for i in range(n):
             self.down.append(Level(ch * mult[i], ch * mult[i + 1], num_res_blocks, res in attn_resolutions,
-                                   Downsample if i != n - 1 else None, 'downsample'))
+                                   'downsample' if i != n - 1 else None))
             res = res // 2 if i != n - 1 else res
         c = ch * ch_mult[-1]
         self.mid = Mid(c)
@@ -414,7 +408,7 @@ class Decoder(nn.Module):
         levels = [None] * n  # built from the coarsest level up, stored by level index as in taming
         for i in reversed(range(n)):
             levels[i] = Level(c, ch * ch_mult[i], num_res_blocks + 1, res in attn_resolutions,
-                              Upsample if i != 0 else None, 'upsample')
+                              'upsample' if i != 0 else None)
             c = ch * ch_mult[i]
             res = res * 2 if i != 0 else res
         self.up = nn.ModuleList(levels)
@@ -483,8 +477,8 @@ class VQGANTokenizer(nn.Module):
         return self.quantize(self.encode_features(x))
 
     @torch.no_grad()
-    def decode(self, ids):
-        """ids (B, h*w) -> (B, C, H, W) in value_range (mels are clipped to [0, 1])."""
+    def decode(self, ids, clamp=True):
+        """ids (B, h*w) -> (B, C, H, W), clamped to value_range unless clamp=False."""
         h, w = self.grid
         if ids.dim() != 2 or ids.shape[1] != h * w:
             raise ValueError(f"VQGAN decode: expected ids (B, {h * w}) for grid {h}x{w}, got {tuple(ids.shape)}")
@@ -493,7 +487,8 @@ class VQGANTokenizer(nn.Module):
         q = self.quantize.embedding(ids.long()).reshape(ids.shape[0], h, w, -1).permute(0, 3, 1, 2)  # (B, D, h, w)
         x = self.decoder(self.post_quant_conv(q))
         x = x[:, :, :self.size[0], :self.size[1]]  # undo the ceil-padding of odd sizes
-        return ((x + 1) / 2).clamp(0, 1) if self.is_mel else x
+        x = (x + 1) / 2 if self.is_mel else x
+        return x.clamp(*self.value_range) if clamp else x
 
     def describe(self):
         return {"type": "vqgan", "path": self.path, "config": self.config_path,
@@ -521,27 +516,24 @@ class VQGANTokenizer(nn.Module):
         return model
 
 def _find_vqgan_files(path, config_path=None):
-    """Releases ship logs/NAME/checkpoints/last.ckpt + logs/NAME/configs/*-project.yaml; the
-    fixture has model.yaml next to last.ckpt. Accept either layout, or an explicit config."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such VQGAN checkpoint or folder")
-    root = path
+    """A .ckpt, or a log folder with checkpoints/*.ckpt, and its model config: given, else a .yaml
+    next to the .ckpt, else in ../configs. Releases ship logs/NAME/checkpoints/{last,epoch_39}.ckpt
+    with logs/NAME/configs/{model,*-project}.yaml (*-lightning.yaml holds no model)."""
     if os.path.isdir(path):
-        cands = [os.path.join(d, f) for d in (path, os.path.join(path, 'checkpoints')) if os.path.isdir(d)
-                 for f in sorted(os.listdir(d)) if f.endswith('.ckpt')]
-        if not cands:
+        ckpts = sorted(glob.glob(os.path.join(path, '*.ckpt')) + glob.glob(os.path.join(path, 'checkpoints', '*.ckpt')))
+        if not ckpts:
             raise FileNotFoundError(f"{path}: no .ckpt file in it or in its checkpoints/ folder")
-        path = next((c for c in cands if c.endswith('last.ckpt')), cands[-1])
-    else:
-        root = os.path.dirname(os.path.abspath(path))
-    if config_path is None:
-        for d in (root, os.path.join(root, 'configs'), os.path.join(root, '..', 'configs')):
-            ys = sorted(f for f in os.listdir(d) if f.endswith(('.yaml', '.yml'))) if os.path.isdir(d) else []
-            if ys:  # the taming log's *-project.yaml holds the model; *-lightning.yaml does not
-                config_path = os.path.join(d, next((y for y in ys if 'project' in y or y == 'model.yaml'), ys[0]))
-                break
-    if config_path is None or not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{path}: no model config (.yaml) found next to it or in configs/")
+        path = next((c for c in ckpts if c.endswith('last.ckpt')), ckpts[-1])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such VQGAN checkpoint")
+    here = os.path.dirname(os.path.abspath(path))
+    for d in ([] if config_path else [here, os.path.join(here, '..', 'configs')]):
+        ys = [y for y in sorted(glob.glob(os.path.join(d, '*.y*ml'))) if not y.endswith('lightning.yaml')]
+        if ys:
+            config_path = next((y for y in ys if y.endswith(('project.yaml', 'model.yaml'))), ys[0])
+            break
+    if not config_path or not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: no model config (.yaml) given, next to it, or in ../configs")
     return path, config_path
 
 def _load_exact(model, sd, ckpt_path, config_path):
@@ -702,7 +694,6 @@ def _hifigan_input(mel, h, cfg):
     amp = mel_to_amplitude(mel)                                              # (B, n_mels, T)
     same = (h.get('num_mels'), h.get('fmin'), h.get('fmax'), h.get('n_fft')) == (cfg.n_mels, cfg.fmin, cfg.fmax, cfg.n_fft)
     if not same:
-        import librosa
         theirs = _mel_filters(h['sampling_rate'], h['n_fft'], h['num_mels'], h['fmin'],
                               h['fmax'] or h['sampling_rate'] / 2)
         lin = np.maximum(np.einsum('fm,bmt->bft', np.linalg.pinv(_mel_basis(cfg)), amp), 0)
@@ -724,6 +715,8 @@ def load_vocoder(spec, cfg):
     if gen.hop_length != cfg.hop_length or sr != cfg.sample_rate:
         raise ValueError(f"{spec}: vocoder hop {gen.hop_length} at {sr} Hz does not match the mel config "
                          f"(hop {cfg.hop_length} at {cfg.sample_rate} Hz)")
+    if is_melgan and gen.n_mels != cfg.n_mels:  # (HiFi-GAN inputs are re-mapped to its own bands)
+        raise ValueError(f"{spec}: MelGAN takes {gen.n_mels} mel bands, the mel config has {cfg.n_mels}")
 
     @torch.no_grad()
     def vocode(mel):
