@@ -196,7 +196,7 @@ class PatchKMeansTokenizer(nn.Module):
         tmp = path + '.tmp'
         torch.save(obj, tmp)
         os.replace(tmp, path)
-        self.path = os.path.abspath(path)
+        self.path = os.path.normpath(path)  # as given: relative to the repo root when run from there
 
     @classmethod
     def load(cls, path):
@@ -204,7 +204,7 @@ class PatchKMeansTokenizer(nn.Module):
         if not isinstance(obj, dict) or obj.get("type") != "patch_kmeans":
             raise ValueError(f"{path}: not a patch k-means tokenizer file")
         tok = cls(obj["codebook"], obj["patch"], obj["channels"], obj["size"], obj["value_range"])
-        tok.path = os.path.abspath(path)
+        tok.path = os.path.normpath(path)
         return tok
 
 def _nearest(x, cb, chunk=8192):
@@ -512,7 +512,7 @@ class VQGANTokenizer(nn.Module):
         sd = {k: v for k, v in sd.items() if not k.startswith('loss.')}  # training-loss weights
         model = cls(config)
         _load_exact(model, sd, ckpt_path, config_path)
-        model.path, model.config_path = os.path.abspath(ckpt_path), os.path.abspath(config_path)
+        model.path, model.config_path = os.path.normpath(ckpt_path), os.path.normpath(config_path)
         return model
 
 def _find_vqgan_files(path, config_path=None):
