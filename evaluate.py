@@ -282,14 +282,30 @@ def token_metrics(model, audio, image):
             (('val_loss', loss / n), ('token_acc', hits / n))}
 
 
-def mel_frames(waves, mel_cfg):  # list of (T,) -> every mel frame of every clip (sum T', n_mels)
+def read_wav(path):
+    return sf.read(path, dtype='float32')[0]
+
+
+def mel_stats(paths, mel_cfg):
+    """One row per clip: each mel band's mean and std over time, (N, 2 * n_mels). The features of
+    the log-mel FD proxy (fixed here: it needs no learned network, so it is not comparable to FD)."""
     from tokenizers import mel_spectrogram
-    return np.concatenate([mel_spectrogram(w, mel_cfg)[:, :mel_cfg.frames].T for w in waves]).astype(np.float64)
+    rows = []
+    for p in paths:
+        mel = mel_spectrogram(read_wav(p), mel_cfg)[:, :mel_cfg.frames]  # (n_mels, frames) in [0, 1]
+        rows.append(np.concatenate([mel.mean(1), mel.std(1)]))
+    return np.stack(rows).astype(np.float64)
 
 
-def thumbnails(images):  # (N, S, S, 3) uint8 -> (N, 8*8*3) mean colours of an 8x8 grid
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return F.adaptive_avg_pool2d(x, 8).flatten(1).double().numpy()
+def thumbnails(paths):
+    """One row per image: the mean colours of an 8x8 grid, (N, 192), the pixel FD proxy's features."""
+    x = [F.adaptive_avg_pool2d(torch.from_numpy(read_png(p)).permute(2, 0, 1).float() / 255, 8) for p in paths]
+    return torch.stack(x).flatten(1).double().numpy()
+
+
+def predict(probe, paths, read, chunk=64):
+    """A class probe over files, `chunk` files at a time -> (N,) class ids."""
+    return np.concatenate([probe([read(p) for p in paths[b:b + chunk]]) for b in range(0, len(paths), chunk)])
 
 
 def network_metrics(gen_paths, real_paths):
@@ -313,17 +329,8 @@ def network_metrics(gen_paths, real_paths):
     return out
 
 
-def main():
-    from model import audio_to_image, cogenerate, image_to_audio, load_model
-    from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
-    if panns_rate not in (16000, 32000):
-        raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
-    for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
-        if path and not os.path.isfile(path):  # fail before generating, not after
-            name, url = PUBLIC_WEIGHTS[kind]
-            raise FileNotFoundError(f"{path}: no such file (the public {name} comes from {url})")
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    model, ckpt = load_model(ckpt_path, device)
+def load_split(ckpt):
+    """The split's ids, labels and tokens: audio (N, L_a), image (N, L_v) (the middle frame)."""
     train_cfg = ckpt.get('config', {})
     root = data_dir or train_cfg.get('data_dir') or os.path.join('data', train_cfg.get('dataset', ''))
     try:
@@ -334,71 +341,93 @@ def main():
         raise ValueError(f"{root}/meta.json: cannot read split {split!r} ({e!r}); set --data_dir") from None
     n = min(len(items['ids']), max_items or len(items['ids']))
     ids, labels = [str(i) for i in items['ids'][:n]], (items.get('labels') or [None] * n)[:n]
-    audio = torch.from_numpy(np.load(os.path.join(root, f'{split}_audio.npy'), mmap_mode='r')[:n].astype(np.int64))
-    image = torch.from_numpy(np.load(os.path.join(root, f'{split}_image.npy'), mmap_mode='r')[:n, meta['frames'] // 2].astype(np.int64))
-    toks = {}
-    for m in ('audio', 'image'):
-        toks[m] = load_tokenizer(meta[m]['tokenizer']).to(device)
+    for sub, ext in (('wav', 'wav'), ('frame', 'png')):  # what evaluation compares against (data.py writes it)
+        missing = [i for i in ids if not os.path.isfile(os.path.join(root, f'{split}_{sub}', f'{i}.{ext}'))]
+        if missing:
+            raise FileNotFoundError(f"{root}/{split}_{sub}/{missing[0]}.{ext}: missing ({len(missing)} of {n} items)")
+    tokens = [np.load(os.path.join(root, f'{split}_{m}.npy'), mmap_mode='r')[:n] for m in ('audio', 'image')]
+    audio, image = (torch.from_numpy(np.asarray(t).astype(np.int64)) for t in (tokens[0], tokens[1][:, meta['frames'] // 2]))
+    if (audio.shape[1], image.shape[1]) != (ckpt['model_args']['audio_grid_h'] * ckpt['model_args']['audio_grid_w'],
+                                            ckpt['model_args']['image_grid_h'] * ckpt['model_args']['image_grid_w']):
+        raise ValueError(f"{root}: token lengths {audio.shape[1]}, {image.shape[1]} do not fit the model in {out_dir}")
+    return root, meta, ids, labels, audio, image
+
+
+def main():
+    from model import audio_to_image, cogenerate, image_to_audio, load_model
+    from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
+    if panns_rate not in (16000, 32000):
+        raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
+    for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
+        if path and not os.path.isfile(path):  # fail before generating, not after
+            name, url = PUBLIC_WEIGHTS[kind]
+            raise FileNotFoundError(f"{path}: no such file (the public {name} comes from {url})")
+    model, ckpt = load_model(os.path.join(out_dir, 'ckpt.pt'), device)
+    root, meta, ids, labels, audio, image = load_split(ckpt)
+    toks = {m: load_tokenizer(meta[m]['tokenizer']).to(device) for m in ('audio', 'image')}
+    for m in toks:
         check_tokenizer_matches(meta[m], toks[m])
-    mel_cfg, sr = MelConfig(**meta['audio']['mel']), MelConfig(**meta['audio']['mel']).sample_rate
-    vocode = load_vocoder(vocoder, mel_cfg)
+    mel_cfg = MelConfig(**meta['audio']['mel'])
+    sr, vocode = mel_cfg.sample_rate, load_vocoder(vocoder, mel_cfg)
     run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}")
     for sub in ('i2a', 'a2i', 'cogen'):
         os.makedirs(os.path.join(run, sub), exist_ok=True)
-    kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
-    gen = lambda idx: torch.Generator(device).manual_seed(seed + idx[0])  # per batch: resumable runs draw alike
-    decode_audio = lambda a: vocode(toks['audio'].decode(a)[:, 0].float().clamp(0, 1).cpu().numpy())  # (B, T)
-    put_wav = lambda p, w: save_atomic(p, lambda t: sf.write(t, w, sr, format='WAV', subtype='FLOAT'))
+
+    # ---- generate what is missing: image->audio, audio->image, co-generation, one file per item
     from PIL import Image
+    kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
+    gen = lambda idx: torch.Generator(device).manual_seed(seed + idx[0])  # per batch: resumed runs draw alike
+    decode_audio = lambda a: vocode(toks['audio'].decode(a)[:, 0].float().clamp(0, 1).cpu().numpy())  # (B, T)
+    decode_image = lambda v: to_uint8(toks['image'].decode(v))  # (B, S, S, 3)
+    put_wav = lambda p, w: save_atomic(p, lambda t: sf.write(t, w, sr, format='WAV', subtype='FLOAT'))
     put_png = lambda p, x: save_atomic(p, lambda t: Image.fromarray(x).save(t, format='PNG'))
-    wav_i2a = [os.path.join(run, 'i2a', f'{i}.wav') for i in ids]
-    png_a2i = [os.path.join(run, 'a2i', f'{i}.png') for i in ids]
-    cogen = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(n)]
+    i2a_wav = [os.path.join(run, 'i2a', f'{i}.wav') for i in ids]
+    a2i_png = [os.path.join(run, 'a2i', f'{i}.png') for i in ids]
+    cogen = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
 
-    def i2a(idx):  # image -> audio (the paper's task), guided by the image
+    def i2a(idx):  # the paper's task, guided by the image
         for i, w in zip(idx, decode_audio(image_to_audio(model, image[idx].to(device), generator=gen(idx), **kw))):
-            put_wav(wav_i2a[i], w)
+            put_wav(i2a_wav[i], w)
 
-    def a2i(idx):  # audio -> image, guided by the sound
-        ims = to_uint8(toks['image'].decode(audio_to_image(model, audio[idx].to(device), generator=gen(idx), **kw)))
-        for i, x in zip(idx, ims):
-            put_png(png_a2i[i], x)
+    def a2i(idx):  # guided by the sound
+        for i, x in zip(idx, decode_image(audio_to_image(model, audio[idx].to(device), generator=gen(idx), **kw))):
+            put_png(a2i_png[i], x)
 
-    def co(idx):  # both from nothing; the wav is written last, so its presence marks the pair done
+    def co(idx):  # both from nothing; the wav is written last, so it marks the pair done
         a, v = cogenerate(model, len(idx), device=device, generator=gen(idx), **kw)
-        for i, w, x in zip(idx, decode_audio(a), to_uint8(toks['image'].decode(v))):
+        for i, w, x in zip(idx, decode_audio(a), decode_image(v)):
             put_png(cogen[i] + '.png', x)
             put_wav(cogen[i] + '.wav', w)
 
     with torch.no_grad():
         speed = {f'{t}_items_per_min': generate_missing(paths, make, t) for t, paths, make in
-                 (('i2a', wav_i2a, i2a), ('a2i', png_a2i, a2i), ('cogen', [c + '.wav' for c in cogen], co))}
+                 (('i2a', i2a_wav, i2a), ('a2i', a2i_png, a2i), ('cogen', [c + '.wav' for c in cogen], co))}
         metrics = token_metrics(model, audio, image)
-    # ---- read everything back from disk, so a resumed run scores exactly the files it kept
-    read = lambda p: sf.read(p, dtype='float32')[0]
+
+    # ---- score the files on disk, so a resumed run scores exactly what it kept
     real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
     real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
-    g_waves, r_waves = [read(p) for p in wav_i2a], [read(p) for p in real_wav]
-    g_images, r_images = [read_png(p) for p in png_a2i], [read_png(p) for p in real_png]
-    metrics['i2a_mel_frame_FD_proxy'] = frechet_distance(mel_frames(g_waves, mel_cfg), mel_frames(r_waves, mel_cfg))
-    metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(g_images), thumbnails(r_images))
+    metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(i2a_wav, mel_cfg), mel_stats(real_wav, mel_cfg))
+    metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(a2i_png), thumbnails(real_png))
     if meta.get('probe'):  # analytic class probes (the embedded toy dataset)
         from data import probe_audio, probe_image
-        p_audio = lambda w: probe_audio(np.stack(w), sr).cpu().numpy()
-        p_image = lambda x: probe_image(torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1).cpu().numpy()
-        # the item's class: its label where known, else what the probe sees in the given modality
-        target = np.array(labels) if all(l is not None for l in labels) else None
-        metrics['i2a_probe_acc'] = float((p_audio(g_waves) == (p_image(r_images) if target is None else target)).mean())
-        metrics['a2i_probe_acc'] = float((p_image(g_images) == (p_audio(r_waves) if target is None else target)).mean())
-        metrics['cogen_probe_agreement'] = float((p_audio([read(c + '.wav') for c in cogen]) ==
-                                                  p_image([read_png(c + '.png') for c in cogen])).mean())
-        if target is not None:  # the probes on the real pairs: the ceiling for the two above
-            metrics['real_probe_acc_audio'] = float((p_audio(r_waves) == target).mean())
-            metrics['real_probe_acc_image'] = float((p_image(r_images) == target).mean())
+        p_audio = lambda waves: probe_audio(np.stack(waves), sr).cpu().numpy()
+        p_image = lambda ims: probe_image(torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 127.5 - 1).cpu().numpy()
+        real_a, real_v = predict(p_audio, real_wav, read_wav), predict(p_image, real_png, read_png)
+        # an item's class is its label where known, else what the probe sees in the given modality
+        known = all(l is not None for l in labels)
+        want_a, want_v = (np.array(labels), np.array(labels)) if known else (real_v, real_a)
+        metrics['i2a_probe_acc'] = float((predict(p_audio, i2a_wav, read_wav) == want_a).mean())
+        metrics['a2i_probe_acc'] = float((predict(p_image, a2i_png, read_png) == want_v).mean())
+        metrics['cogen_probe_agreement'] = float((predict(p_audio, [c + '.wav' for c in cogen], read_wav) ==
+                                                  predict(p_image, [c + '.png' for c in cogen], read_png)).mean())
+        metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
     with torch.no_grad():
-        metrics.update(network_metrics(wav_i2a, real_wav))
-    report = {'checkpoint': ckpt_path, 'data_dir': root, 'split': split, 'n_items': n,
+        metrics.update(network_metrics(i2a_wav, real_wav))
+
+    # ---- report: a table on stdout and in metrics.md, everything in metrics.json
+    report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': len(ids),
               'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
                                temperature=temperature, seed=seed, vocoder=vocoder),
               'metrics': metrics, 'throughput': speed, 'outputs': run}

@@ -77,7 +77,7 @@ def test_evaluate_writes_table_and_json(env):
     report = json.loads((run_dir / 'metrics.json').read_text())
     m = report['metrics']
     for k in ('audio_val_loss', 'audio_token_acc', 'image_val_loss', 'image_token_acc',
-              'i2a_mel_frame_FD_proxy', 'a2i_pixel_8x8_FD_proxy'):
+              'i2a_logmel_stats_FD_proxy', 'a2i_pixel_8x8_FD_proxy'):
         assert math.isfinite(m[k]), k
     assert report['n_items'] == N and report['throughput']['i2a_items_per_min'] > 0
     assert '| audio_val_loss' in r.stdout and (run_dir / 'metrics.md').exists()
