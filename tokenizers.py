@@ -115,8 +115,10 @@ def _torch_load(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a weights-only torch checkpoint ({str(e).splitlines()[0][:200]})")
+    except Exception as e:  # e.g. a Lightning checkpoint that pickled its hyper-parameters
+        raise ValueError(f"{path}: not a torch file loadable with weights_only=True ({type(e).__name__}); if you "
+                         f"trust the file, keep only its tensors: torch.save(torch.load(path, weights_only=False)"
+                         f"['state_dict'], 'model.ckpt')")
 
 # -----------------------------------------------------------------------------
 # patch k-means tokenizer (fixed here: the weights-free default tokenizer)

@@ -234,6 +234,12 @@ def test_vqgan_bad_checkpoints(tmp_path):
     ck = _write_release(tmp_path / 'c', cfg, sd)
     with pytest.raises(ValueError, match='quantize.embedding.weight'):
         T.load_tokenizer(ck)
+    # a checkpoint that needs unpickling (a pickled Namespace inside) is refused, not unpickled
+    import argparse
+    os.makedirs(tmp_path / 'd')
+    torch.save({'state_dict': sd, 'hparams': argparse.Namespace(lr=1.0)}, tmp_path / 'd' / 'last.ckpt')
+    with pytest.raises(ValueError, match='weights_only'):
+        T.VQGANTokenizer.load(str(tmp_path / 'd' / 'last.ckpt'), fix('vqgan_image', 'model.yaml'))
 
 # -----------------------------------------------------------------------------
 # vocoders
