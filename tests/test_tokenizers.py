@@ -109,6 +109,7 @@ def test_patch_kmeans_deterministic_and_save_load(tmp_path):
         assert torch.equal(t.encode(x), a.encode(x))
     d = a.describe()
     assert d['type'] == 'patch_kmeans' and d['path'] == os.path.normpath(path)
+    assert json.loads(json.dumps(d)) == d  # goes into meta.json as is
 
 def test_patch_kmeans_mel_grid():
     # a mel (B, 1, 80, 848) in [0, 1] with 16x16 patches gives the SpecVQGAN grid 5x53
@@ -169,6 +170,7 @@ def test_vqgan_image_fixture(vqgan_image):
     assert max_rel_err(dec, np.load(fix('vqgan_image', 'decoded.npy'))) < 1e-4
     d = m.describe()
     assert d['type'] == 'vqgan' and d['codebook_size'] == 128 and d['path'].endswith('last.ckpt')
+    assert json.loads(json.dumps(d)) == d
     T.check_tokenizer_matches({'grid': [16, 16], 'codebook_size': 128, 'tokenizer': d}, m)
 
 def test_vqgan_image_errors(vqgan_image, tmp_path):
