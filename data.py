@@ -1,0 +1,668 @@
+"""
+Turns audio-visual material into the token format train.py reads (see README, "Data"):
+  python data.py toy --out data/toy                      # the embedded synthetic dataset
+  python data.py videos CLIPS/ --out data/vggsound [--csv vggsound.csv] [--shard K/N]
+  python data.py pairs FOLDER/ --out data/mine           # <id>.png + <id>.wav pairs
+  python data.py merge data/vgg.0 data/vgg.1 --out data/vggsound
+1) preprocessing (SPEC 1): load_image, load_audio, ffmpeg video decoding
+2) the embedded toy dataset and its analytic probes (no learned weights)
+3) real material: parallel decoding, shard-wise resumable writes, skipped.tsv, merge
+"""
+import os
+import re
+import sys
+import csv
+import json
+import shutil
+import hashlib
+import tempfile
+import subprocess
+import multiprocessing as mp
+
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from tokenizers import MelConfig, mel_spectrogram, PatchKMeansTokenizer, load_tokenizer
+
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
+AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
+MIN_SIDE, MAX_PIXELS = 16, 8192 * 8192   # fixed here: smaller/larger images are skipped as unusable
+MIN_AUDIO_SECONDS = 0.1
+SPLITS = ('train', 'val', 'test')
+
+class BadInput(ValueError):
+    """An item that cannot be used: skipped and listed in skipped.tsv, never fatal."""
+
+# -----------------------------------------------------------------------------
+# 1) preprocessing (SPEC 1)
+
+def _to_rgb(im):
+    """Any PIL mode -> RGB. 16-bit and float greys are scaled, transparency is composited on white."""
+    if im.mode in ('I;16', 'I;16L', 'I;16B', 'I', 'F'):
+        a = np.asarray(im, dtype=np.float32)
+        a = a / 257.0 if im.mode.startswith('I;16') or a.max() > 255 else a * (255.0 if a.max() <= 1 else 1)
+        im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), 'L')
+    if im.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in im.info:
+        im = im.convert('RGBA')
+        bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, im).convert('RGB')
+    return im.convert('RGB')  # L, 1, P, CMYK, YCbCr, ...
+
+def image_array(path, size):
+    """Image file -> uint8 (size, size, 3): shorter side resized to `size` (bicubic, antialiased),
+    centre crop (SPEC 1). Raises BadInput naming the file."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size  # read from the header: a huge image is refused before decoding it
+            if min(w, h) < MIN_SIDE:
+                raise BadInput(f"{path}: image too small ({w}x{h}, need at least {MIN_SIDE} px a side)")
+            if w * h > MAX_PIXELS:
+                raise BadInput(f"{path}: image too large ({w}x{h} > {MAX_PIXELS} pixels)")
+            im = _to_rgb(ImageOps.exif_transpose(im))
+    except BadInput:
+        raise
+    except Exception as e:  # truncated, not an image, unsupported mode
+        raise BadInput(f"{path}: not a readable image ({type(e).__name__}: {str(e)[:100]})") from None
+    w, h = im.size
+    s = size / min(w, h)
+    W, H = max(size, round(w * s)), max(size, round(h * s))
+    im = im.resize((W, H), Image.BICUBIC)  # PIL widens the kernel when shrinking: antialiased
+    left, top = (W - size) // 2, (H - size) // 2
+    return np.array(im.crop((left, top, left + size, top + size)))
+
+def load_image(path, size):
+    """Image file -> float tensor (3, size, size) in [-1, 1] (SPEC 1)."""
+    return torch.from_numpy(image_array(path, size)).permute(2, 0, 1).float() / 127.5 - 1
+
+def load_audio(path, sample_rate, seconds):
+    """Audio file -> float32 (round(sample_rate * seconds),): channels averaged (SPEC 1), resampled,
+    zero-padded or cut. Raises BadInput for undecodable, too short, silent or non-finite audio."""
+    try:
+        x, sr = sf.read(path, dtype='float32', always_2d=True)  # (T, C)
+    except Exception as e:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file") from None
+        x, sr = _ffmpeg_audio(path, str(e))  # formats libsndfile lacks (some mp3, m4a)
+    if x.shape[0] < MIN_AUDIO_SECONDS * sr:
+        raise BadInput(f"{path}: audio too short ({x.shape[0] / sr:.3f} s < {MIN_AUDIO_SECONDS} s)")
+    x = x[:int(np.ceil(seconds * sr))].mean(1)  # mono by averaging, as the released VGGSound mels
+    if not np.all(np.isfinite(x)):
+        raise BadInput(f"{path}: audio contains NaN or infinite samples")
+    if not np.any(x):
+        raise BadInput(f"{path}: audio is silent (all samples are zero)")
+    if sr != sample_rate:
+        import librosa
+        x = librosa.resample(x, orig_sr=sr, target_sr=sample_rate)
+    n = int(round(sample_rate * seconds))
+    return np.pad(x[:n], (0, max(0, n - len(x)))).astype(np.float32)
+
+def ffmpeg_exe():
+    """The system ffmpeg, else the binary the imageio-ffmpeg wheel ships (a pip-only install)."""
+    exe = shutil.which('ffmpeg')
+    if exe is None:
+        try:
+            import imageio_ffmpeg
+            exe = imageio_ffmpeg.get_ffmpeg_exe()
+        except Exception:
+            raise FileNotFoundError("ffmpeg not found: install it (apt-get install ffmpeg) "
+                                    "or `pip install imageio-ffmpeg`") from None
+    return exe
+
+def _ffmpeg(args, what):
+    r = subprocess.run([ffmpeg_exe(), '-nostdin', '-hide_banner', '-y', *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr.strip().splitlines() or ['no output'])[-1]
+        raise BadInput(f"{what}: ffmpeg failed ({msg[:160]})")
+    return r
+
+def _ffmpeg_audio(path, why):
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            _ffmpeg(['-v', 'error', '-i', path, '-vn', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
+            return sf.read(f'{tmp}/a.wav', dtype='float32', always_2d=True)
+        except (BadInput, FileNotFoundError, RuntimeError):
+            raise BadInput(f"{path}: cannot decode audio ({why[:100]})") from None
+
+def probe_video(path):
+    """-> (duration seconds, has_video, has_audio) from ffmpeg's stream listing (no ffprobe in pip's build)."""
+    err = subprocess.run([ffmpeg_exe(), '-nostdin', '-hide_banner', '-i', path],
+                         capture_output=True, text=True).stderr
+    m = re.search(r'Duration: (\d+):(\d+):(\d+(?:\.\d+)?)', err)
+    has_video = re.search(r'Stream #.*: Video:', err) is not None
+    has_audio = re.search(r'Stream #.*: Audio:', err) is not None
+    if m is None:
+        last = (err.strip().splitlines() or ['no output'])[-1]
+        raise BadInput(f"{path}: not a readable video ({last[:120]})")
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]), has_video, has_audio
+
+def decode_video(path, size, frames, cfg):
+    """Clip -> (frames uint8 (F, size, size, 3), wave float32 (cfg.num_samples,)).
+    Frame i is the first frame at or after t_i = (i + 0.5) * D / F, D = min(duration, clip length)."""
+    duration, has_video, has_audio = probe_video(path)
+    if not has_video:
+        raise BadInput(f"{path}: no video stream")
+    if not has_audio:
+        raise BadInput(f"{path}: no audio stream")
+    D = min(duration, cfg.clip_seconds)
+    if D <= 0:
+        raise BadInput(f"{path}: zero duration")
+    k = f'{frames}/{D:.6f}'  # targets passed by time t: floor(t*F/D + 0.5); select when it grows
+    sel = (f"select='if(isnan(prev_pts),gte(floor(t*{k}+0.5),1),"
+           f"gt(floor(t*{k}+0.5),floor(prev_pts*TB*{k}+0.5)))'")
+    with tempfile.TemporaryDirectory() as tmp:
+        _ffmpeg(['-v', 'error', '-i', path, '-map', '0:v:0', '-vf', f'setpts=PTS-STARTPTS,{sel}',
+                 '-fps_mode', 'passthrough', '-frames:v', str(frames), f'{tmp}/%03d.png',
+                 '-map', '0:a:0', '-t', f'{cfg.clip_seconds}', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
+        names = sorted(f for f in os.listdir(tmp) if f.endswith('.png'))
+        if not names:
+            raise BadInput(f"{path}: no video frame could be decoded")
+        imgs = [image_array(os.path.join(tmp, f), size) for f in names]
+        imgs += imgs[-1:] * (frames - len(imgs))  # very low frame rates: repeat the last frame
+        try:
+            wave = load_audio(f'{tmp}/a.wav', cfg.sample_rate, cfg.clip_seconds)
+        except BadInput as e:
+            raise BadInput(f"{path}: {str(e).split(': ', 1)[1]}") from None
+    return np.stack(imgs), wave
+
+# -----------------------------------------------------------------------------
+# 2) the embedded toy dataset: the picture decides the sound (fixed here)
+# Class = (shape, colour). Colour sets the pitch, shape sets the rhythm. The four pitches sit at the
+# centres of mel bands 8, 24, 40, 56, one per 16-band row of audio patches, and the rhythms differ
+# by the length of their notes (x2-3 apart), so both survive patch quantization and Griffin-Lim.
+
+TOY_SIZE, TOY_MEL = 64, MelConfig(clip_seconds=2.0, frames=160)   # 64 px; 80 x 160 mel (1.86 s)
+TOY_SHAPES = ('square', 'ring', 'hbar', 'vbar')
+TOY_COLOURS = {'red': (1.0, 0.15, 0.1), 'yellow': (1.0, 0.85, 0.1),
+               'green': (0.1, 0.8, 0.2), 'blue': (0.15, 0.35, 1.0)}
+TOY_HUES = (0.0, 50.0, 125.0, 225.0)                       # hue of each colour, degrees
+TOY_PITCHES = (440.0, 1000.0, 1790.0, 3190.0)              # Hz, one per colour
+TOY_RHYTHMS = ((1.6, 0.0), (0.5, 0.14), (0.25, 0.25), (0.09, 0.09))  # (note, gap) s, one per shape
+TOY_NOTE_EDGES = (0.16, 0.34, 0.9)                         # s: longest-note thresholds between rhythms
+TOY_CLASSES = [f'{c} {s}' for s in TOY_SHAPES for c in TOY_COLOURS]  # label = 4 * shape + colour
+
+def toy_image(rng, label):
+    """-> uint8 (64, 64, 3): a coloured shape at a random place and size on a noisy grey."""
+    shape, colour = divmod(label, 4)
+    img = np.full((TOY_SIZE, TOY_SIZE, 3), rng.uniform(0.0, 0.35), np.float32)
+    h = w = rng.uniform(20, 32) if shape == 0 else rng.uniform(28, 40)
+    if shape >= 2:  # bars: long side 38-52 px, short side 10-14 px
+        h, w = rng.uniform(10, 14), rng.uniform(38, 52)
+        h, w = (h, w) if shape == 2 else (w, h)
+    cy, cx = rng.uniform(h / 2 + 2, TOY_SIZE - h / 2 - 2), rng.uniform(w / 2 + 2, TOY_SIZE - w / 2 - 2)
+    yy, xx = np.mgrid[:TOY_SIZE, :TOY_SIZE] + 0.5
+    if shape == 1:
+        r = np.hypot(yy - cy, xx - cx)
+        mask = (r <= h / 2) & (r >= h / 2 - rng.uniform(6, 8))
+    else:
+        mask = (abs(yy - cy) <= h / 2) & (abs(xx - cx) <= w / 2)
+    img[mask] = np.array(list(TOY_COLOURS.values())[colour]) * rng.uniform(0.75, 1.0)
+    img += rng.normal(0, 0.03, img.shape)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+def toy_wave(rng, label, cfg=TOY_MEL):
+    """-> float32 (cfg.num_samples,): notes of one pitch in one rhythm, random level, detune, start, noise."""
+    shape, colour = divmod(label, 4)
+    n, sr = cfg.num_samples, cfg.sample_rate
+    note, gap = TOY_RHYTHMS[shape]
+    env, start = np.zeros(n, np.float32), rng.uniform(0.05, 0.25)
+    while start < cfg.clip_seconds - 0.05:
+        a, b = int(start * sr), min(n, int((start + note * rng.uniform(0.9, 1.1)) * sr))
+        ramp = np.arange(b - a)
+        env[a:b] = np.minimum(1, np.minimum(ramp, ramp[::-1]) / (0.01 * sr))  # 10 ms fades: no clicks
+        start = b / sr + gap * rng.uniform(0.9, 1.1)
+        if gap == 0:
+            break
+    f = TOY_PITCHES[colour] * rng.uniform(0.97, 1.03)
+    wave = env * np.sin(2 * np.pi * f * np.arange(n) / sr + rng.uniform(0, 2 * np.pi))
+    wave = wave * 10 ** (rng.uniform(-20, -6) / 20) + rng.normal(0, 10 ** (rng.uniform(-60, -45) / 20), n)
+    return wave.astype(np.float32)
+
+def probe_image(images):
+    """images (B, 3, H, W) in [-1, 1] -> class ids (B,). Colour: hue of the saturated pixels.
+    Shape: elongation of those pixels (bars), else whether the middle is empty (ring) or full."""
+    out = []
+    for im in ((images.detach().cpu().float().numpy() + 1) / 2).clip(0, 1):
+        mask = im.max(0) - im.min(0) > 0.3                  # the grey background is unsaturated
+        if mask.sum() < 8:
+            out.append(0)
+            continue
+        r, g, b = im[:, mask].mean(1)
+        mx, mn = max(r, g, b), min(r, g, b)                  # hue of the mean colour (HSV formula)
+        h = 60 * (((g - b) / (mx - mn + 1e-6)) % 6 if mx == r else
+                  (b - r) / (mx - mn + 1e-6) + 2 if mx == g else (r - g) / (mx - mn + 1e-6) + 4)
+        colour = int(np.argmin([abs((h - t + 180) % 360 - 180) for t in TOY_HUES]))
+        ys, xs = np.nonzero(mask)
+        if xs.var() > 2.5 * ys.var():
+            shape = 2
+        elif ys.var() > 2.5 * xs.var():
+            shape = 3
+        else:  # square vs ring: is the disc at the centroid (0.4 x rms radius) mostly filled?
+            yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]]
+            inner = np.hypot(yy - ys.mean(), xx - xs.mean()) < 0.4 * np.sqrt(ys.var() + xs.var())
+            shape = 1 if mask[inner].mean() < 0.5 else 0
+        out.append(4 * shape + colour)
+    return torch.tensor(out, dtype=torch.long)
+
+def probe_audio(waves, sample_rate):
+    """waves (B, T) -> class ids (B,). Pitch: the strongest of the four pitch bands. Rhythm: the
+    longest note (run of frames within 12 dB of the band's loud level, gaps < 3 frames bridged)."""
+    import librosa
+    waves = np.atleast_2d(np.asarray(waves, np.float32))
+    if sample_rate != TOY_MEL.sample_rate:
+        waves = librosa.resample(waves, orig_sr=sample_rate, target_sr=TOY_MEL.sample_rate)
+    hop = TOY_MEL.hop_length
+    S = np.abs(librosa.stft(waves, n_fft=1024, hop_length=hop)) ** 2                  # (B, 513, T)
+    freqs = librosa.fft_frequencies(sr=TOY_MEL.sample_rate, n_fft=1024)
+    bands = np.stack([S[:, (freqs > p / 1.12) & (freqs < p * 1.12)].sum(1) for p in TOY_PITCHES], 1)  # (B, 4, T)
+    out = []
+    for band in bands:
+        colour = int(band.sum(1).argmax())
+        env = np.sqrt(band[colour])
+        on = env > 0.25 * (np.percentile(env, 95) + 1e-12)
+        for _ in range(2):  # bridge gaps of 1-2 frames
+            on[1:-1] |= on[:-2] & on[2:]
+            on[1:-2] |= on[:-3] & on[3:]
+        runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], on, [0]]))))[::2]  # lengths of on-runs
+        longest = runs.max() * hop / TOY_MEL.sample_rate if len(runs) else 0.0
+        shape = 3 - int(np.searchsorted(TOY_NOTE_EDGES, longest))
+        out.append(4 * shape + colour)
+    return torch.tensor(out, dtype=torch.long)
+
+# -----------------------------------------------------------------------------
+# writing the token format (README, "Data"): arrays first, meta.json last, all via temporary names
+
+def _replace(path, write):
+    tmp = f'{path}.tmp{os.getpid()}'
+    write(tmp)
+    os.replace(tmp, path)
+
+def save_npy(path, a):
+    _replace(path, lambda t: np.save(open(t, 'wb'), a))
+
+def save_wav(path, wave, sr):
+    _replace(path, lambda t: sf.write(t, wave, sr, subtype='FLOAT', format='WAV'))  # float: exactly what was tokenized
+
+def save_png(path, img):
+    _replace(path, lambda t: Image.fromarray(img).save(t, format='PNG'))
+
+def save_meta(out, meta):
+    _replace(os.path.join(out, 'meta.json'), lambda t: json.dump(meta, open(t, 'w'), indent=1))
+
+def is_complete(out):
+    """meta.json is written last, so its presence (with every array) means a finished dataset."""
+    try:
+        meta = json.load(open(os.path.join(out, 'meta.json')))
+        return all(os.path.exists(os.path.join(out, f'{s}_{m}.npy')) for s in meta['splits'] for m in ('audio', 'image'))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+def modality_meta(tok, **extra):
+    return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, 'tokenizer': tok.describe(), **extra}
+
+@torch.no_grad()
+def encode_images(tok, frames, batch=64):
+    """uint8 (N, F, S, S, 3) -> uint16 (N, F, h*w)."""
+    N, F = frames.shape[:2]
+    flat = frames.reshape(N * F, *frames.shape[2:])
+    ids = [tok.encode(torch.from_numpy(flat[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+           for i in range(0, N * F, batch)]
+    return torch.cat(ids).numpy().astype(np.uint16).reshape(N, F, -1) if N else np.zeros((0, F, 0), np.uint16)
+
+@torch.no_grad()
+def encode_mels(tok, mels, batch=64):
+    """float (N, n_mels, frames) in [0, 1] -> uint16 (N, h*w)."""
+    ids = [tok.encode(torch.from_numpy(mels[i:i + batch])[:, None].float()) for i in range(0, len(mels), batch)]
+    return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, 0), np.uint16)
+
+def _toy_split(args):
+    """One split of the toy set (a worker): -> labels, images uint8 (N, 64, 64, 3), mels (N, 80, 160)."""
+    seed, s, n, out = args
+    labels = np.random.default_rng([seed, s]).permutation(np.arange(n) % len(TOY_CLASSES))  # balanced
+    images, mels = np.zeros((n, TOY_SIZE, TOY_SIZE, 3), np.uint8), np.zeros((n, 80, TOY_MEL.frames), np.float32)
+    for i in range(0, n, 256):
+        rngs = [np.random.default_rng([seed, s, j]) for j in range(i, min(n, i + 256))]  # one stream per item
+        images[i:i + 256] = [toy_image(r, labels[i + j]) for j, r in enumerate(rngs)]
+        waves = np.stack([toy_wave(r, labels[i + j]) for j, r in enumerate(rngs)])
+        mels[i:i + 256] = mel_spectrogram(waves, TOY_MEL)[:, :, :TOY_MEL.frames]
+        if SPLITS[s] != 'train':  # evaluation compares against exactly these
+            for j in range(len(rngs)):
+                save_wav(f'{out}/{SPLITS[s]}_wav/{SPLITS[s]}{i + j:05d}.wav', waves[j], TOY_MEL.sample_rate)
+                save_png(f'{out}/{SPLITS[s]}_frame/{SPLITS[s]}{i + j:05d}.png', images[i + j])
+    return labels, images, mels
+
+def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=400,
+                image_codebook=256, audio_codebook=256, workers=None):
+    """Make the embedded synthetic dataset, fit the patch k-means tokenizers on its train split and
+    write the token format. Does nothing if data_dir already holds a complete dataset."""
+    if is_complete(data_dir):
+        return data_dir
+    for s in ('val', 'test'):
+        os.makedirs(f'{data_dir}/{s}_wav', exist_ok=True)
+        os.makedirs(f'{data_dir}/{s}_frame', exist_ok=True)
+    jobs = [(seed, s, n, data_dir) for s, n in enumerate((n_train, n_val, n_test))]
+    with mp.get_context('fork').Pool(workers or min(3, os.cpu_count())) as pool:
+        splits = dict(zip(SPLITS, pool.map(_toy_split, jobs)))
+    _, images, mels = splits['train']
+    torch.manual_seed(seed)
+    image_tok = PatchKMeansTokenizer.fit(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                                         image_codebook, patch=(8, 8), seed=seed)   # 8 x 8 grid
+    audio_tok = PatchKMeansTokenizer.fit(torch.from_numpy(mels)[:, None], audio_codebook,
+                                         patch=(16, 16), seed=seed)                 # 5 x 10 grid
+    image_tok.save(f'{data_dir}/tokenizer_image.pt')
+    audio_tok.save(f'{data_dir}/tokenizer_audio.pt')
+    meta = {'name': 'toy', 'frames': 1, 'classes': TOY_CLASSES, 'probe': 'toy',
+            'audio': modality_meta(audio_tok, mel=TOY_MEL.__dict__.copy()),
+            'image': modality_meta(image_tok, size=TOY_SIZE), 'splits': {}}
+    for split, (labels, images, mels) in splits.items():
+        save_npy(f'{data_dir}/{split}_audio.npy', encode_mels(audio_tok, mels))
+        save_npy(f'{data_dir}/{split}_image.npy', encode_images(image_tok, images[:, None]))
+        meta['splits'][split] = {'n': len(labels), 'ids': [f'{split}{i:05d}' for i in range(len(labels))],
+                                 'labels': labels.tolist()}
+    save_meta(data_dir, meta)
+    return data_dir
+
+def bench_toy(data_dir='data/toy', split='test', n=160):
+    """Probe accuracy on real pairs and on tokenize -> decode round trips (audio through Griffin-Lim)."""
+    from tokenizers import griffin_lim
+    meta = json.load(open(f'{data_dir}/meta.json'))
+    cfg, ids = MelConfig(**meta['audio']['mel']), meta['splits'][split]['ids'][:n]
+    labels = torch.tensor(meta['splits'][split]['labels'][:n])
+    toks = {m: load_tokenizer(meta[m]['tokenizer']) for m in ('audio', 'image')}
+    images = torch.stack([load_image(f'{data_dir}/{split}_frame/{i}.png', meta['image']['size']) for i in ids])
+    waves = np.stack([sf.read(f'{data_dir}/{split}_wav/{i}.wav', dtype='float32')[0] for i in ids])
+    rt_images = toks['image'].decode(torch.from_numpy(np.load(f'{data_dir}/{split}_image.npy')[:n, 0].astype(np.int64)))
+    rt_mels = toks['audio'].decode(torch.from_numpy(np.load(f'{data_dir}/{split}_audio.npy')[:n].astype(np.int64)))
+    rt_waves = griffin_lim(rt_mels[:, 0].numpy(), cfg)
+    acc = lambda pred: round((pred == labels).float().mean().item(), 4)
+    return {'image_real': acc(probe_image(images)), 'audio_real': acc(probe_audio(waves, cfg.sample_rate)),
+            'image_roundtrip': acc(probe_image(rt_images.clamp(-1, 1))),
+            'audio_roundtrip': acc(probe_audio(rt_waves, cfg.sample_rate))}
+
+# -----------------------------------------------------------------------------
+# 3) real material: list items, decode in parallel, tokenize, write shard-wise, resume, merge
+
+VIDEO_EXTS = ('.mp4', '.mkv', '.webm', '.avi', '.mov')
+
+def _split_of(id_, val_pct=5, test_pct=5):
+    """Deterministic split from a hash of the id (fixed here), when no CSV gives one."""
+    h = int(hashlib.sha1(id_.encode()).hexdigest()[:8], 16) % 100
+    return 'val' if h < val_pct else 'test' if h < val_pct + test_pct else 'train'
+
+def _read_labels(path, kind):
+    """videos: VGGSound rows `youtube_id,start_seconds,label,split`; pairs: `id,label[,split]`.
+    -> {id: (label, split or None)}, keyed the ways clips are named (`ytid_000030`, `ytid_30`, `ytid`)."""
+    table = {}
+    try:
+        rows = [r for r in csv.reader(open(path, newline='')) if r and r[0].strip() not in ('id', 'youtube_id', '# YouTube ID')]
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: cannot read the labels CSV ({e.strerror})") from None
+    for r in rows:
+        r = [c.strip() for c in r]
+        if kind == 'videos':
+            if len(r) < 3 or not re.fullmatch(r'\d+(\.\d+)?', r[1]):
+                raise ValueError(f"{path}: expected rows youtube_id,start_seconds,label,split, got {','.join(r)[:80]!r}")
+            value = (r[2], r[3] if len(r) > 3 else None)
+            for key in (f'{r[0]}_{int(float(r[1])):06d}', f'{r[0]}_{int(float(r[1]))}', r[0]):
+                table.setdefault(key, value)
+        else:
+            if len(r) < 2:
+                raise ValueError(f"{path}: expected rows id,label[,split], got {','.join(r)[:80]!r}")
+            table[r[0]] = (r[1], r[2] if len(r) > 2 else None)
+    return table
+
+def list_items(kind, folder, labels_csv=None):
+    """-> (items, skipped): items are dicts id, paths, label (name or None), split."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such folder")
+    names = sorted(os.listdir(folder))
+    by_id = {}
+    for f in names:
+        stem, ext = os.path.splitext(f)
+        if ext.lower() in (VIDEO_EXTS if kind == 'videos' else IMAGE_EXTS + AUDIO_EXTS):
+            by_id.setdefault(stem, []).append(os.path.join(folder, f))
+    if not by_id:
+        want = VIDEO_EXTS if kind == 'videos' else IMAGE_EXTS + AUDIO_EXTS
+        raise ValueError(f"{folder}: no {'/'.join(want)} files in it")
+    if labels_csv is None and kind == 'pairs' and os.path.exists(os.path.join(folder, 'labels.csv')):
+        labels_csv = os.path.join(folder, 'labels.csv')
+    table = _read_labels(labels_csv, kind) if labels_csv else None
+    items, skipped = [], []
+    for id_, paths in by_id.items():
+        if kind == 'pairs':
+            imgs = [p for p in paths if p.lower().endswith(IMAGE_EXTS)]
+            auds = [p for p in paths if p.lower().endswith(AUDIO_EXTS)]
+            if len(imgs) != 1 or len(auds) != 1:
+                skipped.append((id_, f"{paths[0]}: need one image and one audio file named {id_}.*, found "
+                                     f"{len(imgs)} and {len(auds)}"))
+                continue
+            paths = imgs + auds
+        elif len(paths) > 1:
+            skipped.append((id_, f"{paths[0]}: several clips named {id_}.*"))
+            continue
+        label, split = table.get(id_, (None, None)) if table else (None, None)
+        if table and label is None:
+            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}"))
+            continue
+        if split in (None, ''):
+            split = _split_of(id_)
+        elif split == 'train' and kind == 'videos':
+            split = _split_of(id_, 5, 0)  # VGGSound has no val split: 5% of train (fixed here)
+        if split not in SPLITS:
+            raise ValueError(f"{labels_csv}: split {split!r} for {id_} is not one of {SPLITS}")
+        items.append({'id': id_, 'paths': paths, 'label': label, 'split': split})
+    return items, skipped
+
+def _decode_item(job):
+    """Worker: one item -> (id, frames uint8 (F, S, S, 3), mel (n_mels, frames), None) or (id, ..., reason)."""
+    item, size, frames, cfg, out = job
+    try:
+        if len(item['paths']) == 1:
+            imgs, wave = decode_video(item['paths'][0], size, frames, cfg)
+        else:
+            imgs = image_array(item['paths'][0], size)[None]
+            wave = load_audio(item['paths'][1], cfg.sample_rate, cfg.clip_seconds)
+        mel = mel_spectrogram(wave, cfg)[:, :cfg.frames]
+        if item['split'] != 'train':  # evaluation compares against exactly these
+            save_wav(f"{out}/{item['split']}_wav/{item['id']}.wav", wave, cfg.sample_rate)
+            save_png(f"{out}/{item['split']}_frame/{item['id']}.png", imgs[len(imgs) // 2])
+        return item['id'], imgs, mel, None
+    except (BadInput, FileNotFoundError) as e:
+        return item['id'], None, None, str(e)
+    except Exception as e:  # a surprise in one file must not stop the other 200k
+        return item['id'], None, None, f"{item['paths'][0]}: {type(e).__name__}: {str(e)[:120]}"
+
+def _tokenizer(modality, spec, out, fit_items, pool, job_args, codebook, patch, seed):
+    """spec 'kmeans': fit patch k-means on train items (once; reused on resume), else load a file."""
+    if spec != 'kmeans':
+        return load_tokenizer(spec)
+    path = f'{out}/tokenizer_{modality}.pt'
+    if os.path.exists(path):
+        return PatchKMeansTokenizer.load(path)
+    got = [r for r in pool.imap(_decode_item, [(it, *job_args) for it in fit_items]) if r[3] is None]
+    if not got:
+        raise ValueError(f"no usable train item to fit the {modality} tokenizer on")
+    if modality == 'image':  # the middle frame of each clip
+        x = torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    else:
+        x = torch.from_numpy(np.stack([r[2] for r in got]))[:, None]
+    tok = PatchKMeansTokenizer.fit(x, codebook, patch=patch, seed=seed)
+    tok.save(path)
+    return tok
+
+def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer='kmeans',
+            audio_tokenizer='kmeans', image_codebook=1024, audio_codebook=1024, image_patch=(16, 16),
+            audio_patch=(16, 16), shard=(0, 1), workers=None, chunk=64, fit_items=256, seed=1337):
+    """Prepare a folder of videos or image+audio pairs into `out`. Returns the number of skipped items."""
+    cfg = cfg or MelConfig()
+    frames = frames if kind == 'videos' else 1
+    if cfg.frames > cfg.frames_all:
+        raise ValueError(f"mel frames {cfg.frames} > the {cfg.frames_all} that {cfg.clip_seconds} s give")
+    if is_complete(out):
+        print(f"{out}: already prepared (delete it to redo)")
+        return 0
+    try:  # an unwritable output is a clear error before any work
+        for d in ('', 'parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):
+            os.makedirs(os.path.join(out, d), exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
+    items, skipped = list_items(kind, folder, labels_csv)
+    classes = sorted({it['label'] for it in items if it['label'] is not None}) or None
+    k, n = shard
+    job_args = (size, frames, cfg, out)
+    rng = np.random.default_rng(seed)  # the same fit sample in every shard: the same tokenizers
+    train = [it for it in items if it['split'] == 'train']
+    fit = [train[i] for i in rng.permutation(len(train))[:fit_items]]
+    items, skipped = items[k::n], skipped[k::n]
+    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
+        toks = {'image': _tokenizer('image', image_tokenizer, out, fit, pool, job_args, image_codebook, image_patch, seed),
+                'audio': _tokenizer('audio', audio_tokenizer, out, fit, pool, job_args, audio_codebook, audio_patch, seed)}
+        bar = tqdm(total=len(items), desc=f'{kind} -> {out}', unit='clip' if kind == 'videos' else 'pair')
+        for c in range(0, len(items), chunk):
+            ids = [it['id'] for it in items[c:c + chunk]]
+            part = f"{out}/parts/{c // chunk:06d}-{hashlib.sha1(' '.join(ids).encode()).hexdigest()[:8]}.npz"
+            if not os.path.exists(part):  # done chunks are skipped on resume
+                res = list(pool.imap(_decode_item, [(it, *job_args) for it in items[c:c + chunk]]))
+                ok, bad = [r for r in res if r[3] is None], [r for r in res if r[3] is not None]
+                meta_of = {it['id']: it for it in items[c:c + chunk]}
+                _replace(part, lambda t: np.savez(open(t, 'wb'),
+                    ids=np.array([r[0] for r in ok], dtype=str),
+                    splits=np.array([meta_of[r[0]]['split'] for r in ok], dtype=str),
+                    labels=np.array([meta_of[r[0]]['label'] or '' for r in ok], dtype=str),
+                    image=encode_images(toks['image'], np.stack([r[1] for r in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)),
+                    audio=encode_mels(toks['audio'], np.stack([r[2] for r in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)),
+                    skipped=np.array([[r[0], r[3]] for r in bad], dtype=str).reshape(-1, 2)))
+            bar.update(len(ids))
+        bar.close()
+    return _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard)
+
+def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
+    """Join the parts into the split arrays, skipped.tsv and meta.json (last)."""
+    parts = [np.load(f'{out}/parts/{f}') for f in sorted(os.listdir(f'{out}/parts')) if f.endswith('.npz')]
+    skipped = skipped + [tuple(s) for p in parts for s in p['skipped']]
+    cat = lambda key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, str)
+    ids, splits, labels = cat('ids'), cat('splits'), cat('labels')
+    la, lv = toks['audio'].grid[0] * toks['audio'].grid[1], toks['image'].grid[0] * toks['image'].grid[1]
+    audio = np.concatenate([p['audio'].reshape(-1, la) for p in parts]) if parts else np.zeros((0, la), np.uint16)
+    image = np.concatenate([p['image'].reshape(-1, frames, lv) for p in parts]) if parts else np.zeros((0, frames, lv), np.uint16)
+    _replace(f'{out}/skipped.tsv', lambda t: open(t, 'w').write(
+        'item\treason\n' + ''.join(f'{i}\t{r}\n' for i, r in skipped)))
+    if len(ids) == 0:
+        raise ValueError(f"every item was skipped, nothing to prepare (see {out}/skipped.tsv)")
+    meta = {'name': os.path.basename(os.path.normpath(out)), 'frames': frames, 'classes': classes, 'probe': None,
+            'audio': modality_meta(toks['audio'], mel=cfg.__dict__.copy()), 'image': modality_meta(toks['image'], size=size),
+            'splits': {}, 'source': {'kind': kind, 'shard': list(shard), 'skipped': len(skipped)}}
+    for s in SPLITS:
+        sel = splits == s
+        save_npy(f'{out}/{s}_audio.npy', audio[sel])
+        save_npy(f'{out}/{s}_image.npy', image[sel])
+        meta['splits'][s] = {'n': int(sel.sum()), 'ids': ids[sel].tolist(),
+                             'labels': [classes.index(l) if classes and l else None for l in labels[sel]]}
+    save_meta(out, meta)
+    _summary(out, meta, skipped)
+    return len(skipped)
+
+def _summary(out, meta, skipped):
+    n = {s: d['n'] for s, d in meta['splits'].items()}
+    print(f"{out}: {sum(n.values())} items ({', '.join(f'{s} {v}' for s, v in n.items())})")
+    if skipped:
+        why = {}
+        for _, r in skipped:  # group by the reason without the file name and details
+            key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1])
+            why[key] = why.get(key, 0) + 1
+        print(f"skipped {len(skipped)} (see {out}/skipped.tsv): " + '; '.join(f'{v} {k}' for k, v in why.items()))
+
+def merge(inputs, out):
+    """Join the outputs of `--shard K/N` runs into one dataset (same tokenizers required)."""
+    metas = []
+    for d in inputs:
+        if not is_complete(d):
+            raise ValueError(f"{d}: not a finished dataset (no complete meta.json)")
+        metas.append(json.load(open(f'{d}/meta.json')))
+    for key in ('frames', 'classes'):
+        if any(m[key] != metas[0][key] for m in metas):
+            raise ValueError(f"{inputs[0]} and another input differ in {key!r}: cannot merge")
+    for m, k in [(m, k) for m in ('audio', 'image') for k in ('grid', 'codebook_size', 'mel', 'size')]:
+        if any(x[m].get(k) != metas[0][m].get(k) or x[m]['tokenizer'].get('fingerprint') != metas[0][m]['tokenizer'].get('fingerprint')
+               for x in metas):
+            raise ValueError(f"the inputs use different {m} tokenizers or settings ({k}): fit once and pass the "
+                             f"file to every shard with --{m}_tokenizer")
+    os.makedirs(out, exist_ok=True)
+    meta = {**metas[0], 'name': os.path.basename(os.path.normpath(out)), 'splits': {}}
+    meta['source'] = {**meta.get('source', {}), 'shard': None, 'merged': [os.path.abspath(d) for d in inputs],
+                      'skipped': sum(m.get('source', {}).get('skipped', 0) for m in metas)}
+    for s in SPLITS:
+        ids = [i for m in metas for i in m['splits'][s]['ids']]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"the inputs share items of split {s}: were they made with different --shard K/N?")
+        for mod in ('audio', 'image'):
+            save_npy(f'{out}/{s}_{mod}.npy', np.concatenate([np.load(f'{d}/{s}_{mod}.npy') for d in inputs]))
+        meta['splits'][s] = {'n': len(ids), 'ids': ids, 'labels': [l for m in metas for l in m['splits'][s]['labels']]}
+        for sub in ('wav', 'frame'):
+            os.makedirs(f'{out}/{s}_{sub}', exist_ok=True)
+            for d in inputs:
+                for f in os.listdir(f'{d}/{s}_{sub}') if os.path.isdir(f'{d}/{s}_{sub}') else []:
+                    shutil.copy2(f'{d}/{s}_{sub}/{f}', f'{out}/{s}_{sub}/{f}')
+    rows = [l for d in inputs for l in open(f'{d}/skipped.tsv').read().splitlines()[1:]] if all(
+        os.path.exists(f'{d}/skipped.tsv') for d in inputs) else []
+    _replace(f'{out}/skipped.tsv', lambda t: open(t, 'w').write('item\treason\n' + ''.join(r + '\n' for r in rows)))
+    save_meta(out, meta)
+    _summary(out, meta, [r.split('\t', 1) for r in rows])
+    return len(rows)
+
+# -----------------------------------------------------------------------------
+# command line
+
+def main(argv):
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.split('\n1)')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('command', choices=['toy', 'videos', 'pairs', 'merge'])
+    p.add_argument('inputs', nargs='*', help='the folder (videos, pairs) or the shard outputs (merge)')
+    p.add_argument('--out', required=True, help='output dataset folder, e.g. data/vggsound')
+    p.add_argument('--csv', default=None, help='labels: VGGSound csv (videos) or id,label[,split] (pairs; default FOLDER/labels.csv)')
+    p.add_argument('--shard', default='0/1', help='K/N: prepare every N-th item starting at K, then `merge`')
+    p.add_argument('--workers', type=int, default=None, help='decoding processes (default: all cores)')
+    p.add_argument('--size', type=int, default=256, help='image size (square)')
+    p.add_argument('--frames', type=int, default=10, help='frames per video clip')
+    p.add_argument('--seconds', type=float, default=10.0, help='audio clip length')
+    p.add_argument('--mel_frames', type=int, default=848, help='mel frames kept for tokenization')
+    for m in ('image', 'audio'):
+        p.add_argument(f'--{m}_tokenizer', default='kmeans', help="'kmeans' (fit on train) or a tokenizer file/VQGAN folder")
+        p.add_argument(f'--{m}_codebook', type=int, default=1024, help='k-means codebook size')
+        p.add_argument(f'--{m}_patch', default='16x16', help='k-means patch HxW')
+    p.add_argument('--seed', type=int, default=1337)
+    a = p.parse_args(argv)
+    try:
+        if a.command == 'toy':
+            prepare_toy(a.out, seed=a.seed)
+            print(f"{a.out}: ready")
+            return 0
+        if a.command == 'merge':
+            if len(a.inputs) < 1:
+                raise ValueError("merge takes the shard output folders")
+            return int(merge(a.inputs, a.out) > 0)
+        if len(a.inputs) != 1:
+            raise ValueError(f"{a.command} takes one input folder")
+        k, n = (int(v) for v in re.fullmatch(r'(\d+)/(\d+)', a.shard).groups()) if re.fullmatch(r'\d+/\d+', a.shard) else (-1, 0)
+        if not 0 <= k < n:
+            raise ValueError(f"--shard {a.shard}: expected K/N with 0 <= K < N")
+        patch = lambda s: tuple(int(v) for v in s.lower().split('x')) if re.fullmatch(r'\d+(x\d+)?', s.lower()) else None
+        ip, ap = patch(a.image_patch), patch(a.audio_patch)
+        if not ip or not ap:
+            raise ValueError("--image_patch/--audio_patch: expected H or HxW, e.g. 16x16")
+        if a.command == 'videos':
+            ffmpeg_exe()  # missing ffmpeg is a clear error up front
+        cfg = MelConfig(clip_seconds=a.seconds, frames=a.mel_frames)
+        n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, cfg, a.image_tokenizer,
+                            a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip * (3 - len(ip)),
+                            ap * (3 - len(ap)), (k, n), a.workers, seed=a.seed)
+        return int(n_skipped > 0)  # exit code 1: finished, but some items were skipped
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
