@@ -1,0 +1,237 @@
+"""train.py end to end on CPU with a tiny model and random tokens in the on-disk format: exact resume
+after SIGKILL, SIGTERM/SIGINT checkpoints, DDP with torchrun (gloo), torch.compile, bf16 autocast,
+dataset='random', clear errors. Each test runs train.py as a subprocess, as a user would."""
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# one thread: deterministic float sums and light on a shared machine
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+MAX_ITERS = 30
+
+
+def write_token_dataset(folder, n_train=64, n_val=16, frames=3, audio_grid=(2, 3), image_grid=(2, 2),
+                        audio_codebook=16, image_codebook=12, seed=0):
+    """Random ids in the on-disk format train.py reads (README: meta.json + uint16 arrays)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    La, Lv = math.prod(audio_grid), math.prod(image_grid)
+    meta = {'name': 'test', 'frames': frames,
+            'audio': {'grid': list(audio_grid), 'codebook_size': audio_codebook, 'tokenizer': None, 'mel': None},
+            'image': {'grid': list(image_grid), 'codebook_size': image_codebook, 'tokenizer': None, 'size': 16},
+            'classes': None, 'probe': None, 'splits': {}}
+    for split, n in (('train', n_train), ('val', n_val)):
+        np.save(os.path.join(folder, f'{split}_audio.npy'), rng.integers(0, audio_codebook, (n, La), dtype=np.uint16))
+        np.save(os.path.join(folder, f'{split}_image.npy'), rng.integers(0, image_codebook, (n, frames, Lv), dtype=np.uint16))
+        meta['splits'][split] = {'n': n, 'ids': [f'{split}{i}' for i in range(n)], 'labels': [None] * n}
+    with open(os.path.join(folder, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    return str(folder)
+
+
+def tiny_args(data_dir, out_dir, **overrides):
+    """A 1+1 block model of width 32 with dropout and 2 accumulation micro-steps, so resuming has
+    to restore the RNG, the optimizer and the data position."""
+    cfg = dict(dataset='test', data_dir=data_dir, out_dir=out_dir, n_layer=1, n_head=2, n_embd=32,
+               decoder_n_layer=1, decoder_n_head=2, decoder_n_embd=32, dropout=0.1, batch_size=4,
+               gradient_accumulation_steps=2, learning_rate=1e-3, warmup_iters=3, max_iters=MAX_ITERS,
+               lr_decay_iters=MAX_ITERS, eval_interval=1, eval_iters=1, log_interval=1, device='cpu',
+               dtype='float32', compile=False)
+    cfg.update(overrides)
+    return [f'--{k}={v}' for k, v in cfg.items()]
+
+
+def run(args, launcher=(sys.executable, '-u'), script='train.py', timeout=600):
+    out = subprocess.run([*launcher, script, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=timeout)
+    return out.returncode, out.stdout + out.stderr
+
+
+def start(args):
+    return subprocess.Popen([sys.executable, '-u', 'train.py', *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(proc, pattern):
+    """Read the process's output until a line matches pattern; return the match."""
+    for line in proc.stdout:
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise AssertionError(f'train.py ended (code {proc.wait()}) without printing {pattern!r}')
+
+
+def load(out_dir):
+    return torch.load(os.path.join(out_dir, 'ckpt.pt'), map_location='cpu', weights_only=True)
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f'{k} differs'
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    return write_token_dataset(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module')
+def reference(data_dir, tmp_path_factory):
+    """The uninterrupted run's final checkpoint."""
+    out_dir = str(tmp_path_factory.mktemp('reference'))
+    code, log = run(tiny_args(data_dir, out_dir))
+    assert code == 0, log
+    ckpt = load(out_dir)
+    assert ckpt['iter_num'] == MAX_ITERS
+    return ckpt
+
+
+def test_checkpoint_contents(reference):
+    assert {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'rng',
+            'data_state', 'dataset_meta'} <= reference.keys()
+    meta = reference['dataset_meta']
+    assert meta['audio']['grid'] == [2, 3] and meta['frames'] == 3
+    assert 'ids' not in meta['splits']['train'] and 'labels' not in meta['splits']['train']
+    assert meta['splits']['train']['n'] == 64
+    assert reference['model_args']['audio_codebook_size'] == 16  # the layout comes from meta.json
+    assert reference['config']['batch_size'] == 4 and len(reference['rng']) == 1
+
+
+def test_resume_after_sigkill_is_exact(data_dir, reference, tmp_path):
+    out_dir = str(tmp_path)
+    args = tiny_args(data_dir, out_dir)
+    # kill 1: just as a checkpoint is being written (the write is atomic: tmp file, then rename)
+    proc = start(args)
+    wait_for(proc, r'saving checkpoint .*\(iter ([4-9]|\d\d)\)')
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = load(out_dir)['iter_num']
+    assert 3 <= first < MAX_ITERS
+    # kill 2: in the middle of a training step, after resuming
+    proc = start(args + ['--init_from=resume'])
+    resumed = int(wait_for(proc, r'^step (\d+):').group(1))
+    assert resumed == first  # it continues where the checkpoint left off
+    wait_for(proc, rf'^iter {resumed + 3}:')
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    second = load(out_dir)['iter_num']
+    assert first < second < MAX_ITERS
+    # the last resume runs to the end
+    code, log = run(args + ['--init_from=resume'])
+    assert code == 0, log
+    final = load(out_dir)
+    assert final['iter_num'] == MAX_ITERS
+    assert_same_weights(final['model'], reference['model'])
+    assert final['best_val_loss'] == reference['best_val_loss']
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_checkpoint(signum, data_dir, reference, tmp_path):
+    out_dir = str(tmp_path)
+    args = tiny_args(data_dir, out_dir, eval_interval=1000)  # no periodic checkpoint: only the signal's
+    proc = start(args)
+    wait_for(proc, r'^iter 5:')
+    proc.send_signal(signum)
+    wait_for(proc, rf'stopping on signal {int(signum)} at iter')
+    assert proc.wait(timeout=60) == 0
+    stopped = load(out_dir)['iter_num']
+    assert 6 <= stopped < MAX_ITERS
+    if signum == signal.SIGTERM:  # its checkpoint resumes exactly too (eval doesn't touch the RNG)
+        code, log = run(args + ['--init_from=resume'])
+        assert code == 0, log
+        assert_same_weights(load(out_dir)['model'], reference['model'])
+
+
+DDP_PROBE = '''
+import os, sys, runpy, torch
+root, out = sys.argv[1], sys.argv[2]
+sys.path.insert(0, root)
+os.chdir(root)
+import model
+forward, batches = model.VisualEchoes.forward, []
+def recording_forward(self, audio, image, keep=None, targets=None):
+    if self.training:  # the clean audio rows this rank trains on: masked ids come back from targets
+        batches.append(torch.where(targets[0] >= 0, targets[0], audio).tolist())
+    return forward(self, audio, image, keep, targets)
+model.VisualEchoes.forward = recording_forward
+sys.argv = ['train.py'] + sys.argv[3:]
+scope = runpy.run_path('train.py', run_name='__main__')
+torch.save({'batches': batches, 'params': scope['raw_model'].state_dict()},
+           os.path.join(out, 'rank%s.pt' % os.environ['RANK']))
+'''
+
+
+def test_ddp_two_ranks_on_cpu(data_dir, tmp_path):
+    """torchrun --nproc_per_node=2 with gloo: the ranks draw different batches, and the gradient
+    all-reduce keeps their parameters identical."""
+    probe = tmp_path / 'probe.py'
+    probe.write_text(DDP_PROBE)
+    out_dir = str(tmp_path / 'out')
+    args = [ROOT, str(tmp_path)] + tiny_args(data_dir, out_dir, max_iters=4, eval_interval=2)
+    code, log = run(args, launcher=(sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                                    '--nproc_per_node=2'), script=str(probe))
+    assert code == 0, log
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in (0, 1))
+    assert len(r0['batches']) == len(r1['batches']) == 4 * 2  # 4 steps of 2 micro-steps
+    assert all(a != b for a, b in zip(r0['batches'], r1['batches']))
+    assert_same_weights(r0['params'], r1['params'])
+    ckpt = load(out_dir)
+    assert ckpt['iter_num'] == 4 and len(ckpt['rng']) == 2  # each rank's RNG and data states
+    assert not torch.equal(ckpt['data_state'][0]['generator'], ckpt['data_state'][1]['generator'])
+    assert_same_weights(ckpt['model'], r0['params'])
+
+
+def first_loss(log):
+    return float(re.search(r'^iter 0: loss ([\d.]+|nan|inf)', log, re.M).group(1))
+
+
+def test_bf16_autocast_on_cpu(data_dir, tmp_path):
+    losses = {}
+    for dtype in ('float32', 'bfloat16'):
+        code, log = run(tiny_args(data_dir, str(tmp_path / dtype), dtype=dtype, max_iters=2, dropout=0.0))
+        assert code == 0, log
+        losses[dtype] = first_loss(log)
+    assert math.isfinite(losses['bfloat16'])
+    assert losses['bfloat16'] == pytest.approx(losses['float32'], rel=0.02)
+
+
+def test_compile_on_cpu(data_dir, tmp_path):
+    out_dir = str(tmp_path)
+    code, log = run(tiny_args(data_dir, out_dir, compile=True, max_iters=2, eval_interval=2))
+    assert code == 0, log
+    assert math.isfinite(first_loss(log))
+    ckpt = load(out_dir)
+    assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])  # the raw module is saved
+    assert ckpt['iter_num'] == 2
+
+
+def test_random_dataset(tmp_path):
+    out_dir = str(tmp_path / 'out')
+    code, log = run(tiny_args('', out_dir, dataset='random', max_iters=2, audio_grid_h=3, audio_grid_w=4,
+                              image_grid_h=2, image_grid_w=2))
+    assert code == 0, log
+    assert re.search(r'number of parameters: [\d.]+M', log) and re.search(r'^iter 1: loss', log, re.M)
+    assert not os.path.exists(os.path.join(out_dir, 'ckpt.pt'))  # random tokens: nothing to save
+
+
+def test_clear_errors(data_dir, tmp_path):
+    code, log = run(tiny_args(str(tmp_path / 'nowhere'), str(tmp_path / 'out')))
+    assert code == 2 and re.search(r'^error: .*nowhere/meta.json not found', log, re.M)
+    code, log = run(tiny_args(data_dir, str(tmp_path / 'out'), init_from='resume'))
+    assert code == 2 and re.search(r'^error: .*ckpt.pt not found', log, re.M)
+    bad = write_token_dataset(tmp_path / 'bad')
+    np.save(os.path.join(bad, 'val_image.npy'), np.zeros((16, 3, 5), dtype=np.uint16))  # wrong grid
+    code, log = run(tiny_args(bad, str(tmp_path / 'out')))
+    assert code == 2 and re.search(r'^error: .*val_image.npy: expected uint16 \(N, 3, 4\)', log, re.M)
