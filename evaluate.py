@@ -246,7 +246,7 @@ def save_atomic(path, write):  # write(tmp_path), then rename: a killed run leav
 
 def read_png(path):
     from PIL import Image
-    return np.asarray(Image.open(path).convert('RGB'))  # (S, S, 3) uint8
+    return np.array(Image.open(path).convert('RGB'))  # (S, S, 3) uint8
 
 
 def to_uint8(images):  # (B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8
