@@ -73,7 +73,10 @@ def load_all(args):
     if not meta:
         raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
     for m in ('audio', 'image'):
-        tok = toks[m] = load_tokenizer(meta[m]['tokenizer'])
+        spec = dict(meta[m]['tokenizer'])  # its path is relative to the repo root: run from anywhere
+        if spec.get('path') and not os.path.exists(spec['path']):
+            spec['path'] = os.path.join(os.path.dirname(os.path.abspath(__file__)), spec['path'])
+        tok = toks[m] = load_tokenizer(spec)
         check_tokenizer_matches(meta[m], tok)
         want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
         if [*tok.grid, tok.codebook_size] != want:
@@ -84,7 +87,7 @@ def load_all(args):
 
 def main(args):
     import model as M
-    from data import load_audio, load_image
+    from data import ffmpeg_exe, load_audio, load_image
     from tokenizers import load_vocoder, mel_spectrogram
     img_in, aud_in, n = args.image, args.audio, args.num_samples
     # ---- check the request before any work
@@ -99,8 +102,7 @@ def main(args):
     for f in img_in + aud_in:
         if not os.path.isfile(f):
             raise FileNotFoundError(f'{f}: no such file')
-    if args.video and not shutil.which('ffmpeg'):
-        raise ValueError('--video needs ffmpeg on the PATH')
+    ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
     model, meta, mel_cfg, toks = load_all(args)
     h, w = toks['audio'].grid
     sec_per_col = mel_cfg.frames / w * mel_cfg.hop_length / mel_cfg.sample_rate
@@ -114,10 +116,7 @@ def main(args):
             raise ValueError(f'--inpaint {args.inpaint}: need 0 <= A < B <= {clip_s:.2f} s')
     # ---- inputs, preprocessed as in training
     images = [load_image(f, meta['image']['size']) for f in img_in]  # (3, S, S) in [-1, 1] each
-    waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in aud_in]  # (T,) each
-    for f, wave in zip(aud_in, waves):
-        if not np.isfinite(wave).all() or not np.abs(wave).max(initial=0) > 0:
-            raise ValueError(f'{f}: the audio is empty, silent or not finite (NaN/inf)')
+    waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in aud_in]  # (T,) each, finite
     mels = [mel_spectrogram(wv, mel_cfg)[:, :mel_cfg.frames] for wv in waves]  # (n_mels, frames) in [0, 1]
     rep = lambda x: x.to(args.device).repeat_interleave(n, dim=0)  # n samples of every condition
     image_ids = toks['image'].encode(rep(torch.stack(images))) if images else None  # (B, Lv)
@@ -163,7 +162,7 @@ def main(args):
     if len(set(stems)) < len(stems):
         raise ValueError(f'two inputs have the same name ({" ".join(stems)}): their outputs would collide')
     names = [s if n == 1 else f'{s}_{j}' for s in stems for j in range(n)]
-    write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate)
+    write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate, ffmpeg)
 
 def splice(given, made, a, b, sr, fade=0.02):
     """given (B, T0), made (B, T1) waves -> (B, T1): made inside [a, b] s, given outside,
@@ -173,7 +172,7 @@ def splice(given, made, a, b, sr, fade=0.02):
     inside = np.clip(np.minimum(t - a, b - t) / fade + 0.5, 0, 1)  # 1 inside the range, 0 outside
     return (inside * made + (1 - inside) * given).astype(np.float32)
 
-def write(args, names, wave, shown, mel, gen_image, span, sr):
+def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
     """Every file goes to a temporary name first; all are renamed only once all exist."""
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,9 +187,9 @@ def write(args, names, wave, shown, mel, gen_image, span, sr):
             if gen_image is not None:
                 Image.fromarray(gen_image[j]).save(tmp(f'{name}.png'), format='PNG')
             panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png'), format='PNG')
-            if args.video and wave is not None:  # the still image with its sound
+            if ffmpeg and wave is not None:  # the still image with its sound
                 Image.fromarray(shown[j]).save(still := os.path.join(scratch, 'still.png'))
-                cmd = ['ffmpeg', '-y', '-loglevel', 'error', '-loop', '1', '-i', still, '-i', str(wav), '-c:v',
+                cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', still, '-i', str(wav), '-c:v',
                        'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest',
                        '-f', 'mp4', str(tmp(f'{name}.mp4'))]
                 if subprocess.run(cmd, capture_output=True).returncode != 0:

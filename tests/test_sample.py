@@ -1,5 +1,7 @@
 """sample.py end to end: a tiny random model and tiny patch k-means tokenizers built on the fly,
-sample.py run as a subprocess for every task, and every kind of bad input."""
+sample.py run as a subprocess (image->audio and the error path), every other task and every kind of
+bad input in-process through sample.cli, the command line's own entry point (a torch import takes
+seconds on a loaded machine)."""
 import os
 import subprocess
 import sys
@@ -16,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import ModelConfig, VisualEchoes  # noqa: E402
 from tokenizers import MelConfig, PatchKMeansTokenizer, mel_spectrogram  # noqa: E402
+import sample  # noqa: E402
 
 MEL = MelConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=16, fmin=60.0, fmax=4000.0,
                 clip_seconds=1.0, frames=120)  # 1 s clips -> 16 x 120 mels -> 4 x 15 tokens
@@ -72,10 +75,27 @@ def env(tmp_path_factory):
     return root
 
 
-def run(env, *args, out='out', ckpt='ckpt'):
-    cmd = [sys.executable, str(REPO / 'sample.py'), '--out_dir', str(env / ckpt), '--output', str(env / out),
-           '--steps', '4', '--device', 'cpu', *args]
+def argv(env, *args, out='out', ckpt='ckpt'):
+    return ['--out_dir', str(env / ckpt), '--output', str(env / out), '--steps', '4', '--device', 'cpu', *args]
+
+
+def run(env, *args, **kw):
+    cmd = [sys.executable, str(REPO / 'sample.py'), *argv(env, *args, **kw)]
     return subprocess.run(cmd, cwd=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def cli(env, capsys, monkeypatch):
+    """sample.cli in-process (the command line's own code path without another torch import):
+    returns (exit code, stderr)."""
+    monkeypatch.chdir(env)
+    def call(*args, **kw):
+        try:
+            code = sample.cli(argv(env, *args, **kw))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        return code, capsys.readouterr().err
+    return call
 
 
 def files(d):
@@ -98,25 +118,25 @@ def test_image_to_audio_many_inputs(env):
     assert f'wrote {env / "i2a" / "cat_0.wav"}' in r.stdout
 
 
-def test_audio_to_image(env):
-    r = run(env, '--audio', 'dog.wav', out='a2i')
-    assert r.returncode == 0, r.stderr
+def test_audio_to_image(env, cli):
+    code, err = cli('--audio', 'dog.wav', out='a2i')
+    assert code == 0, err
     assert files(env / 'a2i') == ['dog.png', 'dog_mel.png']
     assert Image.open(env / 'a2i' / 'dog.png').size == (SIZE, SIZE)
     assert Image.open(env / 'a2i' / 'dog_mel.png').size == PANEL
 
 
-def test_cogeneration(env):
-    r = run(env, '--cogen', '--num_samples', '2', out='cogen')
-    assert r.returncode == 0, r.stderr
+def test_cogeneration(env, cli):
+    code, err = cli('--cogen', '--num_samples', '2', out='cogen')
+    assert code == 0, err
     assert files(env / 'cogen') == sorted(f'cogen_{j}{e}' for j in range(2) for e in ('.wav', '.png', '_mel.png'))
     check_wav(env / 'cogen' / 'cogen_1.wav', WAVE_LEN)
     assert Image.open(env / 'cogen' / 'cogen_1.png').size == (SIZE, SIZE)
 
 
-def test_inpaint_keeps_the_sound_outside_the_range(env):
-    r = run(env, '--audio', 'x.wav', '--image', 'cat.jpg', '--inpaint', '0.3:0.5', out='inpaint')
-    assert r.returncode == 0, r.stderr
+def test_inpaint_keeps_the_sound_outside_the_range(env, cli):
+    code, err = cli('--audio', 'x.wav', '--image', 'cat.jpg', '--inpaint', '0.3:0.5', out='inpaint')
+    assert code == 0, err
     assert files(env / 'inpaint') == ['x_inpaint.wav', 'x_inpaint_mel.png']
     check_wav(env / 'inpaint' / 'x_inpaint.wav', WAVE_LEN)
     made, given = sf.read(env / 'inpaint' / 'x_inpaint.wav')[0], sf.read(env / 'x.wav')[0][:WAVE_LEN]
@@ -125,24 +145,24 @@ def test_inpaint_keeps_the_sound_outside_the_range(env):
     assert np.abs(made - given).max() > 0.05  # the range was regenerated
 
 
-def test_long_duration_by_continuation(env):
-    r = run(env, '--image', 'cat.jpg', '--duration', '2.5', out='long')
-    assert r.returncode == 0, r.stderr
+def test_long_duration_by_continuation(env, cli):
+    code, err = cli('--image', 'cat.jpg', '--duration', '2.5', out='long')
+    assert code == 0, err
     check_wav(env / 'long' / 'cat.wav', round(2.5 * MEL.sample_rate))
     assert Image.open(env / 'long' / 'cat_mel.png').size == PANEL  # 5 windows: 376 frames < 512 px
 
 
-def test_seed_determinism(env):
-    same = [run(env, '--image', 'cat.jpg', '--seed', str(s), out=f'seed{k}') for k, s in enumerate((7, 7, 8))]
-    assert all(r.returncode == 0 for r in same), [r.stderr for r in same]
+def test_seed_determinism(env, cli):
+    runs = [cli('--image', 'cat.jpg', '--seed', str(s), out=f'seed{k}') for k, s in enumerate((7, 7, 8))]
+    assert [code for code, _ in runs] == [0, 0, 0], runs
     wav = [(env / f'seed{k}' / 'cat.wav').read_bytes() for k in range(3)]
     assert wav[0] == wav[1] and wav[0] != wav[2]
 
 
 @pytest.mark.skipif(not __import__('shutil').which('ffmpeg'), reason='ffmpeg not installed')
-def test_video(env):
-    r = run(env, '--image', 'cat.jpg', '--video', out='video')
-    assert r.returncode == 0, r.stderr
+def test_video(env, cli):
+    code, err = cli('--image', 'cat.jpg', '--video', out='video')
+    assert code == 0, err
     assert 'cat.mp4' in files(env / 'video') and (env / 'video' / 'cat.mp4').stat().st_size > 0
 
 
@@ -161,9 +181,16 @@ def test_video(env):
     (['--image', 'cat.jpg', '--steps', 'many'], 'ckpt', '--steps'),  # argparse, same one-line form
     ([], 'ckpt', '--cogen'),
 ])
-def test_bad_input_one_line_error_and_no_output(env, args, ckpt, says):
-    r = run(env, *args, ckpt=ckpt, out='bad')
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2, r.stderr
-    assert len(lines) == 1 and lines[0].startswith('error: ') and says in lines[0], r.stderr
+def test_bad_input_one_line_error_and_no_output(env, cli, args, ckpt, says):
+    code, err = cli(*args, ckpt=ckpt, out='bad')
+    err = err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith('error: ') and says in err[0], err
     assert files(env / 'bad') == []
+
+
+def test_bad_input_from_the_command_line(env):
+    for args in (['--image', 'notimg.jpg'], ['--image', 'cat.jpg', '--steps', 'many']):
+        r = run(env, *args, out='bad_cli')
+        assert r.returncode == 2 and r.stdout == '', r
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('error: '), r.stderr
+        assert files(env / 'bad_cli') == []
