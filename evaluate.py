@@ -231,6 +231,7 @@ cfg = 3.0  # guidance scale s (paper: 3; 1 = none)
 temperature = 1.0  # sampling temperature
 choice_temperature = 9.0  # Gumbel noise T on the confidences (paper: 9)
 seed = 1337
+tasks = 'i2a,a2i,cogen'  # image->audio, audio->image, co-generation (CFG does not touch cogen)
 vocoder = 'griffinlim'  # or a MelGAN / HiFi-GAN generator file (tokenizers.load_vocoder)
 panns = ''  # Cnn14_16k_mAP=0.438.pth (panns_rate=16000) or Cnn14_mAP=0.431.pth (32000): FD, IS, KL
 panns_rate = 16000
@@ -319,12 +320,14 @@ def network_metrics(gen_paths, real_paths):
             return [torch.cat(t).cpu().numpy() for t in zip(*outs)]
         (e_g, l_g), (e_r, l_r) = cnn14(gen_paths), cnn14(real_paths)
         out['FD_panns'] = frechet_distance(e_g, e_r)
-        out['IS_panns'], out['IS_panns_std'] = inception_score(l_g, splits=min(10, len(l_g)))  # 10 (toolbox) unless tiny
+        # the toolbox's 10 splits, fewer only for a set too small to fill them
+        out['IS_panns'], out['IS_panns_std'] = inception_score(l_g, splits=min(10, len(l_g)))
         out['KL_softmax'], out['KL_sigmoid'] = paired_kl(l_g, l_r), paired_kl(l_g, l_r, 'sigmoid')
     if vggish:
         net = load_metric_net('vggish', vggish).to(device)
         def embed(paths):  # one 128-d row per 0.96 s example of every file (FAD pools examples)
-            return torch.cat([net(vggish_examples(load_eval_audio(p, 16000).numpy()).to(device)) for p in paths]).cpu().numpy()
+            examples = [vggish_examples(load_eval_audio(p, 16000).numpy()) for p in paths]  # (n_i, 1, 96, 64) each
+            return torch.cat([net(x.to(device)) for x in examples]).cpu().numpy()
         out['FAD_vggish'] = frechet_distance(embed(gen_paths), embed(real_paths))
     return out
 
@@ -346,7 +349,8 @@ def load_split(ckpt):
         if missing:
             raise FileNotFoundError(f"{root}/{split}_{sub}/{missing[0]}.{ext}: missing ({len(missing)} of {n} items)")
     tokens = [np.load(os.path.join(root, f'{split}_{m}.npy'), mmap_mode='r')[:n] for m in ('audio', 'image')]
-    audio, image = (torch.from_numpy(np.asarray(t).astype(np.int64)) for t in (tokens[0], tokens[1][:, meta['frames'] // 2]))
+    audio = torch.from_numpy(tokens[0].astype(np.int64))  # (N, L_a)
+    image = torch.from_numpy(tokens[1][:, meta['frames'] // 2].astype(np.int64))  # (N, L_v): the middle frame
     if (audio.shape[1], image.shape[1]) != (ckpt['model_args']['audio_grid_h'] * ckpt['model_args']['audio_grid_w'],
                                             ckpt['model_args']['image_grid_h'] * ckpt['model_args']['image_grid_w']):
         raise ValueError(f"{root}: token lengths {audio.shape[1]}, {image.shape[1]} do not fit the model in {out_dir}")
@@ -356,6 +360,9 @@ def load_split(ckpt):
 def main():
     from model import audio_to_image, cogenerate, image_to_audio, load_model
     from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
+    todo = tasks.split(',')
+    if not todo or set(todo) - {'i2a', 'a2i', 'cogen'}:
+        raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen, not {tasks!r}")
     if panns_rate not in (16000, 32000):
         raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
     for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
@@ -402,34 +409,42 @@ def main():
 
     with torch.no_grad():
         speed = {f'{t}_items_per_min': generate_missing(paths, make, t) for t, paths, make in
-                 (('i2a', i2a_wav, i2a), ('a2i', a2i_png, a2i), ('cogen', [c + '.wav' for c in cogen], co))}
+                 (('i2a', i2a_wav, i2a), ('a2i', a2i_png, a2i), ('cogen', [c + '.wav' for c in cogen], co))
+                 if t in todo}
         metrics = token_metrics(model, audio, image)
 
     # ---- score the files on disk, so a resumed run scores exactly what it kept
     real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
     real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
-    metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(i2a_wav, mel_cfg), mel_stats(real_wav, mel_cfg))
-    metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(a2i_png), thumbnails(real_png))
+    if 'i2a' in todo:
+        real_stats = mel_stats(real_wav, mel_cfg)  # (N, 2 * n_mels)
+        metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(i2a_wav, mel_cfg), real_stats)
+    if 'a2i' in todo:
+        metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(a2i_png), thumbnails(real_png))
     if meta.get('probe'):  # analytic class probes (the embedded toy dataset)
         from data import probe_audio, probe_image
         p_audio = lambda waves: probe_audio(np.stack(waves), sr).cpu().numpy()
-        p_image = lambda ims: probe_image(torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 127.5 - 1).cpu().numpy()
+        p_image = lambda ims: probe_image(torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2) / 127.5 - 1).cpu().numpy()
         real_a, real_v = predict(p_audio, real_wav, read_wav), predict(p_image, real_png, read_png)
         # an item's class is its label where known, else what the probe sees in the given modality
         known = all(l is not None for l in labels)
         want_a, want_v = (np.array(labels), np.array(labels)) if known else (real_v, real_a)
-        metrics['i2a_probe_acc'] = float((predict(p_audio, i2a_wav, read_wav) == want_a).mean())
-        metrics['a2i_probe_acc'] = float((predict(p_image, a2i_png, read_png) == want_v).mean())
-        metrics['cogen_probe_agreement'] = float((predict(p_audio, [c + '.wav' for c in cogen], read_wav) ==
-                                                  predict(p_image, [c + '.png' for c in cogen], read_png)).mean())
+        if 'i2a' in todo:
+            metrics['i2a_probe_acc'] = float((predict(p_audio, i2a_wav, read_wav) == want_a).mean())
+        if 'a2i' in todo:
+            metrics['a2i_probe_acc'] = float((predict(p_image, a2i_png, read_png) == want_v).mean())
+        if 'cogen' in todo:
+            metrics['cogen_probe_agreement'] = float((predict(p_audio, [c + '.wav' for c in cogen], read_wav) ==
+                                                      predict(p_image, [c + '.png' for c in cogen], read_png)).mean())
         metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
-    with torch.no_grad():
-        metrics.update(network_metrics(i2a_wav, real_wav))
+    if 'i2a' in todo:
+        with torch.no_grad():
+            metrics.update(network_metrics(i2a_wav, real_wav))
 
     # ---- report: a table on stdout and in metrics.md, everything in metrics.json
     report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': len(ids),
               'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
-                               temperature=temperature, seed=seed, vocoder=vocoder),
+                               temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks),
               'metrics': metrics, 'throughput': speed, 'outputs': run}
     save_atomic(os.path.join(run, 'metrics.json'), lambda t: open(t, 'w').write(json.dumps(report, indent=1)))
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]

@@ -65,7 +65,7 @@ def test_evaluate_writes_table_and_json(env):
 
 def configure(env, **kw):  # evaluate.py's config globals, as the configurator would set them
     settings = dict(out_dir=str(env / 'out'), steps=3, batch_size=4, device='cpu', split='test', panns='', vggish='',
-                    max_items=0)
+                    max_items=0, tasks='i2a,a2i,cogen')
     for k, v in {**settings, **kw}.items():
         setattr(evaluate, k, v)
 
@@ -85,15 +85,17 @@ def test_bad_input_is_a_clear_error(env):
 def test_network_metrics_path(env, monkeypatch, tmp_path):
     """FD / IS / KL / FAD through the command, with untrained PANNs and VGGish standing in for the
     public weights (tests/test_metrics.py proves the networks; this proves the plumbing)."""
-    test_evaluate_writes_table_and_json(env) if not (env / 'out' / RUN).exists() else None
     fake = tmp_path / 'weights.pth'
     fake.write_bytes(b'')
     torch.manual_seed(0)
     nets = {'panns16k': evaluate.Cnn14(16000).eval(), 'vggish': evaluate.VGGish().eval()}
     monkeypatch.setattr(evaluate, 'load_metric_net', lambda kind, path: nets[kind])
-    configure(env, panns=str(fake), vggish=str(fake), max_items=3)  # 3 items: big nets are slow on CPU
+    configure(env, panns=str(fake), vggish=str(fake), tasks='i2a')
     evaluate.main()
     m = json.loads((env / 'out' / RUN / 'metrics.json').read_text())['metrics']
     for k in ('FD_panns', 'IS_panns', 'IS_panns_std', 'KL_softmax', 'KL_sigmoid', 'FAD_vggish'):
         assert math.isfinite(m[k]), k
-    assert m['IS_panns'] >= 1.0
+    assert m['IS_panns'] >= 1.0 and 'a2i_probe_acc' not in m  # only the task asked for
+    configure(env, tasks='i2a,nothing')
+    with pytest.raises(ValueError, match='tasks must be'):
+        evaluate.main()
