@@ -6,6 +6,7 @@ $ python sample.py --image cat.jpg --duration 30       # 30 s: continued window 
 $ python sample.py --audio dog.wav                     # -> dog.png, dog_mel.png
 $ python sample.py --cogen --num_samples 4             # -> cogen_0.wav, cogen_0.png, cogen_0_mel.png, ...
 $ python sample.py --audio x.wav --image y.jpg --inpaint 3.0:5.5   # -> x_inpaint.wav, x_inpaint_mel.png
+$ python sample.py --audio x.wav --image y.jpg --duration 30       # -> x_continued.wav: x.wav, continued
 The checkpoint is out/ckpt.pt (--out_dir); files go to the current directory (--output).
 """
 import argparse, math, os, shutil, subprocess, sys, tempfile
@@ -25,8 +26,8 @@ p = Parser(description='Visual Echoes: image->audio, audio->image, co-generation
 p.add_argument('--image', nargs='+', default=[], help='condition image(s): generate their sounds')
 p.add_argument('--audio', nargs='+', default=[], help='condition sound(s): generate their images')
 p.add_argument('--cogen', action='store_true', help='generate image and sound pairs together')
-p.add_argument('--inpaint', metavar='A:B', help='with one --audio and one --image: regenerate seconds A to B')
-p.add_argument('--duration', type=float, help='seconds of sound for --image (longer than a clip: continuation)')
+p.add_argument('--inpaint', metavar='A:B', help='regenerate seconds A to B of --audio, guided by --image')
+p.add_argument('--duration', type=float, help='seconds of sound: longer than a clip = continuation (of --audio if given)')
 p.add_argument('--out_dir', default='out', help='directory holding ckpt.pt')
 p.add_argument('--output', default='.', help='directory the files are written to')
 p.add_argument('--num_samples', type=int, default=1, help='samples per input (pairs for --cogen)')
@@ -89,23 +90,27 @@ def main(args):
     import model as M
     from data import ffmpeg_exe, load_audio, load_image
     from tokenizers import load_vocoder, mel_spectrogram
-    img_in, aud_in, n = args.image, args.audio, args.num_samples
+    img_in, aud_in, n, dur = args.image, args.audio, args.num_samples, args.duration
     # ---- check the request before any work
     if args.cogen == bool(img_in or aud_in):
-        raise ValueError('give --image, --audio, both with --inpaint A:B, or --cogen alone')
-    if (img_in and aud_in or args.inpaint) and (len(img_in), len(aud_in), bool(args.inpaint)) != (1, 1, True):
-        raise ValueError('--inpaint A:B takes exactly one --audio and one --image, and both need it')
-    if args.duration is not None and (aud_in or args.duration <= 0):
-        raise ValueError('--duration takes a positive number of seconds, with --image only')
-    if n < 1 or args.steps < 1:
-        raise ValueError('--num_samples and --steps must be at least 1')
+        raise ValueError('give --image, --audio, both (with --inpaint A:B or --duration S), or --cogen alone')
+    edit = bool(args.inpaint or aud_in and dur)  # inpaint or continue the given sound under the image
+    if (edit or img_in and aud_in) and ((len(img_in), len(aud_in)) != (1, 1) or not edit or args.inpaint and dur):
+        raise ValueError('--audio with --image needs one of each and one of --inpaint A:B or --duration S')
+    if dur is not None and dur <= 0 or n < 1 or args.steps < 1:
+        raise ValueError('--duration must be positive, --num_samples and --steps at least 1')
     for f in img_in + aud_in:
         if not os.path.isfile(f):
             raise FileNotFoundError(f'{f}: no such file')
+    stems = [Path(f).stem for f in (aud_in or img_in)] or ['cogen']
+    if len(set(stems)) < len(stems):
+        raise ValueError(f'two inputs have the same name ({" ".join(stems)}): their outputs would collide')
     ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
     model, meta, mel_cfg, toks = load_all(args)
+    vocoder = load_vocoder(args.vocoder, mel_cfg) if img_in or args.cogen else None
     h, w = toks['audio'].grid
-    sec_per_col = mel_cfg.frames / w * mel_cfg.hop_length / mel_cfg.sample_rate
+    fps = mel_cfg.sample_rate / mel_cfg.hop_length  # mel frames per second
+    sec_per_col = mel_cfg.frames / w / fps
     clip_s = w * sec_per_col  # what one window of tokens covers (848 frames: 9.85 s)
     if args.inpaint:
         try:
@@ -114,6 +119,8 @@ def main(args):
             raise ValueError(f'--inpaint {args.inpaint}: expected A:B in seconds, e.g. 3.0:5.5') from None
         if not 0 <= a < b <= clip_s:
             raise ValueError(f'--inpaint {args.inpaint}: need 0 <= A < B <= {clip_s:.2f} s')
+    elif aud_in and dur and dur <= clip_s:
+        raise ValueError(f'--duration {dur}: continuing a sound needs more than one clip ({clip_s:.2f} s)')
     # ---- inputs, preprocessed as in training
     images = [load_image(f, meta['image']['size']) for f in img_in]  # (3, S, S) in [-1, 1] each
     waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in aud_in]  # (T,) each, finite
@@ -121,20 +128,21 @@ def main(args):
     rep = lambda x: x.to(args.device).repeat_interleave(n, dim=0)  # n samples of every condition
     image_ids = toks['image'].encode(rep(torch.stack(images))) if images else None  # (B, Lv)
     audio_ids = toks['audio'].encode(rep(torch.from_numpy(np.stack(mels))[:, None])) if mels else None  # (B, La)
-    # ---- generate: tasks differ only in which tokens start as [MASK]
+    # ---- generate: the tasks differ only in which tokens start as [MASK]
     torch.manual_seed(args.seed)
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
               guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
-    span, image = None, None
-    if args.inpaint:  # seconds -> token columns, plus one column each side: boundary tokens carry the gap
+    span, image, suffix = None, None, ''
+    if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
         c0, c1 = M.time_range_to_columns(a, b, sec_per_col, w, margin=1)
         audio = M.inpaint_audio(model, audio_ids, image_ids, c0, c1, **kw)
-        span = (a * mel_cfg.sample_rate / mel_cfg.hop_length, b * mel_cfg.sample_rate / mel_cfg.hop_length)
-    elif img_in and args.duration and args.duration > clip_s:
-        overlap = w // 2  # half a window of context carried into the next one (fixed here)
-        n_windows = 1 + math.ceil((args.duration - clip_s) / ((w - overlap) * sec_per_col))
-        windows = M.continue_audio(model, image_ids, n_windows, overlap, **kw)  # n_windows x (B, La)
+        span, suffix = (a * fps, b * fps), '_inpaint'
+    elif dur and dur > clip_s:  # window by window, each starting with the end of the previous one
+        overlap = w // 2  # half a window of context (fixed here)
+        n_windows = 1 + math.ceil((dur - clip_s) / ((w - overlap) * sec_per_col))
+        windows = M.continue_audio(model, image_ids, n_windows, overlap, first_window=audio_ids, **kw)
         audio = torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2)
+        a, b, suffix = clip_s, math.inf, '_continued' if aud_in else ''  # for splice: the given clip first
     elif img_in:
         audio = M.image_to_audio(model, image_ids, **kw)
     elif aud_in:
@@ -142,7 +150,7 @@ def main(args):
     else:
         audio, image = M.cogenerate(model, n, device=args.device, **kw)
     # ---- tokens -> mel -> wave; tokens -> image
-    if aud_in and not args.inpaint:  # audio->image: show the given sound, write no wav
+    if vocoder is None:  # audio->image: show the given sound, write no wav
         mel, wave = np.stack(mels).repeat(n, 0), None
     else:  # decoded one window of w columns at a time, as the tokenizer was fitted
         cols = audio.view(len(audio), h, -1)  # (B, h, W) frequency x time, W >= w
@@ -150,18 +158,13 @@ def main(args):
         cols = torch.cat([cols, cols[:, :, -1:].expand(-1, -1, -W % w)], 2)  # padded to whole windows
         mel = torch.cat([toks['audio'].decode(c.reshape(-1, h * w))[:, 0] for c in cols.split(w, 2)], 2)
         mel = mel[:, :, :W * mel_cfg.frames // w].float().clamp(0, 1).cpu().numpy()  # (B, n_mels, T)
-        wave = load_vocoder(args.vocoder, mel_cfg)(mel)  # (B, samples)
-        if args.duration:
-            wave = wave[:, :round(args.duration * mel_cfg.sample_rate)]
-        if args.inpaint:  # the given sound outside [a, b], the generated one inside (fixed here)
+        wave = vocoder(mel)  # (B, samples)
+        wave = wave[:, :round(dur * mel_cfg.sample_rate)] if dur else wave
+        if aud_in:  # the given sound outside [a, b], the generated one inside (fixed here)
             wave = splice(np.stack(waves).repeat(n, 0), wave, a, b, mel_cfg.sample_rate)
     shown = rep(torch.stack(images)) if images else toks['image'].decode(image)  # (B, 3, S, S) in [-1, 1]
     shown = ((shown.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    # ---- names: one per condition, suffixed by the sample index when there are several
-    stems = [Path(f).stem + ('_inpaint' if args.inpaint else '') for f in (aud_in or img_in)] or ['cogen']
-    if len(set(stems)) < len(stems):
-        raise ValueError(f'two inputs have the same name ({" ".join(stems)}): their outputs would collide')
-    names = [s if n == 1 else f'{s}_{j}' for s in stems for j in range(n)]
+    names = [s + suffix if n == 1 else f'{s}{suffix}_{j}' for s in stems for j in range(n)]
     write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate, ffmpeg)
 
 def splice(given, made, a, b, sr, fade=0.02):

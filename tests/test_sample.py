@@ -70,6 +70,8 @@ def env(tmp_path_factory):
     sf.write(root / 'dog.wav', np.stack([np.sin(2 * np.pi * 440 * t16), 0.5 * np.sin(2 * np.pi * 900 * t16)], 1), 16000)
     sf.write(root / 'x.wav', (0.3 * rng.standard_normal(MEL.num_samples)).astype(np.float32), MEL.sample_rate)
     (root / 'notimg.jpg').write_text('hello')
+    (root / 'sub').mkdir()
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / 'sub' / 'cat.png')
     sf.write(root / 'empty.wav', np.zeros((0,), np.float32), 8000)
     sf.write(root / 'nan.wav', np.full(8000, np.nan, np.float32), 8000, subtype='FLOAT')
     return root
@@ -152,6 +154,16 @@ def test_long_duration_by_continuation(env, cli):
     assert Image.open(env / 'long' / 'cat_mel.png').size == PANEL  # 5 windows: 376 frames < 512 px
 
 
+def test_continue_a_given_sound(env, cli):
+    code, err = cli('--audio', 'x.wav', '--image', 'cat.jpg', '--duration', '2', out='cont')
+    assert code == 0, err
+    assert files(env / 'cont') == ['x_continued.wav', 'x_continued_mel.png']
+    check_wav(env / 'cont' / 'x_continued.wav', 2 * MEL.sample_rate)
+    made, given = sf.read(env / 'cont' / 'x_continued.wav')[0], sf.read(env / 'x.wav')[0]
+    first = int(0.9 * MEL.sample_rate)  # the given clip's tokens cover 0.96 s
+    assert np.abs(made[:first] - given[:first]).max() < 1e-3
+
+
 def test_seed_determinism(env, cli):
     runs = [cli('--image', 'cat.jpg', '--seed', str(s), out=f'seed{k}') for k, s in enumerate((7, 7, 8))]
     assert [code for code, _ in runs] == [0, 0, 0], runs
@@ -177,6 +189,10 @@ def test_video(env, cli):
     (['--image', 'cat.jpg'], 'nowhere', 'ckpt.pt'),                 # no checkpoint
     (['--audio', 'x.wav', '--image', 'cat.jpg', '--inpaint', '0.5:3'], 'ckpt', '--inpaint'),  # past the clip
     (['--audio', 'x.wav', '--image', 'cat.jpg'], 'ckpt', '--inpaint'),  # both inputs, no task
+    (['--audio', 'x.wav', '--image', 'cat.jpg', '--duration', '0.5'], 'ckpt', 'more than one clip'),
+    (['--audio', 'x.wav', 'dog.wav', '--image', 'cat.jpg', '--inpaint', '0:0.5'], 'ckpt', 'one of each'),
+    (['--image', 'cat.jpg', 'sub/cat.png'], 'ckpt', 'same name'),
+    (['--image', 'cat.jpg', '--vocoder', 'nope.pt'], 'ckpt', 'nope.pt'),
     (['--image', 'cat.jpg', '--num_samples', '0'], 'ckpt', '--num_samples'),
     (['--image', 'cat.jpg', '--steps', 'many'], 'ckpt', '--steps'),  # argparse, same one-line form
     ([], 'ckpt', '--cogen'),
