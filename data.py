@@ -64,6 +64,8 @@ def image_array(path, size):
             im = _to_rgb(ImageOps.exif_transpose(im))
     except BadInput:
         raise
+    except Image.DecompressionBombError as e:  # PIL's own size check at open
+        raise BadInput(f"{path}: image too large ({str(e)[:80]})") from None
     except Exception as e:  # truncated, not an image, unsupported mode
         raise BadInput(f"{path}: not a readable image ({type(e).__name__}: {str(e)[:100]})") from None
     w, h = im.size
@@ -134,7 +136,7 @@ def probe_video(path):
     has_video = re.search(r'Stream #.*: Video:', err) is not None
     has_audio = re.search(r'Stream #.*: Audio:', err) is not None
     if m is None:
-        last = (err.strip().splitlines() or ['no output'])[-1]
+        last = (err.strip().splitlines() or ['no output'])[-1].replace(f'{path}: ', '')
         raise BadInput(f"{path}: not a readable video ({last[:120]})")
     return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]), has_video, has_audio
 
@@ -276,8 +278,12 @@ def probe_audio(waves, sample_rate):
 
 def _replace(path, write):
     tmp = f'{path}.tmp{os.getpid()}'
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:  # an interrupted write leaves nothing behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 def save_npy(path, a):
     _replace(path, lambda t: np.save(open(t, 'wb'), a))
@@ -317,21 +323,23 @@ def encode_mels(tok, mels, batch=64):
     ids = [tok.encode(torch.from_numpy(mels[i:i + batch])[:, None].float()) for i in range(0, len(mels), batch)]
     return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, 0), np.uint16)
 
-def _toy_split(args):
-    """One split of the toy set (a worker): -> labels, images uint8 (N, 64, 64, 3), mels (N, 80, 160)."""
-    seed, s, n, out = args
-    labels = np.random.default_rng([seed, s]).permutation(np.arange(n) % len(TOY_CLASSES))  # balanced
-    images, mels = np.zeros((n, TOY_SIZE, TOY_SIZE, 3), np.uint8), np.zeros((n, 80, TOY_MEL.frames), np.float32)
-    for i in range(0, n, 256):
-        rngs = [np.random.default_rng([seed, s, j]) for j in range(i, min(n, i + 256))]  # one stream per item
-        images[i:i + 256] = [toy_image(r, labels[i + j]) for j, r in enumerate(rngs)]
-        waves = np.stack([toy_wave(r, labels[i + j]) for j, r in enumerate(rngs)])
-        mels[i:i + 256] = mel_spectrogram(waves, TOY_MEL)[:, :, :TOY_MEL.frames]
-        if SPLITS[s] != 'train':  # evaluation compares against exactly these
-            for j in range(len(rngs)):
-                save_wav(f'{out}/{SPLITS[s]}_wav/{SPLITS[s]}{i + j:05d}.wav', waves[j], TOY_MEL.sample_rate)
-                save_png(f'{out}/{SPLITS[s]}_frame/{SPLITS[s]}{i + j:05d}.png', images[i + j])
-    return labels, images, mels
+def _toy_batch(args):
+    """Worker: items start.. of one split -> images uint8 (n, 64, 64, 3), mels (n, 80, 160)."""
+    seed, split, start, labels, out = args
+    rngs = [np.random.default_rng([seed, SPLITS.index(split), start + j]) for j in range(len(labels))]
+    images = np.stack([toy_image(r, l) for r, l in zip(rngs, labels)])
+    waves = np.stack([toy_wave(r, l) for r, l in zip(rngs, labels)])
+    if split != 'train':  # evaluation compares against exactly these
+        for j in range(len(labels)):
+            save_wav(f'{out}/{split}_wav/{split}{start + j:05d}.wav', waves[j], TOY_MEL.sample_rate)
+            save_png(f'{out}/{split}_frame/{split}{start + j:05d}.png', images[j])
+    return images, mel_spectrogram(waves, TOY_MEL)[:, :, :TOY_MEL.frames]
+
+def _warm_up(cfg):
+    # librosa sets itself up lazily on first use (seconds): do it once here, before forking workers
+    import librosa
+    mel_spectrogram(np.zeros(4096, np.float32), cfg)
+    librosa.resample(np.zeros(4410, np.float32), orig_sr=44100, target_sr=cfg.sample_rate)
 
 def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=400,
                 image_codebook=256, audio_codebook=256, workers=None):
@@ -342,11 +350,15 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
     for s in ('val', 'test'):
         os.makedirs(f'{data_dir}/{s}_wav', exist_ok=True)
         os.makedirs(f'{data_dir}/{s}_frame', exist_ok=True)
-    jobs = [(seed, s, n, data_dir) for s, n in enumerate((n_train, n_val, n_test))]
-    with mp.get_context('fork').Pool(workers or min(3, os.cpu_count())) as pool:
-        splits = dict(zip(SPLITS, pool.map(_toy_split, jobs)))
+    labels = {s: np.random.default_rng([seed, i]).permutation(np.arange(n) % len(TOY_CLASSES))  # balanced
+              for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
+    jobs = [(seed, s, i, labels[s][i:i + 200], data_dir) for s in SPLITS for i in range(0, len(labels[s]), 200)]
+    _warm_up(TOY_MEL)
+    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
+        out = pool.map(_toy_batch, jobs)
+    splits = {s: (labels[s], np.concatenate([o[0] for j, o in zip(jobs, out) if j[1] == s]),
+                  np.concatenate([o[1] for j, o in zip(jobs, out) if j[1] == s])) for s in SPLITS}
     _, images, mels = splits['train']
-    torch.manual_seed(seed)
     image_tok = PatchKMeansTokenizer.fit(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
                                          image_codebook, patch=(8, 8), seed=seed)   # 8 x 8 grid
     audio_tok = PatchKMeansTokenizer.fit(torch.from_numpy(mels)[:, None], audio_codebook,
@@ -435,8 +447,7 @@ def list_items(kind, folder, labels_csv=None):
             imgs = [p for p in paths if p.lower().endswith(IMAGE_EXTS)]
             auds = [p for p in paths if p.lower().endswith(AUDIO_EXTS)]
             if len(imgs) != 1 or len(auds) != 1:
-                skipped.append((id_, f"{paths[0]}: need one image and one audio file named {id_}.*, found "
-                                     f"{len(imgs)} and {len(auds)}"))
+                skipped.append((id_, f"{paths[0]}: unpaired ({len(imgs)} image and {len(auds)} audio files named {id_}.*)"))
                 continue
             paths = imgs + auds
         elif len(paths) > 1:
@@ -517,6 +528,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     train = [it for it in items if it['split'] == 'train']
     fit = [train[i] for i in rng.permutation(len(train))[:fit_items]]
     items, skipped = items[k::n], skipped[k::n]
+    _warm_up(cfg)
     with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
         toks = {'image': _tokenizer('image', image_tokenizer, out, fit, pool, job_args, image_codebook, image_patch, seed),
                 'audio': _tokenizer('audio', audio_tokenizer, out, fit, pool, job_args, audio_codebook, audio_patch, seed)}
@@ -527,14 +539,15 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
             if not os.path.exists(part):  # done chunks are skipped on resume
                 res = list(pool.imap(_decode_item, [(it, *job_args) for it in items[c:c + chunk]]))
                 ok, bad = [r for r in res if r[3] is None], [r for r in res if r[3] is not None]
-                meta_of = {it['id']: it for it in items[c:c + chunk]}
-                _replace(part, lambda t: np.savez(open(t, 'wb'),
-                    ids=np.array([r[0] for r in ok], dtype=str),
-                    splits=np.array([meta_of[r[0]]['split'] for r in ok], dtype=str),
-                    labels=np.array([meta_of[r[0]]['label'] or '' for r in ok], dtype=str),
-                    image=encode_images(toks['image'], np.stack([r[1] for r in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)),
-                    audio=encode_mels(toks['audio'], np.stack([r[2] for r in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)),
-                    skipped=np.array([[r[0], r[3]] for r in bad], dtype=str).reshape(-1, 2)))
+                of = {it['id']: it for it in items[c:c + chunk]}
+                image = np.stack([r[1] for r in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)
+                audio = np.stack([r[2] for r in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)
+                arrays = dict(ids=np.array([r[0] for r in ok], dtype=str),
+                              splits=np.array([of[r[0]]['split'] for r in ok], dtype=str),
+                              labels=np.array([of[r[0]]['label'] or '' for r in ok], dtype=str),
+                              image=encode_images(toks['image'], image), audio=encode_mels(toks['audio'], audio),
+                              skipped=np.array([[r[0], r[3]] for r in bad], dtype=str).reshape(-1, 2))
+                _replace(part, lambda t: np.savez(open(t, 'wb'), **arrays))
             bar.update(len(ids))
         bar.close()
     return _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard)
