@@ -94,8 +94,9 @@ def main(args):
     # ---- check the request before any work
     if args.cogen == bool(img_in or aud_in):
         raise ValueError('give --image, --audio, both (with --inpaint A:B or --duration S), or --cogen alone')
-    edit = bool(args.inpaint or aud_in and dur)  # inpaint or continue the given sound under the image
-    if (edit or img_in and aud_in) and ((len(img_in), len(aud_in)) != (1, 1) or not edit or args.inpaint and dur):
+    # a sound and an image: regenerate a time range (--inpaint) or continue the sound (--duration)
+    pair = bool(img_in and aud_in)
+    if pair != bool(args.inpaint or aud_in and dur) or pair and (len(img_in), len(aud_in)) != (1, 1) or args.inpaint and dur:
         raise ValueError('--audio with --image needs one of each and one of --inpaint A:B or --duration S')
     if dur is not None and dur <= 0 or n < 1 or args.steps < 1:
         raise ValueError('--duration must be positive, --num_samples and --steps at least 1')
@@ -159,7 +160,8 @@ def main(args):
         mel = torch.cat([toks['audio'].decode(c.reshape(-1, h * w))[:, 0] for c in cols.split(w, 2)], 2)
         mel = mel[:, :, :W * mel_cfg.frames // w].float().clamp(0, 1).cpu().numpy()  # (B, n_mels, T)
         wave = vocoder(mel)  # (B, samples)
-        wave = wave[:, :round(dur * mel_cfg.sample_rate)] if dur else wave
+        if dur:  # the windows cover whole token columns: cut to the duration asked for
+            mel, wave = mel[:, :, :math.ceil(dur * fps)], wave[:, :round(dur * mel_cfg.sample_rate)]
         if aud_in:  # the given sound outside [a, b], the generated one inside (fixed here)
             wave = splice(np.stack(waves).repeat(n, 0), wave, a, b, mel_cfg.sample_rate)
     shown = rep(torch.stack(images)) if images else toks['image'].decode(image)  # (B, 3, S, S) in [-1, 1]
@@ -191,7 +193,8 @@ def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
                 Image.fromarray(gen_image[j]).save(tmp(f'{name}.png'), format='PNG')
             panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png'), format='PNG')
             if ffmpeg and wave is not None:  # the still image with its sound
-                Image.fromarray(shown[j]).save(still := os.path.join(scratch, 'still.png'))
+                still = os.path.join(scratch, 'still.png')  # at the panel's size: toy images are tiny
+                Image.fromarray(shown[j]).resize((256, 256), Image.BICUBIC).save(still)
                 cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', still, '-i', str(wav), '-c:v',
                        'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest',
                        '-f', 'mp4', str(tmp(f'{name}.mp4'))]
