@@ -28,7 +28,7 @@ p.add_argument('--audio', nargs='+', default=[], help='condition sound(s): gener
 p.add_argument('--cogen', action='store_true', help='generate image and sound pairs together')
 p.add_argument('--inpaint', metavar='A:B', help='regenerate seconds A to B of --audio, guided by --image')
 p.add_argument('--duration', type=float, help='seconds of sound: longer than a clip = continuation (of --audio if given)')
-p.add_argument('--out_dir', default='out', help='directory holding ckpt.pt')
+p.add_argument('--out_dir', default='out', help='directory holding ckpt.pt (or the checkpoint file)')
 p.add_argument('--output', default='.', help='directory the files are written to')
 p.add_argument('--num_samples', type=int, default=1, help='samples per input (pairs for --cogen)')
 p.add_argument('--seed', type=int, default=1337)
@@ -63,7 +63,7 @@ def load_all(args):
     """The model, its dataset meta, mel config and both tokenizers, checked against each other."""
     from model import load_model
     from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer
-    path = os.path.join(args.out_dir, 'ckpt.pt')
+    path = args.out_dir if os.path.isfile(args.out_dir) else os.path.join(args.out_dir, 'ckpt.pt')
     try:
         model, ckpt = load_model(path, args.device)
     except (ValueError, FileNotFoundError):

@@ -66,6 +66,7 @@ def env(tmp_path_factory):
     Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / 'cat.jpg')
     Image.fromarray(rng.integers(0, 255, (70, 30), dtype=np.uint8)).save(root / 'gray.png')
     Image.fromarray(rng.integers(0, 255, (33, 33, 4), dtype=np.uint8), 'RGBA').save(root / 'rgba.png')
+    Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).convert('CMYK').save(root / 'cmyk.jpg')
     t16 = np.arange(24000) / 16000
     sf.write(root / 'dog.wav', np.stack([np.sin(2 * np.pi * 440 * t16), 0.5 * np.sin(2 * np.pi * 900 * t16)], 1), 16000)
     sf.write(root / 'x.wav', (0.3 * rng.standard_normal(MEL.num_samples)).astype(np.float32), MEL.sample_rate)
@@ -110,9 +111,9 @@ def check_wav(path, n_samples):
 
 
 def test_image_to_audio_many_inputs(env):
-    r = run(env, '--image', 'cat.jpg', 'gray.png', 'rgba.png', '--num_samples', '2', out='i2a')
+    r = run(env, '--image', 'cat.jpg', 'gray.png', 'rgba.png', 'cmyk.jpg', '--num_samples', '2', out='i2a')
     assert r.returncode == 0, r.stderr
-    names = [f'{s}_{j}' for s in ('cat', 'gray', 'rgba') for j in range(2)]
+    names = [f'{s}_{j}' for s in ('cat', 'gray', 'rgba', 'cmyk') for j in range(2)]
     assert files(env / 'i2a') == sorted([f'{n}.wav' for n in names] + [f'{n}_mel.png' for n in names])
     for n in names:
         check_wav(env / 'i2a' / f'{n}.wav', WAVE_LEN)
@@ -121,7 +122,7 @@ def test_image_to_audio_many_inputs(env):
 
 
 def test_audio_to_image(env, cli):
-    code, err = cli('--audio', 'dog.wav', out='a2i')
+    code, err = cli('--audio', 'dog.wav', '--out_dir', str(env / 'ckpt' / 'ckpt.pt'), out='a2i')  # a file works too
     assert code == 0, err
     assert files(env / 'a2i') == ['dog.png', 'dog_mel.png']
     assert Image.open(env / 'a2i' / 'dog.png').size == (SIZE, SIZE)
