@@ -17,6 +17,10 @@ import soundfile as sf
 import torch
 from PIL import Image, ImageDraw
 
+import model as M
+from data import ffmpeg_exe, load_audio, load_image
+from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, like every other bad input
         print(f'error: {message}', file=sys.stderr)
@@ -61,11 +65,9 @@ def panel(image, mel, span=None, height=256):
 
 def load_all(args):
     """The model, its dataset meta, mel config and both tokenizers, checked against each other."""
-    from model import load_model
-    from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer
     path = args.out_dir if os.path.isfile(args.out_dir) else os.path.join(args.out_dir, 'ckpt.pt')
     try:
-        model, ckpt = load_model(path, args.device)
+        model, ckpt = M.load_model(path, args.device)
     except (ValueError, FileNotFoundError):
         raise
     except Exception as e:  # truncated file, wrong shapes: name the file, no traceback
@@ -87,9 +89,6 @@ def load_all(args):
     return model, meta, MelConfig(**meta['audio']['mel']), toks
 
 def main(args):
-    import model as M
-    from data import ffmpeg_exe, load_audio, load_image
-    from tokenizers import load_vocoder, mel_spectrogram
     img_in, aud_in, n, dur = args.image, args.audio, args.num_samples, args.duration
     # ---- check the request before any work
     if args.cogen == bool(img_in or aud_in):
