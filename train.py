@@ -128,43 +128,42 @@ if dataset == 'toy' and not os.path.exists(meta_path):  # the embedded dataset m
     if ddp:
         dist.barrier()  # the other ranks wait for rank 0 to write it
 if dataset == 'random':  # random ids of the configured shapes (throughput and smoke tests)
-    dataset_meta, frames, splits = None, 1, {}
-else:
+    dataset_meta, frames = None, 1
+else:  # the token layout comes from meta.json, whatever the config says
     try:
         with open(meta_path) as f:
             meta = json.load(f)
-    except FileNotFoundError:
-        fail(f"{meta_path} not found: make the dataset with data.py (see README.md)")
-    except json.JSONDecodeError as e:
-        fail(f"{meta_path}: not valid JSON ({e})")
-    try:
-        audio_grid_h, audio_grid_w = meta['audio']['grid']
-        image_grid_h, image_grid_w = meta['image']['grid']
+        (audio_grid_h, audio_grid_w), (image_grid_h, image_grid_w) = meta['audio']['grid'], meta['image']['grid']
         audio_codebook_size, image_codebook_size = meta['audio']['codebook_size'], meta['image']['codebook_size']
         frames = meta['frames']
-    except (KeyError, TypeError, ValueError) as e:
-        fail(f"{meta_path}: missing or malformed grid/codebook_size/frames ({e!r})")
-    # the checkpoint carries the metadata (not the per-clip lists) so sample.py and evaluate.py
-    # can rebuild the tokenizers and the mel config from it alone
+    except FileNotFoundError:
+        fail(f"{meta_path} not found: make the dataset with data.py (see README.md)")
+    except (ValueError, KeyError, TypeError) as e:  # (a JSONDecodeError is a ValueError)
+        fail(f"{meta_path}: not a valid meta.json ({type(e).__name__}: {e})")
+    # the checkpoint carries the metadata minus the per-clip lists, so sample.py and evaluate.py
+    # can rebuild the tokenizers and the mel config from the checkpoint alone
     dataset_meta = {**meta, 'splits': {s: {k: v for k, v in d.items() if k not in ('ids', 'labels')}
                                        for s, d in meta.get('splits', {}).items()}}
-    splits = {}
-    for split in ('train', 'val'):
-        arrays = []
-        for name, shape in (('audio', (audio_grid_h * audio_grid_w,)), ('image', (frames, image_grid_h * image_grid_w))):
-            path = os.path.join(data_dir, f'{split}_{name}.npy')
-            try:
-                arr = np.load(path, mmap_mode='r')
-            except (OSError, ValueError) as e:
-                fail(f"{path}: cannot read token array ({e})")
-            if arr.dtype != np.uint16 or arr.shape[1:] != shape or len(arr) == 0:
-                fail(f"{path}: expected uint16 (N, {', '.join(map(str, shape))}) as meta.json says, "
-                     f"got {arr.dtype} {arr.shape}")
-            arrays.append(arr)
-        if len(arrays[0]) != len(arrays[1]):
-            fail(f"{data_dir}: {split}_audio.npy has {len(arrays[0])} rows, {split}_image.npy {len(arrays[1])}")
-        splits[split] = arrays
 L_a, L_v = audio_grid_h * audio_grid_w, image_grid_h * image_grid_w
+
+
+def load_tokens(split):
+    """[audio (N, L_a), image (N, F, L_v)] uint16 memmaps of a split, checked against meta.json."""
+    arrays = []
+    for name, shape in (('audio', (L_a,)), ('image', (frames, L_v))):
+        path = os.path.join(data_dir, f'{split}_{name}.npy')
+        try:
+            arrays.append(np.load(path, mmap_mode='r'))  # no pickle, pages read on demand
+        except (OSError, ValueError) as e:
+            fail(f"{path}: cannot read the token array ({e})")
+        a = arrays[-1]
+        if a.dtype != np.uint16 or a.shape[1:] != shape or len(a) != len(arrays[0]) or len(a) == 0:
+            fail(f"{path}: expected uint16 (N, {', '.join(map(str, shape))}) with meta.json's layout and "
+                 f"N = the rows of {split}_audio.npy, got {a.dtype} {a.shape}")
+    return arrays
+
+
+splits = {} if dataset == 'random' else {split: load_tokens(split) for split in ('train', 'val')}
 
 
 def get_batch(split, generator):
@@ -227,24 +226,22 @@ raw_model = model
 if compile:
     print("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
-eval_model = model  # rank 0 evaluates alone, so outside the DDP wrapper
 if ddp:
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
 # the sampler's RNG is its own generator (not the global one, which draws masks and dropout), so
 # its state is the data position; a different seed so sampled rows don't correlate with masks
 data_generator = torch.Generator().manual_seed(1337 + seed_offset + 1_000_000)
-if checkpoint is not None:
-    if len(checkpoint['rng']) == ddp_world_size:  # restore this rank's RNG states: continue exactly
-        rng = checkpoint['rng'][ddp_rank]
-        torch.set_rng_state(rng['torch'].cpu())
-        if device_type == 'cuda' and rng.get('cuda') is not None:
-            torch.cuda.set_rng_state(rng['cuda'].cpu())
-        data_generator.set_state(checkpoint['data_state'][ddp_rank]['generator'].cpu())
-    else:  # other world size: fresh streams, not an exact continuation
-        print(f"warning: checkpoint is from {len(checkpoint['rng'])} processes, not {ddp_world_size}: reseeding")
-        torch.manual_seed(1337 + seed_offset + iter_num)
-        data_generator.manual_seed(1337 + seed_offset + 1_000_000 + iter_num)
+if checkpoint is not None and len(checkpoint['rng']) == ddp_world_size:  # continue exactly
+    rng = checkpoint['rng'][ddp_rank]  # this rank's RNG states and data position
+    torch.set_rng_state(rng['torch'].cpu())
+    if device_type == 'cuda' and rng['cuda'] is not None:
+        torch.cuda.set_rng_state(rng['cuda'].cpu())
+    data_generator.set_state(checkpoint['data_state'][ddp_rank]['generator'].cpu())
+elif checkpoint is not None:  # another number of processes: fresh streams, not an exact continuation
+    print(f"warning: checkpoint is from {len(checkpoint['rng'])} processes, not {ddp_world_size}: reseeding")
+    torch.manual_seed(1337 + seed_offset + iter_num)
+    data_generator.manual_seed(1337 + seed_offset + 1_000_000 + iter_num)
 checkpoint = None  # free up memory
 
 
@@ -254,7 +251,7 @@ def estimate_loss():
     The batches and the corruption use a fixed seed (the same for every eval, so the numbers are
     comparable), inside fork_rng so the training RNG streams are left exactly as they were."""
     out = {}
-    eval_model.eval()
+    raw_model.eval()  # rank 0 evaluates alone, so outside DDP; uncompiled: evals are rare, no second graph
     with torch.random.fork_rng(devices=[device] if device_type == 'cuda' else []):
         for split in ('train', 'val'):
             torch.manual_seed(42)
@@ -264,14 +261,14 @@ def estimate_loss():
                 audio, image = get_batch(split, generator)
                 audio_in, image_in, keep, targets = random_corruption(audio, image, raw_model.config)
                 with ctx:
-                    logits, losses = eval_model(audio_in, image_in, keep, targets)
+                    logits, losses = raw_model(audio_in, image_in, keep, targets)
                 for name, lg, tg in zip(('audio', 'image'), logits, targets):
                     masked = tg >= 0
                     sums[f'{name}_acc'] += (lg.argmax(-1)[masked] == tg[masked]).float().mean().item()
                 for k in ('loss', 'audio', 'image'):
                     sums[k] += losses[k].item()
             out[split] = {k: v / eval_iters for k, v in sums.items()}
-    eval_model.train()
+    raw_model.train()
     return out
 
 
@@ -359,8 +356,8 @@ while True:
     if dataset != 'random' and (iter_num % eval_interval == 0 or iter_num == max_iters or stop):
         improved = False
         if master_process and not stop:
-            losses = estimate_loss()
-            t, v = losses['train'], losses['val']
+            evals = estimate_loss()
+            t, v = evals['train'], evals['val']
             print(f"step {iter_num}: train loss {t['loss']:.4f}, val loss {v['loss']:.4f} "
                   f"(audio {v['audio']:.4f} acc {v['audio_acc']:.4f}, image {v['image']:.4f} acc {v['image_acc']:.4f})")
             improved = v['loss'] < best_val_loss
@@ -388,7 +385,7 @@ while True:
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
         audio_in, image_in, keep, targets = random_corruption(audio, image, raw_model.config)
         with ctx:
-            logits, losses = model(audio_in, image_in, keep, targets)
+            _, losses = model(audio_in, image_in, keep, targets)
             loss = losses['loss'] / gradient_accumulation_steps  # scale the loss to account for accumulation
         # immediately async prefetch next batch while model is doing the forward pass on the GPU
         data_state = data_generator.get_state()

@@ -5,7 +5,7 @@ dataset = 'toy'  # data/toy is made on first use (no download)
 eval_interval = 250
 eval_iters = 10
 log_interval = 25
-always_save_checkpoint = False
+always_save_checkpoint = True  # ckpt.pt is the latest state: --init_from=resume continues exactly
 
 # a tiny model: 4 encoder and 2 decoder blocks of width 192
 n_layer = 4
