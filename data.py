@@ -13,9 +13,11 @@ import re
 import sys
 import csv
 import json
+import math
 import shutil
 import hashlib
 import tempfile
+import time
 import subprocess
 import multiprocessing as mp
 
@@ -276,32 +278,33 @@ def probe_audio(waves, sample_rate):
 # -----------------------------------------------------------------------------
 # writing the token format (README, "Data"): arrays first, meta.json last, all via temporary names
 
-def _replace(path, write):
+def _replace(path, write, mode='wb'):
     tmp = f'{path}.tmp{os.getpid()}'
     try:
-        write(tmp)
+        with open(tmp, mode) as f:
+            write(f)
         os.replace(tmp, path)
     finally:  # an interrupted write leaves nothing behind
         if os.path.exists(tmp):
             os.remove(tmp)
 
 def save_npy(path, a):
-    _replace(path, lambda t: np.save(open(t, 'wb'), a))
+    _replace(path, lambda f: np.save(f, a))
 
-def save_wav(path, wave, sr):
-    _replace(path, lambda t: sf.write(t, wave, sr, subtype='FLOAT', format='WAV'))  # float: exactly what was tokenized
+def save_wav(path, wave, sr):  # float samples: exactly what was tokenized
+    _replace(path, lambda f: sf.write(f, wave, sr, subtype='FLOAT', format='WAV'))
 
 def save_png(path, img):
-    _replace(path, lambda t: Image.fromarray(img).save(t, format='PNG'))
+    _replace(path, lambda f: Image.fromarray(img).save(f, format='PNG'))
 
-def save_meta(out, meta):
-    _replace(os.path.join(out, 'meta.json'), lambda t: json.dump(meta, open(t, 'w'), indent=1))
+def save_text(path, text):
+    _replace(path, lambda f: f.write(text), 'w')
 
 def is_complete(out):
     """meta.json is written last, so its presence (with every array) means a finished dataset."""
     try:
         meta = json.load(open(os.path.join(out, 'meta.json')))
-        return all(os.path.exists(os.path.join(out, f'{s}_{m}.npy')) for s in meta['splits'] for m in ('audio', 'image'))
+        return all(os.path.exists(f'{out}/{s}_{m}.npy') for s in meta['splits'] for m in ('audio', 'image'))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -310,30 +313,18 @@ def modality_meta(tok, **extra):
 
 @torch.no_grad()
 def encode_images(tok, frames, batch=64):
-    """uint8 (N, F, S, S, 3) -> uint16 (N, F, h*w)."""
+    """uint8 (N, F, S, S, 3) -> uint16 ids (N, F, h*w)."""
     N, F = frames.shape[:2]
-    flat = frames.reshape(N * F, *frames.shape[2:])
-    ids = [tok.encode(torch.from_numpy(flat[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    x = frames.reshape(N * F, *frames.shape[2:])
+    ids = [tok.encode(torch.from_numpy(x[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1)
            for i in range(0, N * F, batch)]
-    return torch.cat(ids).numpy().astype(np.uint16).reshape(N, F, -1) if N else np.zeros((0, F, 0), np.uint16)
+    return torch.cat(ids).numpy().astype(np.uint16).reshape(N, F, -1) if N else np.zeros((0, F, math.prod(tok.grid)), np.uint16)
 
 @torch.no_grad()
 def encode_mels(tok, mels, batch=64):
-    """float (N, n_mels, frames) in [0, 1] -> uint16 (N, h*w)."""
+    """float (N, n_mels, frames) in [0, 1] -> uint16 ids (N, h*w)."""
     ids = [tok.encode(torch.from_numpy(mels[i:i + batch])[:, None].float()) for i in range(0, len(mels), batch)]
-    return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, 0), np.uint16)
-
-def _toy_batch(args):
-    """Worker: items start.. of one split -> images uint8 (n, 64, 64, 3), mels (n, 80, 160)."""
-    seed, split, start, labels, out = args
-    rngs = [np.random.default_rng([seed, SPLITS.index(split), start + j]) for j in range(len(labels))]
-    images = np.stack([toy_image(r, l) for r, l in zip(rngs, labels)])
-    waves = np.stack([toy_wave(r, l) for r, l in zip(rngs, labels)])
-    if split != 'train':  # evaluation compares against exactly these
-        for j in range(len(labels)):
-            save_wav(f'{out}/{split}_wav/{split}{start + j:05d}.wav', waves[j], TOY_MEL.sample_rate)
-            save_png(f'{out}/{split}_frame/{split}{start + j:05d}.png', images[j])
-    return images, mel_spectrogram(waves, TOY_MEL)[:, :, :TOY_MEL.frames]
+    return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, math.prod(tok.grid)), np.uint16)
 
 def _warm_up(cfg):
     # librosa sets itself up lazily on first use (seconds): do it once here, before forking workers
@@ -341,40 +332,58 @@ def _warm_up(cfg):
     mel_spectrogram(np.zeros(4096, np.float32), cfg)
     librosa.resample(np.zeros(4410, np.float32), orig_sr=44100, target_sr=cfg.sample_rate)
 
+# -----------------------------------------------------------------------------
+# the toy dataset on disk
+
+def _toy_batch(args):
+    """Worker: items start.. of one split -> images uint8 (n, 64, 64, 3), mels (n, 80, 160)."""
+    seed, split, start, labels, out = args
+    rngs = [np.random.default_rng([seed, SPLITS.index(split), start + j]) for j in range(len(labels))]  # one per item
+    images = np.stack([toy_image(r, l) for r, l in zip(rngs, labels)])
+    waves = np.stack([toy_wave(r, l) for r, l in zip(rngs, labels)])
+    for j in range(len(labels) if split != 'train' else 0):  # evaluation compares against exactly these
+        save_wav(f'{out}/{split}_wav/{split}{start + j:05d}.wav', waves[j], TOY_MEL.sample_rate)
+        save_png(f'{out}/{split}_frame/{split}{start + j:05d}.png', images[j])
+    return images, mel_spectrogram(waves, TOY_MEL)[:, :, :TOY_MEL.frames]
+
 def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=400,
                 image_codebook=256, audio_codebook=256, workers=None):
     """Make the embedded synthetic dataset, fit the patch k-means tokenizers on its train split and
     write the token format. Does nothing if data_dir already holds a complete dataset."""
     if is_complete(data_dir):
         return data_dir
-    for s in ('val', 'test'):
-        os.makedirs(f'{data_dir}/{s}_wav', exist_ok=True)
-        os.makedirs(f'{data_dir}/{s}_frame', exist_ok=True)
+    t0 = time.time()
+    for d in ('val_wav', 'val_frame', 'test_wav', 'test_frame'):
+        os.makedirs(f'{data_dir}/{d}', exist_ok=True)
     labels = {s: np.random.default_rng([seed, i]).permutation(np.arange(n) % len(TOY_CLASSES))  # balanced
               for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
     jobs = [(seed, s, i, labels[s][i:i + 200], data_dir) for s in SPLITS for i in range(0, len(labels[s]), 200)]
     _warm_up(TOY_MEL)
     with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
-        out = pool.map(_toy_batch, jobs)
-    splits = {s: (labels[s], np.concatenate([o[0] for j, o in zip(jobs, out) if j[1] == s]),
-                  np.concatenate([o[1] for j, o in zip(jobs, out) if j[1] == s])) for s in SPLITS}
-    _, images, mels = splits['train']
-    image_tok = PatchKMeansTokenizer.fit(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
+        res = pool.map(_toy_batch, jobs)
+    images = {s: np.concatenate([r[0] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
+    mels = {s: np.concatenate([r[1] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
+    print(f"toy: made {n_train}/{n_val}/{n_test} train/val/test pairs in {time.time() - t0:.0f} s, fitting tokenizers")
+    image_tok = PatchKMeansTokenizer.fit(torch.from_numpy(images['train']).permute(0, 3, 1, 2).float() / 127.5 - 1,
                                          image_codebook, patch=(8, 8), seed=seed)   # 8 x 8 grid
-    audio_tok = PatchKMeansTokenizer.fit(torch.from_numpy(mels)[:, None], audio_codebook,
+    audio_tok = PatchKMeansTokenizer.fit(torch.from_numpy(mels['train'])[:, None], audio_codebook,
                                          patch=(16, 16), seed=seed)                 # 5 x 10 grid
     image_tok.save(f'{data_dir}/tokenizer_image.pt')
     audio_tok.save(f'{data_dir}/tokenizer_audio.pt')
     meta = {'name': 'toy', 'frames': 1, 'classes': TOY_CLASSES, 'probe': 'toy',
             'audio': modality_meta(audio_tok, mel=TOY_MEL.__dict__.copy()),
             'image': modality_meta(image_tok, size=TOY_SIZE), 'splits': {}}
-    for split, (labels, images, mels) in splits.items():
-        save_npy(f'{data_dir}/{split}_audio.npy', encode_mels(audio_tok, mels))
-        save_npy(f'{data_dir}/{split}_image.npy', encode_images(image_tok, images[:, None]))
-        meta['splits'][split] = {'n': len(labels), 'ids': [f'{split}{i:05d}' for i in range(len(labels))],
-                                 'labels': labels.tolist()}
+    for s in SPLITS:
+        save_npy(f'{data_dir}/{s}_audio.npy', encode_mels(audio_tok, mels[s]))
+        save_npy(f'{data_dir}/{s}_image.npy', encode_images(image_tok, images[s][:, None]))
+        meta['splits'][s] = {'n': len(labels[s]), 'ids': [f'{s}{i:05d}' for i in range(len(labels[s]))],
+                             'labels': labels[s].tolist()}
     save_meta(data_dir, meta)
+    print(f"toy: {data_dir} ready in {time.time() - t0:.0f} s")
     return data_dir
+
+def save_meta(out, meta):
+    _replace(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
 
 def bench_toy(data_dir='data/toy', split='test', n=160):
     """Probe accuracy on real pairs and on tokenize -> decode round trips (audio through Griffin-Lim)."""
@@ -385,9 +394,9 @@ def bench_toy(data_dir='data/toy', split='test', n=160):
     toks = {m: load_tokenizer(meta[m]['tokenizer']) for m in ('audio', 'image')}
     images = torch.stack([load_image(f'{data_dir}/{split}_frame/{i}.png', meta['image']['size']) for i in ids])
     waves = np.stack([sf.read(f'{data_dir}/{split}_wav/{i}.wav', dtype='float32')[0] for i in ids])
-    rt_images = toks['image'].decode(torch.from_numpy(np.load(f'{data_dir}/{split}_image.npy')[:n, 0].astype(np.int64)))
-    rt_mels = toks['audio'].decode(torch.from_numpy(np.load(f'{data_dir}/{split}_audio.npy')[:n].astype(np.int64)))
-    rt_waves = griffin_lim(rt_mels[:, 0].numpy(), cfg)
+    ids_of = lambda m: torch.from_numpy(np.load(f'{data_dir}/{split}_{m}.npy')[:n].astype(np.int64))
+    rt_images = toks['image'].decode(ids_of('image')[:, 0])
+    rt_waves = griffin_lim(toks['audio'].decode(ids_of('audio'))[:, 0].numpy(), cfg)
     acc = lambda pred: round((pred == labels).float().mean().item(), 4)
     return {'image_real': acc(probe_image(images)), 'audio_real': acc(probe_audio(waves, cfg.sample_rate)),
             'image_roundtrip': acc(probe_image(rt_images.clamp(-1, 1))),
@@ -405,23 +414,19 @@ def _split_of(id_, val_pct=5, test_pct=5):
 
 def _read_labels(path, kind):
     """videos: VGGSound rows `youtube_id,start_seconds,label,split`; pairs: `id,label[,split]`.
-    -> {id: (label, split or None)}, keyed the ways clips are named (`ytid_000030`, `ytid_30`, `ytid`)."""
-    table = {}
+    -> {id: (label, split or None)}, keyed as clips are named (`ytid_000030`, `ytid_30`, `ytid`)."""
     try:
-        rows = [r for r in csv.reader(open(path, newline='')) if r and r[0].strip() not in ('id', 'youtube_id', '# YouTube ID')]
+        rows = [[c.strip() for c in r] for r in csv.reader(open(path, newline='')) if r]
     except OSError as e:
         raise FileNotFoundError(f"{path}: cannot read the labels CSV ({e.strerror})") from None
-    for r in rows:
-        r = [c.strip() for c in r]
+    table, want = {}, 'youtube_id,start_seconds,label,split' if kind == 'videos' else 'id,label[,split]'
+    for r in rows[1:] if rows and rows[0][0] in ('id', 'youtube_id') else rows:  # optional header
+        if len(r) < (3 if kind == 'videos' else 2) or kind == 'videos' and not re.fullmatch(r'\d+(\.\d+)?', r[1]):
+            raise ValueError(f"{path}: expected rows {want}, got {','.join(r)[:80]!r}")
         if kind == 'videos':
-            if len(r) < 3 or not re.fullmatch(r'\d+(\.\d+)?', r[1]):
-                raise ValueError(f"{path}: expected rows youtube_id,start_seconds,label,split, got {','.join(r)[:80]!r}")
-            value = (r[2], r[3] if len(r) > 3 else None)
             for key in (f'{r[0]}_{int(float(r[1])):06d}', f'{r[0]}_{int(float(r[1]))}', r[0]):
-                table.setdefault(key, value)
+                table.setdefault(key, (r[2], r[3] if len(r) > 3 else None))
         else:
-            if len(r) < 2:
-                raise ValueError(f"{path}: expected rows id,label[,split], got {','.join(r)[:80]!r}")
             table[r[0]] = (r[1], r[2] if len(r) > 2 else None)
     return table
 
@@ -429,45 +434,39 @@ def list_items(kind, folder, labels_csv=None):
     """-> (items, skipped): items are dicts id, paths, label (name or None), split."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such folder")
-    names = sorted(os.listdir(folder))
+    exts = VIDEO_EXTS if kind == 'videos' else IMAGE_EXTS + AUDIO_EXTS
     by_id = {}
-    for f in names:
-        stem, ext = os.path.splitext(f)
-        if ext.lower() in (VIDEO_EXTS if kind == 'videos' else IMAGE_EXTS + AUDIO_EXTS):
-            by_id.setdefault(stem, []).append(os.path.join(folder, f))
+    for f in sorted(os.listdir(folder)):
+        if f.lower().endswith(exts):
+            by_id.setdefault(os.path.splitext(f)[0], []).append(os.path.join(folder, f))
     if not by_id:
-        want = VIDEO_EXTS if kind == 'videos' else IMAGE_EXTS + AUDIO_EXTS
-        raise ValueError(f"{folder}: no {'/'.join(want)} files in it")
-    if labels_csv is None and kind == 'pairs' and os.path.exists(os.path.join(folder, 'labels.csv')):
-        labels_csv = os.path.join(folder, 'labels.csv')
+        raise ValueError(f"{folder}: no {'/'.join(exts)} files in it")
+    if labels_csv is None and kind == 'pairs' and os.path.exists(f'{folder}/labels.csv'):
+        labels_csv = f'{folder}/labels.csv'
     table = _read_labels(labels_csv, kind) if labels_csv else None
     items, skipped = [], []
     for id_, paths in by_id.items():
         if kind == 'pairs':
-            imgs = [p for p in paths if p.lower().endswith(IMAGE_EXTS)]
-            auds = [p for p in paths if p.lower().endswith(AUDIO_EXTS)]
-            if len(imgs) != 1 or len(auds) != 1:
-                skipped.append((id_, f"{paths[0]}: unpaired ({len(imgs)} image and {len(auds)} audio files named {id_}.*)"))
-                continue
+            imgs, auds = [p for p in paths if p.lower().endswith(IMAGE_EXTS)], [p for p in paths if p.lower().endswith(AUDIO_EXTS)]
             paths = imgs + auds
-        elif len(paths) > 1:
-            skipped.append((id_, f"{paths[0]}: several clips named {id_}.*"))
+        if (len(imgs) != 1 or len(auds) != 1) if kind == 'pairs' else len(paths) > 1:
+            skipped.append((id_, f"{paths[0]}: unpaired or ambiguous ({', '.join(os.path.basename(p) for p in paths)})"))
             continue
         label, split = table.get(id_, (None, None)) if table else (None, None)
         if table and label is None:
             skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}"))
             continue
-        if split in (None, ''):
+        if not split:
             split = _split_of(id_)
         elif split == 'train' and kind == 'videos':
             split = _split_of(id_, 5, 0)  # VGGSound has no val split: 5% of train (fixed here)
         if split not in SPLITS:
-            raise ValueError(f"{labels_csv}: split {split!r} for {id_} is not one of {SPLITS}")
+            raise ValueError(f"{labels_csv}: split {split!r} of {id_} is not one of {', '.join(SPLITS)}")
         items.append({'id': id_, 'paths': paths, 'label': label, 'split': split})
     return items, skipped
 
 def _decode_item(job):
-    """Worker: one item -> (id, frames uint8 (F, S, S, 3), mel (n_mels, frames), None) or (id, ..., reason)."""
+    """Worker: one item -> (id, frames uint8 (F, S, S, 3), mel (n_mels, frames), None) or (id, None, None, reason)."""
     item, size, frames, cfg, out = job
     try:
         if len(item['paths']) == 1:
@@ -485,70 +484,68 @@ def _decode_item(job):
     except Exception as e:  # a surprise in one file must not stop the other 200k
         return item['id'], None, None, f"{item['paths'][0]}: {type(e).__name__}: {str(e)[:120]}"
 
-def _tokenizer(modality, spec, out, fit_items, pool, job_args, codebook, patch, seed):
-    """spec 'kmeans': fit patch k-means on train items (once; reused on resume), else load a file."""
-    if spec != 'kmeans':
-        return load_tokenizer(spec)
-    path = f'{out}/tokenizer_{modality}.pt'
-    if os.path.exists(path):
-        return PatchKMeansTokenizer.load(path)
-    got = [r for r in pool.imap(_decode_item, [(it, *job_args) for it in fit_items]) if r[3] is None]
-    if not got:
-        raise ValueError(f"no usable train item to fit the {modality} tokenizer on")
-    if modality == 'image':  # the middle frame of each clip
-        x = torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    else:
-        x = torch.from_numpy(np.stack([r[2] for r in got]))[:, None]
-    tok = PatchKMeansTokenizer.fit(x, codebook, patch=patch, seed=seed)
-    tok.save(path)
-    return tok
+def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
+    """spec 'kmeans': patch k-means fitted on train items (once: reused on resume); else a file."""
+    toks, todo = {}, []
+    for m in ('image', 'audio'):
+        if specs[m] != 'kmeans':
+            toks[m] = load_tokenizer(specs[m])
+        elif os.path.exists(f'{out}/tokenizer_{m}.pt'):
+            toks[m] = PatchKMeansTokenizer.load(f'{out}/tokenizer_{m}.pt')
+        else:
+            todo.append(m)
+    if todo:
+        got = [r for r in pool.imap(_decode_item, [(it, *job_args) for it in fit]) if r[3] is None]
+        if not got:
+            raise ValueError("no usable train item to fit the k-means tokenizers on")
+        x = {'image': torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2) / 127.5 - 1,
+             'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
+        for m in todo:
+            toks[m] = PatchKMeansTokenizer.fit(x[m].float(), codebooks[m], patch=patches[m], seed=seed)
+            toks[m].save(f'{out}/tokenizer_{m}.pt')
+    return toks
 
 def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer='kmeans',
             audio_tokenizer='kmeans', image_codebook=1024, audio_codebook=1024, image_patch=(16, 16),
             audio_patch=(16, 16), shard=(0, 1), workers=None, chunk=64, fit_items=256, seed=1337):
     """Prepare a folder of videos or image+audio pairs into `out`. Returns the number of skipped items."""
-    cfg = cfg or MelConfig()
-    frames = frames if kind == 'videos' else 1
+    cfg, frames = cfg or MelConfig(), frames if kind == 'videos' else 1
     if cfg.frames > cfg.frames_all:
         raise ValueError(f"mel frames {cfg.frames} > the {cfg.frames_all} that {cfg.clip_seconds} s give")
     if is_complete(out):
         print(f"{out}: already prepared (delete it to redo)")
         return 0
     try:  # an unwritable output is a clear error before any work
-        for d in ('', 'parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):
-            os.makedirs(os.path.join(out, d), exist_ok=True)
+        for d in ('parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):
+            os.makedirs(f'{out}/{d}', exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e:
         raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
     items, skipped = list_items(kind, folder, labels_csv)
     classes = sorted({it['label'] for it in items if it['label'] is not None}) or None
-    k, n = shard
-    job_args = (size, frames, cfg, out)
-    rng = np.random.default_rng(seed)  # the same fit sample in every shard: the same tokenizers
-    train = [it for it in items if it['split'] == 'train']
-    fit = [train[i] for i in rng.permutation(len(train))[:fit_items]]
-    items, skipped = items[k::n], skipped[k::n]
+    train = [it for it in items if it['split'] == 'train']  # the same fit sample in every shard
+    fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
+    items, skipped, job_args = items[shard[0]::shard[1]], skipped[shard[0]::shard[1]], (size, frames, cfg, out)
     _warm_up(cfg)
     with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
-        toks = {'image': _tokenizer('image', image_tokenizer, out, fit, pool, job_args, image_codebook, image_patch, seed),
-                'audio': _tokenizer('audio', audio_tokenizer, out, fit, pool, job_args, audio_codebook, audio_patch, seed)}
+        toks = _tokenizers({'image': image_tokenizer, 'audio': audio_tokenizer}, out, fit, pool, job_args,
+                           {'image': image_codebook, 'audio': audio_codebook}, {'image': image_patch, 'audio': audio_patch}, seed)
         bar = tqdm(total=len(items), desc=f'{kind} -> {out}', unit='clip' if kind == 'videos' else 'pair')
         for c in range(0, len(items), chunk):
-            ids = [it['id'] for it in items[c:c + chunk]]
-            part = f"{out}/parts/{c // chunk:06d}-{hashlib.sha1(' '.join(ids).encode()).hexdigest()[:8]}.npz"
-            if not os.path.exists(part):  # done chunks are skipped on resume
-                res = list(pool.imap(_decode_item, [(it, *job_args) for it in items[c:c + chunk]]))
-                ok, bad = [r for r in res if r[3] is None], [r for r in res if r[3] is not None]
-                of = {it['id']: it for it in items[c:c + chunk]}
-                image = np.stack([r[1] for r in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)
-                audio = np.stack([r[2] for r in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)
-                arrays = dict(ids=np.array([r[0] for r in ok], dtype=str),
-                              splits=np.array([of[r[0]]['split'] for r in ok], dtype=str),
-                              labels=np.array([of[r[0]]['label'] or '' for r in ok], dtype=str),
-                              image=encode_images(toks['image'], image), audio=encode_mels(toks['audio'], audio),
-                              skipped=np.array([[r[0], r[3]] for r in bad], dtype=str).reshape(-1, 2))
-                _replace(part, lambda t: np.savez(open(t, 'wb'), **arrays))
-            bar.update(len(ids))
+            batch = items[c:c + chunk]
+            part = f"{out}/parts/{c // chunk:06d}-{hashlib.sha1(' '.join(it['id'] for it in batch).encode()).hexdigest()[:8]}.npz"
+            if not os.path.exists(part):  # a chunk is written whole or not at all: resume skips done ones
+                res = pool.map(_decode_item, [(it, *job_args) for it in batch])
+                ok = [(r, it) for r, it in zip(res, batch) if r[3] is None]
+                image = np.stack([r[1] for r, _ in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)
+                audio = np.stack([r[2] for r, _ in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)
+                arrays = {'ids': [it['id'] for _, it in ok], 'splits': [it['split'] for _, it in ok],
+                          'labels': [it['label'] or '' for _, it in ok],
+                          'image': encode_images(toks['image'], image), 'audio': encode_mels(toks['audio'], audio),
+                          'skipped': np.array([(r[0], r[3]) for r in res if r[3] is not None], dtype=str).reshape(-1, 2)}
+                _replace(part, lambda f: np.savez(f, **{k: np.asarray(v, dtype=str) if isinstance(v, list) else v
+                                                        for k, v in arrays.items()}))
+            bar.update(len(batch))
         bar.close()
     return _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard)
 
@@ -556,22 +553,19 @@ def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
     """Join the parts into the split arrays, skipped.tsv and meta.json (last)."""
     parts = [np.load(f'{out}/parts/{f}') for f in sorted(os.listdir(f'{out}/parts')) if f.endswith('.npz')]
     skipped = skipped + [tuple(s) for p in parts for s in p['skipped']]
-    cat = lambda key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, str)
-    ids, splits, labels = cat('ids'), cat('splits'), cat('labels')
-    la, lv = toks['audio'].grid[0] * toks['audio'].grid[1], toks['image'].grid[0] * toks['image'].grid[1]
-    audio = np.concatenate([p['audio'].reshape(-1, la) for p in parts]) if parts else np.zeros((0, la), np.uint16)
-    image = np.concatenate([p['image'].reshape(-1, frames, lv) for p in parts]) if parts else np.zeros((0, frames, lv), np.uint16)
-    _replace(f'{out}/skipped.tsv', lambda t: open(t, 'w').write(
-        'item\treason\n' + ''.join(f'{i}\t{r}\n' for i, r in skipped)))
+    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(f'{i}\t{r}\n' for i, r in skipped))
+    cat = lambda key: np.concatenate([p[key] for p in parts])
+    ids, splits, labels = (cat(k) for k in ('ids', 'splits', 'labels')) if parts else [np.zeros(0, str)] * 3
     if len(ids) == 0:
         raise ValueError(f"every item was skipped, nothing to prepare (see {out}/skipped.tsv)")
+    audio, image = cat('audio'), cat('image')  # (N, h*w), (N, F, h*w)
     meta = {'name': os.path.basename(os.path.normpath(out)), 'frames': frames, 'classes': classes, 'probe': None,
             'audio': modality_meta(toks['audio'], mel=cfg.__dict__.copy()), 'image': modality_meta(toks['image'], size=size),
             'splits': {}, 'source': {'kind': kind, 'shard': list(shard), 'skipped': len(skipped)}}
     for s in SPLITS:
         sel = splits == s
-        save_npy(f'{out}/{s}_audio.npy', audio[sel])
-        save_npy(f'{out}/{s}_image.npy', image[sel])
+        save_npy(f'{out}/{s}_audio.npy', audio[sel].reshape(-1, audio.shape[-1]))
+        save_npy(f'{out}/{s}_image.npy', image[sel].reshape(-1, frames, image.shape[-1]))
         meta['splits'][s] = {'n': int(sel.sum()), 'ids': ids[sel].tolist(),
                              'labels': [classes.index(l) if classes and l else None for l in labels[sel]]}
     save_meta(out, meta)
@@ -581,98 +575,88 @@ def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
 def _summary(out, meta, skipped):
     n = {s: d['n'] for s, d in meta['splits'].items()}
     print(f"{out}: {sum(n.values())} items ({', '.join(f'{s} {v}' for s, v in n.items())})")
+    why = {}
+    for _, r in skipped:  # grouped by the reason without the file name and details
+        key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1])
+        why[key] = why.get(key, 0) + 1
     if skipped:
-        why = {}
-        for _, r in skipped:  # group by the reason without the file name and details
-            key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1])
-            why[key] = why.get(key, 0) + 1
         print(f"skipped {len(skipped)} (see {out}/skipped.tsv): " + '; '.join(f'{v} {k}' for k, v in why.items()))
 
 def merge(inputs, out):
-    """Join the outputs of `--shard K/N` runs into one dataset (same tokenizers required)."""
+    """Join the outputs of `--shard K/N` runs into one dataset (they must share the tokenizers)."""
     metas = []
     for d in inputs:
         if not is_complete(d):
             raise ValueError(f"{d}: not a finished dataset (no complete meta.json)")
         metas.append(json.load(open(f'{d}/meta.json')))
-    for key in ('frames', 'classes'):
-        if any(m[key] != metas[0][key] for m in metas):
-            raise ValueError(f"{inputs[0]} and another input differ in {key!r}: cannot merge")
-    for m, k in [(m, k) for m in ('audio', 'image') for k in ('grid', 'codebook_size', 'mel', 'size')]:
-        if any(x[m].get(k) != metas[0][m].get(k) or x[m]['tokenizer'].get('fingerprint') != metas[0][m]['tokenizer'].get('fingerprint')
-               for x in metas):
-            raise ValueError(f"the inputs use different {m} tokenizers or settings ({k}): fit once and pass the "
-                             f"file to every shard with --{m}_tokenizer")
-    os.makedirs(out, exist_ok=True)
-    meta = {**metas[0], 'name': os.path.basename(os.path.normpath(out)), 'splits': {}}
-    meta['source'] = {**meta.get('source', {}), 'shard': None, 'merged': [os.path.abspath(d) for d in inputs],
-                      'skipped': sum(m.get('source', {}).get('skipped', 0) for m in metas)}
+    same = lambda m: (m['frames'], m['classes'], *[(m[x]['grid'], m[x]['codebook_size'], m[x].get('mel'), m[x].get('size'),
+                      m[x]['tokenizer'].get('fingerprint')) for x in ('audio', 'image')])
+    if any(same(m) != same(metas[0]) for m in metas):
+        raise ValueError(f"the inputs differ in frames, classes or tokenizers: fit the tokenizers once and "
+                         f"pass the files to every shard (--image_tokenizer, --audio_tokenizer)")
+    meta = {**metas[0], 'name': os.path.basename(os.path.normpath(out)), 'splits': {},
+            'source': {**metas[0].get('source', {}), 'shard': None, 'merged': [os.path.abspath(d) for d in inputs]}}
     for s in SPLITS:
         ids = [i for m in metas for i in m['splits'][s]['ids']]
         if len(set(ids)) != len(ids):
             raise ValueError(f"the inputs share items of split {s}: were they made with different --shard K/N?")
-        for mod in ('audio', 'image'):
-            save_npy(f'{out}/{s}_{mod}.npy', np.concatenate([np.load(f'{d}/{s}_{mod}.npy') for d in inputs]))
         meta['splits'][s] = {'n': len(ids), 'ids': ids, 'labels': [l for m in metas for l in m['splits'][s]['labels']]}
+    rows = [l for d in inputs if os.path.exists(f'{d}/skipped.tsv') for l in open(f'{d}/skipped.tsv').read().splitlines()[1:]]
+    meta['source']['skipped'] = len(rows)
+    for s in SPLITS:
         for sub in ('wav', 'frame'):
             os.makedirs(f'{out}/{s}_{sub}', exist_ok=True)
             for d in inputs:
                 for f in os.listdir(f'{d}/{s}_{sub}') if os.path.isdir(f'{d}/{s}_{sub}') else []:
                     shutil.copy2(f'{d}/{s}_{sub}/{f}', f'{out}/{s}_{sub}/{f}')
-    rows = [l for d in inputs for l in open(f'{d}/skipped.tsv').read().splitlines()[1:]] if all(
-        os.path.exists(f'{d}/skipped.tsv') for d in inputs) else []
-    _replace(f'{out}/skipped.tsv', lambda t: open(t, 'w').write('item\treason\n' + ''.join(r + '\n' for r in rows)))
+        for m in ('audio', 'image'):
+            save_npy(f'{out}/{s}_{m}.npy', np.concatenate([np.load(f'{d}/{s}_{m}.npy') for d in inputs]))
+    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(r + '\n' for r in rows))
     save_meta(out, meta)
     _summary(out, meta, [r.split('\t', 1) for r in rows])
     return len(rows)
 
 # -----------------------------------------------------------------------------
-# command line
+# command line: errors are one line on stderr and exit code 2; exit code 1 means some items were skipped
 
 def main(argv):
     import argparse
     p = argparse.ArgumentParser(description=__doc__.split('\n1)')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('command', choices=['toy', 'videos', 'pairs', 'merge'])
-    p.add_argument('inputs', nargs='*', help='the folder (videos, pairs) or the shard outputs (merge)')
+    p.add_argument('inputs', nargs='*', help='the input folder (videos, pairs) or the shard outputs (merge)')
     p.add_argument('--out', required=True, help='output dataset folder, e.g. data/vggsound')
     p.add_argument('--csv', default=None, help='labels: VGGSound csv (videos) or id,label[,split] (pairs; default FOLDER/labels.csv)')
-    p.add_argument('--shard', default='0/1', help='K/N: prepare every N-th item starting at K, then `merge`')
+    p.add_argument('--shard', default='0/1', help='K/N: prepare every N-th item from the K-th; then `merge` the N outputs')
     p.add_argument('--workers', type=int, default=None, help='decoding processes (default: all cores)')
     p.add_argument('--size', type=int, default=256, help='image size (square)')
     p.add_argument('--frames', type=int, default=10, help='frames per video clip')
-    p.add_argument('--seconds', type=float, default=10.0, help='audio clip length')
+    p.add_argument('--seconds', type=float, default=10.0, help='audio clip length, s')
     p.add_argument('--mel_frames', type=int, default=848, help='mel frames kept for tokenization')
     for m in ('image', 'audio'):
-        p.add_argument(f'--{m}_tokenizer', default='kmeans', help="'kmeans' (fit on train) or a tokenizer file/VQGAN folder")
+        p.add_argument(f'--{m}_tokenizer', default='kmeans', help="'kmeans' (fit on train) or a tokenizer file / VQGAN folder")
         p.add_argument(f'--{m}_codebook', type=int, default=1024, help='k-means codebook size')
-        p.add_argument(f'--{m}_patch', default='16x16', help='k-means patch HxW')
+        p.add_argument(f'--{m}_patch', default='16x16', help='k-means patch, H or HxW')
     p.add_argument('--seed', type=int, default=1337)
     a = p.parse_args(argv)
     try:
         if a.command == 'toy':
             prepare_toy(a.out, seed=a.seed)
-            print(f"{a.out}: ready")
             return 0
         if a.command == 'merge':
-            if len(a.inputs) < 1:
-                raise ValueError("merge takes the shard output folders")
             return int(merge(a.inputs, a.out) > 0)
-        if len(a.inputs) != 1:
-            raise ValueError(f"{a.command} takes one input folder")
-        k, n = (int(v) for v in re.fullmatch(r'(\d+)/(\d+)', a.shard).groups()) if re.fullmatch(r'\d+/\d+', a.shard) else (-1, 0)
-        if not 0 <= k < n:
-            raise ValueError(f"--shard {a.shard}: expected K/N with 0 <= K < N")
-        patch = lambda s: tuple(int(v) for v in s.lower().split('x')) if re.fullmatch(r'\d+(x\d+)?', s.lower()) else None
-        ip, ap = patch(a.image_patch), patch(a.audio_patch)
-        if not ip or not ap:
+        shard = re.fullmatch(r'(\d+)/(\d+)', a.shard)
+        if len(a.inputs) != 1 or not shard or not int(shard[1]) < int(shard[2]):
+            raise ValueError(f"{a.command} takes one input folder and --shard K/N with 0 <= K < N")
+        patches = [re.fullmatch(r'(\d+)(?:x(\d+))?', s) for s in (a.image_patch, a.audio_patch)]
+        if not all(patches):
             raise ValueError("--image_patch/--audio_patch: expected H or HxW, e.g. 16x16")
+        ip, ap = ((int(m[1]), int(m[2] or m[1])) for m in patches)
         if a.command == 'videos':
             ffmpeg_exe()  # missing ffmpeg is a clear error up front
-        cfg = MelConfig(clip_seconds=a.seconds, frames=a.mel_frames)
-        n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, cfg, a.image_tokenizer,
-                            a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip * (3 - len(ip)),
-                            ap * (3 - len(ap)), (k, n), a.workers, seed=a.seed)
-        return int(n_skipped > 0)  # exit code 1: finished, but some items were skipped
+        n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, MelConfig(clip_seconds=a.seconds, frames=a.mel_frames),
+                            a.image_tokenizer, a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip, ap,
+                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed)
+        return int(n_skipped > 0)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
