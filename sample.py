@@ -181,29 +181,30 @@ def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     pending, scratch = [], tempfile.mkdtemp()
-    def tmp(name):
-        pending.append((out / f'.{name}.tmp', out / name))
+    def tmp(name, what):
+        pending.append((out / f'.{name}.tmp', out / name, what))
         return pending[-1][0]
     try:
         for j, name in enumerate(names):
             if wave is not None:
-                sf.write(wav := tmp(f'{name}.wav'), wave[j], sr, format='WAV', subtype='PCM_16')
+                wav = tmp(f'{name}.wav', f'sound, {len(wave[j]) / sr:.2f} s at {sr} Hz')
+                sf.write(wav, wave[j], sr, format='WAV', subtype='PCM_16')
             if gen_image is not None:
-                Image.fromarray(gen_image[j]).save(tmp(f'{name}.png'), format='PNG')
-            panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png'), format='PNG')
+                Image.fromarray(gen_image[j]).save(tmp(f'{name}.png', 'generated image'), format='PNG')
+            panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png', 'image | mel-spectrogram'), format='PNG')
             if ffmpeg and wave is not None:  # the still image with its sound
                 still = os.path.join(scratch, 'still.png')  # at the panel's size: toy images are tiny
                 Image.fromarray(shown[j]).resize((256, 256), Image.BICUBIC).save(still)
                 cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', still, '-i', str(wav), '-c:v',
                        'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest',
-                       '-f', 'mp4', str(tmp(f'{name}.mp4'))]
+                       '-f', 'mp4', str(tmp(f'{name}.mp4', 'video'))]
                 if subprocess.run(cmd, capture_output=True).returncode != 0:
                     raise ValueError(f'ffmpeg failed to write {out / name}.mp4')
-        for t, final in pending:
+        for t, final, what in pending:
             os.replace(t, final)
-            print(f'wrote {final}')
+            print(f'wrote {final} ({what})')
     finally:  # on any failure, no partial outputs
-        for t, _ in pending:
+        for t, _, _ in pending:
             t.unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
