@@ -192,11 +192,11 @@ def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
             if gen_image is not None:
                 Image.fromarray(gen_image[j]).save(tmp(f'{name}.png', 'generated image'), format='PNG')
             panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png', 'image | mel-spectrogram'), format='PNG')
-            if ffmpeg and wave is not None:  # the still image with its sound
+            if ffmpeg and wave is not None:  # the still image with its sound; -t, as -shortest overshoots a loop
                 still = os.path.join(scratch, 'still.png')  # at the panel's size: toy images are tiny
                 Image.fromarray(shown[j]).resize((256, 256), Image.BICUBIC).save(still)
                 cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', still, '-i', str(wav), '-c:v',
-                       'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest',
+                       'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', f'{len(wave[j]) / sr:.3f}',
                        '-f', 'mp4', str(tmp(f'{name}.mp4', 'video'))]
                 if subprocess.run(cmd, capture_output=True).returncode != 0:
                     raise ValueError(f'ffmpeg failed to write {out / name}.mp4')

@@ -177,6 +177,10 @@ def test_video(env, cli):
     code, err = cli('--image', 'cat.jpg', '--video', out='video')
     assert code == 0, err
     assert 'cat.mp4' in files(env / 'video') and (env / 'video' / 'cat.mp4').stat().st_size > 0
+    if __import__('shutil').which('ffprobe'):
+        r = subprocess.run(['ffprobe', '-v', 'error', '-show_entries', 'format=duration', '-of', 'csv=p=0',
+                            str(env / 'video' / 'cat.mp4')], capture_output=True, text=True)
+        assert abs(float(r.stdout) - WAVE_LEN / MEL.sample_rate) < 0.05  # as long as its sound
 
 
 @pytest.mark.parametrize('args, ckpt, says', [
