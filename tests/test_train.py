@@ -240,3 +240,28 @@ def test_clear_errors(data_dir, tmp_path):
     np.save(os.path.join(bad, 'val_image.npy'), np.zeros((16, 3, 5), dtype=np.uint16))  # wrong grid
     code, log = run(tiny_args(bad, str(tmp_path / 'out')))
     assert code == 2 and re.search(r'^error: .*val_image.npy: expected uint16 \(N, 3, 4\)', log, re.M)
+
+
+TOY_PROBE = '''
+import os, sys, runpy, types
+root = sys.argv[1]
+sys.path[:0] = [root, os.path.join(root, 'tests')]
+os.chdir(root)
+from test_train import write_token_dataset
+calls = []
+# a stand-in for data.py's prepare_toy: the real one takes minutes
+sys.modules['data'] = types.SimpleNamespace(prepare_toy=lambda d: calls.append(write_token_dataset(d)))
+sys.argv = ['train.py'] + sys.argv[2:]
+runpy.run_path('train.py', run_name='__main__')
+assert len(calls) == 1, calls
+'''
+
+
+def test_toy_dataset_is_prepared_on_first_use(tmp_path):
+    probe = tmp_path / 'probe.py'
+    probe.write_text(TOY_PROBE)
+    toy_dir = str(tmp_path / 'toy')
+    args = [ROOT] + tiny_args(toy_dir, str(tmp_path / 'out'), dataset='toy', max_iters=1)
+    code, log = run(args, script=str(probe))
+    assert code == 0, log
+    assert os.path.exists(os.path.join(toy_dir, 'meta.json')) and re.search(r'^iter 0: loss', log, re.M)
