@@ -20,6 +20,7 @@ import tempfile
 import time
 import subprocess
 import multiprocessing as mp
+from dataclasses import asdict
 
 import numpy as np
 import soundfile as sf
@@ -371,7 +372,7 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
     image_tok.save(f'{data_dir}/tokenizer_image.pt')
     audio_tok.save(f'{data_dir}/tokenizer_audio.pt')
     meta = {'name': 'toy', 'frames': 1, 'classes': TOY_CLASSES, 'probe': 'toy',
-            'audio': modality_meta(audio_tok, mel=TOY_MEL.__dict__.copy()),
+            'audio': modality_meta(audio_tok, mel=asdict(TOY_MEL)),
             'image': modality_meta(image_tok, size=TOY_SIZE), 'splits': {}}
     for s in SPLITS:
         save_npy(f'{data_dir}/{s}_audio.npy', encode_mels(audio_tok, mels[s]))
@@ -522,6 +523,8 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     except OSError as e:
         raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
     items, skipped = list_items(kind, folder, labels_csv)
+    if kind == 'videos':
+        ffmpeg_exe()  # missing ffmpeg is a clear error up front
     classes = sorted({it['label'] for it in items if it['label'] is not None}) or None
     train = [it for it in items if it['split'] == 'train']  # the same fit sample in every shard
     fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
@@ -560,7 +563,7 @@ def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
         raise ValueError(f"every item was skipped, nothing to prepare (see {out}/skipped.tsv)")
     audio, image = cat('audio'), cat('image')  # (N, h*w), (N, F, h*w)
     meta = {'name': os.path.basename(os.path.normpath(out)), 'frames': frames, 'classes': classes, 'probe': None,
-            'audio': modality_meta(toks['audio'], mel=cfg.__dict__.copy()), 'image': modality_meta(toks['image'], size=size),
+            'audio': modality_meta(toks['audio'], mel=asdict(cfg)), 'image': modality_meta(toks['image'], size=size),
             'splits': {}, 'source': {'kind': kind, 'shard': list(shard), 'skipped': len(skipped)}}
     for s in SPLITS:
         sel = splits == s
@@ -637,10 +640,11 @@ def main(argv):
         p.add_argument(f'--{m}_codebook', type=int, default=1024, help='k-means codebook size')
         p.add_argument(f'--{m}_patch', default='16x16', help='k-means patch, H or HxW')
     p.add_argument('--seed', type=int, default=1337)
+    p.error = lambda msg: sys.exit(print(f"error: {msg} (see --help)", file=sys.stderr) or 2)  # one line
     a = p.parse_args(argv)
     try:
         if a.command == 'toy':
-            prepare_toy(a.out, seed=a.seed)
+            print(f"{prepare_toy(a.out, seed=a.seed)}: ready")
             return 0
         if a.command == 'merge':
             return int(merge(a.inputs, a.out) > 0)
@@ -651,8 +655,6 @@ def main(argv):
         if not all(patches):
             raise ValueError("--image_patch/--audio_patch: expected H or HxW, e.g. 16x16")
         ip, ap = ((int(m[1]), int(m[2] or m[1])) for m in patches)
-        if a.command == 'videos':
-            ffmpeg_exe()  # missing ffmpeg is a clear error up front
         n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, MelConfig(clip_seconds=a.seconds, frames=a.mel_frames),
                             a.image_tokenizer, a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip, ap,
                             (int(shard[1]), int(shard[2])), a.workers, seed=a.seed)

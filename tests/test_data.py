@@ -312,16 +312,34 @@ def test_cli_errors(tmp_path, capsys):
         assert data.main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith('error:') and msg in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as e:  # argparse's own errors are one line too
+        data.main(['pairs'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith('error:') and len(err.strip().splitlines()) == 1
     # the real entry point: exit code and stderr of a separate process
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'data.py'), 'pairs', str(tmp_path / 'empty'), '--out',
                         str(tmp_path / 'o')], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.startswith('error:') and len(r.stderr.strip().splitlines()) == 1
 
-def test_ffmpeg_missing_and_wheel_fallback(monkeypatch):
+def test_ffmpeg_missing_and_wheel_fallback(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(shutil, 'which', lambda name: None)
     monkeypatch.setitem(sys.modules, 'imageio_ffmpeg', None)  # import fails
     with pytest.raises(FileNotFoundError, match='ffmpeg not found'):
         data.ffmpeg_exe()
+    os.makedirs(tmp_path / 'clips')
+    open(tmp_path / 'clips' / 'a.mp4', 'wb').write(b'x')
+    assert data.main(['videos', str(tmp_path / 'clips'), '--out', str(tmp_path / 'o')]) == 2
+    assert 'ffmpeg not found' in capsys.readouterr().err
     fake = types.SimpleNamespace(get_ffmpeg_exe=lambda: '/opt/wheel/ffmpeg')
     monkeypatch.setitem(sys.modules, 'imageio_ffmpeg', fake)
     assert data.ffmpeg_exe() == '/opt/wheel/ffmpeg'
+
+@needs_ffmpeg
+def test_video_with_the_wheels_ffmpeg(tmp_path, monkeypatch):
+    imageio_ffmpeg = pytest.importorskip('imageio_ffmpeg')
+    ffmpeg('-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=10', '-f', 'lavfi', '-i', 'sine', '-t', '1',
+           '-c:v', 'libx264', '-pix_fmt', 'yuv420p', str(tmp_path / 'v.mp4'))
+    monkeypatch.setattr(shutil, 'which', lambda name: None)  # no system ffmpeg: the wheel's binary
+    assert data.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
+    frames, wave = data.decode_video(str(tmp_path / 'v.mp4'), 16, 4, MelConfig(clip_seconds=1.0))
+    assert frames.shape == (4, 16, 16, 3) and np.abs(wave).max() > 0.05
