@@ -301,6 +301,9 @@ def save_png(path, img):
 def save_text(path, text):
     _replace(path, lambda f: f.write(text), 'w')
 
+def save_meta(out, meta):
+    _replace(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
+
 def is_complete(out):
     """meta.json is written last, so its presence (with every array) means a finished dataset."""
     try:
@@ -382,9 +385,6 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
     save_meta(data_dir, meta)
     print(f"toy: {data_dir} ready in {time.time() - t0:.0f} s")
     return data_dir
-
-def save_meta(out, meta):
-    _replace(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
 
 def bench_toy(data_dir='data/toy', split='test', n=160):
     """Probe accuracy on real pairs and on tokenize -> decode round trips (audio through Griffin-Lim)."""
