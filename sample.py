@@ -97,8 +97,10 @@ def main(args):
     pair = bool(img_in and aud_in)
     if pair != bool(args.inpaint or aud_in and dur) or pair and (len(img_in), len(aud_in)) != (1, 1) or args.inpaint and dur:
         raise ValueError('--audio with --image needs one of each and one of --inpaint A:B or --duration S')
-    if dur is not None and dur <= 0 or n < 1 or args.steps < 1:
-        raise ValueError('--duration must be positive, --num_samples and --steps at least 1')
+    if dur is not None and (dur <= 0 or not img_in):
+        raise ValueError('--duration takes a positive number of seconds, and an --image to guide the sound')
+    if n < 1 or args.steps < 1:
+        raise ValueError('--num_samples and --steps must be at least 1')
     for f in img_in + aud_in:
         if not os.path.isfile(f):
             raise FileNotFoundError(f'{f}: no such file')

@@ -199,6 +199,8 @@ def test_video(env, cli):
     (['--image', 'cat.jpg', 'sub/cat.png'], 'ckpt', 'same name'),
     (['--image', 'cat.jpg', '--vocoder', 'nope.pt'], 'ckpt', 'nope.pt'),
     (['--image', 'cat.jpg', '--num_samples', '0'], 'ckpt', '--num_samples'),
+    (['--cogen', '--duration', '3'], 'ckpt', '--duration'),
+    (['--image', 'cat.jpg', '--duration', '-1'], 'ckpt', '--duration'),
     (['--image', 'cat.jpg', '--steps', 'many'], 'ckpt', '--steps'),  # argparse, same one-line form
     ([], 'ckpt', '--cogen'),
 ])
