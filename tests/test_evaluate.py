@@ -95,7 +95,7 @@ def test_network_metrics_path(env, monkeypatch, tmp_path):
     m = json.loads((env / 'out' / RUN / 'metrics.json').read_text())['metrics']
     for k in ('FD_panns', 'IS_panns', 'IS_panns_std', 'KL_softmax', 'KL_sigmoid', 'FAD_vggish'):
         assert math.isfinite(m[k]), k
-    assert m['IS_panns'] >= 1.0 and 'a2i_probe_acc' not in m  # only the task asked for
+    assert m['IS_panns'] >= 1.0 - 1e-9 and 'a2i_probe_acc' not in m  # only the task asked for
     configure(env, tasks='i2a,nothing')
     with pytest.raises(ValueError, match='tasks must be'):
         evaluate.main()

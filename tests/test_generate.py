@@ -1,0 +1,154 @@
+"""Iterative unmasking, guidance and the tasks (SPEC 3)."""
+import math
+
+import pytest
+import torch
+
+from model import (ModelConfig, VisualEchoes, audio_to_image, cogenerate, continue_audio, generate,
+                   guided_logits, image_to_audio, inpaint_audio, mask_by_random_topk, mask_schedule,
+                   random_corruption, time_range_to_columns)
+from test_model import TINY, random_batch, tiny_model
+
+
+def test_mask_schedule():
+    assert mask_schedule(0.0) == 1.0 and abs(mask_schedule(1.0)) < 1e-12
+    assert mask_schedule(0.5) == pytest.approx(math.cos(math.pi / 4))
+    assert mask_schedule(0.25, 'linear') == 0.75
+    with pytest.raises(ValueError, match='unknown mask schedule'):
+        mask_schedule(0.5, 'cubic')
+
+
+def test_mask_by_random_topk_exact_counts_and_never_known():
+    g = torch.Generator().manual_seed(0)
+    confidence = torch.randn(3, 10, generator=g)
+    confidence[:, :4] = float('inf')  # known
+    n_mask = torch.tensor([1, 3, 6])
+    remask = mask_by_random_topk(n_mask, confidence, 9.0, g)
+    assert remask.sum(1).tolist() == [1, 3, 6] and not remask[:, :4].any()
+    # with no noise, the least confident are chosen
+    remask = mask_by_random_topk(torch.tensor([2, 2, 2]), confidence, 0.0)
+    lowest = confidence.argsort(1)[:, :2]
+    assert torch.equal(remask, torch.zeros_like(remask).scatter(1, lowest, True))
+
+
+class RecordingModel(torch.nn.Module):
+    """Wraps a model and records how many [MASK] ids each forward pass saw, per sample."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config, self.calls = model, model.config, []
+
+    def forward(self, audio, image):
+        self.calls.append(((audio == self.config.audio_mask_id).sum(1), (image == self.config.image_mask_id).sum(1)))
+        return self.model(audio, image)
+
+
+def test_schedule_counts_per_sample_and_per_modality():
+    model = RecordingModel(tiny_model().eval())
+    cfg = model.config
+    audio, image = random_batch(cfg, B=3)
+    audio[0, :] = cfg.audio_mask_id       # sample 0: all audio unknown (10)
+    audio[1, :4] = cfg.audio_mask_id      # sample 1: 4 unknown
+    image[2, :] = cfg.image_mask_id       # sample 2: all image unknown, audio known
+    N = 6
+    out_a, out_v = generate(model, audio, image, num_iter=N, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    for step, (n_a, n_v) in enumerate(model.calls):
+        if step == 0:
+            assert n_a.tolist() == [10, 4, 0] and n_v.tolist() == [0, 0, 9]
+            continue
+        prev_a, prev_v = model.calls[step - 1]
+        for n, prev, n0 in ((n_a, prev_a, torch.tensor([10, 4, 0])), (n_v, prev_v, torch.tensor([0, 0, 9]))):
+            expected = torch.floor(n0 * math.cos(math.pi / 2 * step / N)).long()
+            expected = torch.maximum(torch.minimum(expected, prev - 1), torch.ones_like(expected))
+            expected = torch.where(prev > 0, expected, torch.zeros_like(expected))
+            assert torch.equal(n, expected), (step, n, expected)
+    assert (out_a != cfg.audio_mask_id).all() and (out_v != cfg.image_mask_id).all()
+
+
+def test_known_tokens_never_change_and_no_mask_is_left():
+    model = tiny_model().eval()
+    cfg = model.config
+    audio, image = random_batch(cfg, B=4)
+    unknown = torch.rand(audio.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    audio_in = audio.masked_fill(unknown, cfg.audio_mask_id)
+    out_a, out_v = generate(model, audio_in, image, num_iter=5, choice_temperature=50.0)
+    assert torch.equal(out_a[~unknown], audio[~unknown]) and torch.equal(out_v, image)
+    assert (out_a < cfg.audio_codebook_size).all()
+
+
+def test_guidance_scale_one_is_the_unguided_pass():
+    model = tiny_model().eval()
+    cfg = model.config
+    audio, image = random_batch(cfg)
+    audio = torch.full_like(audio, cfg.audio_mask_id)
+    plain = model(audio, image)[0]
+    assert all(torch.equal(a, b) for a, b in zip(plain, guided_logits(model, audio, image, 'image', 1.0)))
+    # s = 3 combines the two passes in logit space
+    null_image = torch.full_like(image, cfg.image_mask_id)
+    uncond = model(audio, null_image)[0]
+    guided = guided_logits(model, audio, image, 'image', 3.0)
+    assert torch.allclose(guided[0], 3 * plain[0] - 2 * uncond[0], atol=1e-5)
+
+
+def test_determinism_under_a_seed():
+    model = tiny_model().eval()
+    _, image = random_batch(model.config)
+    runs = [image_to_audio(model, image, num_iter=4, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_shapes_for_every_task():
+    model = tiny_model().eval()
+    cfg = model.config
+    audio, image = random_batch(cfg, B=2)
+    kw = dict(num_iter=3)
+    assert image_to_audio(model, image, **kw).shape == (2, cfg.audio_len)
+    assert audio_to_image(model, audio, **kw).shape == (2, cfg.image_len)
+    a, v = cogenerate(model, 5, **kw)
+    assert a.shape == (5, cfg.audio_len) and v.shape == (5, cfg.image_len)
+    out = inpaint_audio(model, audio, image, 1, 3, **kw)
+    grid, out_grid = audio.view(2, 2, 5), out.view(2, 2, 5)
+    assert torch.equal(grid[:, :, [0, 3, 4]], out_grid[:, :, [0, 3, 4]])  # outside the range: unchanged
+    windows = continue_audio(model, image, n_windows=3, overlap_cols=2, **kw)
+    assert len(windows) == 3 and all(w.shape == (2, cfg.audio_len) for w in windows)
+    for prev, nxt in zip(windows, windows[1:]):
+        assert torch.equal(prev.view(2, 2, 5)[:, :, 3:], nxt.view(2, 2, 5)[:, :, :2])
+
+
+def test_time_range_to_columns_widens_by_a_margin():
+    assert time_range_to_columns(3.0, 5.5, 0.25, 53) == (11, 23)  # columns 12..21 plus one each side
+    assert time_range_to_columns(0.0, 100.0, 1.0, 10) == (0, 10)
+    with pytest.raises(ValueError):
+        time_range_to_columns(5.0, 4.0, 1.0, 10)
+
+
+def test_trained_tiny_model_generates_the_paired_sound():
+    """A learned mapping: 4 classes; the image tokens say the class (with noise), the audio is
+    the class's own token pattern. After training, image->audio must give that pattern."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY, 'n_embd': 64, 'decoder_n_embd': 64, 'audio_codebook_size': 16,
+                         'image_codebook_size': 16})
+    model = VisualEchoes(cfg)
+    patterns = torch.randint(0, 16, (4, cfg.audio_len))
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n):
+        cls = torch.randint(0, 4, (n,), generator=g)
+        image = torch.randint(4, 16, (n, cfg.image_len), generator=g)
+        image[:, :3] = cls.unsqueeze(1)  # the first image row shows the class
+        return patterns[cls], image, cls
+
+    opt = model.configure_optimizers(0.0, 2e-3, (0.9, 0.95), 'cpu')
+    for _ in range(400):
+        audio, image, _ = batch(32)
+        _, losses = model(*random_corruption(audio, image, cfg, g))
+        opt.zero_grad(set_to_none=True)
+        losses['loss'].backward()
+        opt.step()
+    model.eval()
+    audio, image, cls = batch(64)
+    out = image_to_audio(model, image, num_iter=6, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    # nearest class pattern of each generated sound
+    predicted = (out.unsqueeze(1) == patterns.unsqueeze(0)).sum(-1).argmax(1)
+    accuracy = (predicted == cls).float().mean().item()
+    assert accuracy > 0.9, accuracy  # chance is 0.25
