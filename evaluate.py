@@ -231,7 +231,8 @@ cfg = 3.0  # guidance scale s (paper: 3; 1 = none)
 temperature = 1.0  # sampling temperature
 choice_temperature = 9.0  # Gumbel noise T on the confidences (paper: 9)
 seed = 1337
-tasks = 'i2a,a2i,cogen'  # image->audio, audio->image, co-generation (CFG does not touch cogen)
+tasks = 'i2a,a2i,cogen,inpaint'  # image->audio, audio->image, co-generation (CFG does not touch it), audio inpainting
+inpaint_fraction = 0.5  # inpaint: the middle part of each test sound regenerated, guided by its image
 vocoder = 'griffinlim'  # or a MelGAN / HiFi-GAN generator file (tokenizers.load_vocoder)
 panns = ''  # Cnn14_16k_mAP=0.438.pth (panns_rate=16000) or Cnn14_mAP=0.431.pth (32000): FD, IS, KL
 panns_rate = 16000
@@ -358,11 +359,11 @@ def load_split(ckpt):
 
 
 def main():
-    from model import audio_to_image, cogenerate, image_to_audio, load_model
+    from model import audio_to_image, cogenerate, image_to_audio, inpaint_audio, load_model, time_range_to_columns
     from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
     todo = tasks.split(',')
-    if not todo or set(todo) - {'i2a', 'a2i', 'cogen'}:
-        raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen, not {tasks!r}")
+    if not todo or set(todo) - {'i2a', 'a2i', 'cogen', 'inpaint'}:
+        raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
     if panns_rate not in (16000, 32000):
         raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
     for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
@@ -378,7 +379,7 @@ def main():
     sr, vocode = mel_cfg.sample_rate, load_vocoder(vocoder, mel_cfg)
     run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}")
-    for sub in ('i2a', 'a2i', 'cogen'):
+    for sub in ('i2a', 'a2i', 'cogen', 'inpaint'):
         os.makedirs(os.path.join(run, sub), exist_ok=True)
 
     # ---- generate what is missing: image->audio, audio->image, co-generation, one file per item
@@ -392,6 +393,12 @@ def main():
     i2a_wav = [os.path.join(run, 'i2a', f'{i}.wav') for i in ids]
     a2i_png = [os.path.join(run, 'a2i', f'{i}.png') for i in ids]
     cogen = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
+    inpaint_wav = [os.path.join(run, 'inpaint', f'{i}.wav') for i in ids]
+    # inpaint: seconds a..b in the middle of the clip -> token columns, one more each side (model.py)
+    w = model.config.audio_grid_w
+    clip_s = mel_cfg.frames * mel_cfg.hop_length / sr
+    a, b = clip_s * (1 - inpaint_fraction) / 2, clip_s * (1 + inpaint_fraction) / 2
+    c0, c1 = time_range_to_columns(a, b, clip_s / w, w, margin=1)
 
     def i2a(idx):  # the paper's task, guided by the image
         for i, w in zip(idx, decode_audio(image_to_audio(model, image[idx].to(device), generator=gen(idx), **kw))):
@@ -407,9 +414,15 @@ def main():
             put_png(cogen[i] + '.png', x)
             put_wav(cogen[i] + '.wav', w)
 
+    def inpaint(idx):  # the middle of each real sound regenerated, the rest and the image given
+        made = inpaint_audio(model, audio[idx].to(device), image[idx].to(device), c0, c1, generator=gen(idx), **kw)
+        for i, w in zip(idx, decode_audio(made)):
+            put_wav(inpaint_wav[i], w)
+
     with torch.no_grad():
         speed = {f'{t}_items_per_min': generate_missing(paths, make, t) for t, paths, make in
-                 (('i2a', i2a_wav, i2a), ('a2i', a2i_png, a2i), ('cogen', [c + '.wav' for c in cogen], co))
+                 (('i2a', i2a_wav, i2a), ('a2i', a2i_png, a2i), ('cogen', [c + '.wav' for c in cogen], co),
+                  ('inpaint', inpaint_wav, inpaint))
                  if t in todo}
         metrics = token_metrics(model, audio, image)
 
@@ -436,6 +449,8 @@ def main():
         if 'cogen' in todo:
             metrics['cogen_probe_agreement'] = float((predict(p_audio, [c + '.wav' for c in cogen], read_wav) ==
                                                       predict(p_image, [c + '.png' for c in cogen], read_png)).mean())
+        if 'inpaint' in todo:  # the probe hears the whole clip, (c1 - c0) / w of it generated
+            metrics['inpaint_probe_acc'] = float((predict(p_audio, inpaint_wav, read_wav) == want_a).mean())
         metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
     if 'i2a' in todo:
         with torch.no_grad():
@@ -445,7 +460,8 @@ def main():
     report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': len(ids),
               'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
                                temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks),
-              'metrics': metrics, 'throughput': speed, 'outputs': run}
+              'metrics': metrics, 'throughput': speed, 'outputs': run,
+              'inpaint_columns': [c0, c1, w] if 'inpaint' in todo else None}
     save_atomic(os.path.join(run, 'metrics.json'), lambda t: open(t, 'w').write(json.dumps(report, indent=1)))
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
     table += [f"| {k:<28} | {v:>10.4f} |" for k, v in metrics.items()]

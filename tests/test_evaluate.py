@@ -48,12 +48,15 @@ def test_evaluate_writes_table_and_json(env):
     m = report['metrics']
     for k in ('audio_val_loss', 'audio_token_acc', 'image_val_loss', 'image_token_acc',
               'i2a_logmel_stats_FD_proxy', 'a2i_pixel_8x8_FD_proxy', 'i2a_probe_acc', 'a2i_probe_acc',
-              'cogen_probe_agreement', 'real_probe_agreement'):
+              'cogen_probe_agreement', 'inpaint_probe_acc', 'real_probe_agreement'):
         assert math.isfinite(m[k]), k
     assert report['n_items'] == N and report['throughput']['i2a_items_per_min'] > 0
     assert '| audio_val_loss' in r.stdout and (run_dir / 'metrics.md').exists()
     assert sorted(os.listdir(run_dir / 'i2a')) == [f'test{i:05d}.wav' for i in range(N)]
     assert len(os.listdir(run_dir / 'a2i')) == N and len(os.listdir(run_dir / 'cogen')) == 2 * N
+    assert sorted(os.listdir(run_dir / 'inpaint')) == [f'test{i:05d}.wav' for i in range(N)]
+    c0, c1, w = report['inpaint_columns']  # the middle half of the 5x10 toy grid, one column more each side
+    assert (c0, c1, w) == (1, 9, 10)
     # resumable: a second run (in-process, to save a start-up) reuses every generated file and scores them the same
     stamp = os.stat(run_dir / 'i2a' / 'test00000.wav').st_mtime_ns
     configure(env)
@@ -65,7 +68,7 @@ def test_evaluate_writes_table_and_json(env):
 
 def configure(env, **kw):  # evaluate.py's config globals, as the configurator would set them
     settings = dict(out_dir=str(env / 'out'), steps=3, batch_size=4, device='cpu', split='test', panns='', vggish='',
-                    max_items=0, tasks='i2a,a2i,cogen')
+                    max_items=0, tasks='i2a,a2i,cogen,inpaint')
     for k, v in {**settings, **kw}.items():
         setattr(evaluate, k, v)
 
