@@ -395,10 +395,9 @@ def main():
     cogen = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
     inpaint_wav = [os.path.join(run, 'inpaint', f'{i}.wav') for i in ids]
     # inpaint: seconds a..b in the middle of the clip -> token columns, one more each side (model.py)
-    w = model.config.audio_grid_w
-    clip_s = mel_cfg.frames * mel_cfg.hop_length / sr
+    n_cols, clip_s = model.config.audio_grid_w, mel_cfg.tokenized_seconds
     a, b = clip_s * (1 - inpaint_fraction) / 2, clip_s * (1 + inpaint_fraction) / 2
-    c0, c1 = time_range_to_columns(a, b, clip_s / w, w, margin=1)
+    c0, c1 = time_range_to_columns(a, b, clip_s / n_cols, n_cols, margin=1)
 
     def i2a(idx):  # the paper's task, guided by the image
         for i, w in zip(idx, decode_audio(image_to_audio(model, image[idx].to(device), generator=gen(idx), **kw))):
@@ -449,7 +448,7 @@ def main():
         if 'cogen' in todo:
             metrics['cogen_probe_agreement'] = float((predict(p_audio, [c + '.wav' for c in cogen], read_wav) ==
                                                       predict(p_image, [c + '.png' for c in cogen], read_png)).mean())
-        if 'inpaint' in todo:  # the probe hears the whole clip, (c1 - c0) / w of it generated
+        if 'inpaint' in todo:  # the probe hears the whole clip, (c1 - c0) / n_cols of it generated
             metrics['inpaint_probe_acc'] = float((predict(p_audio, inpaint_wav, read_wav) == want_a).mean())
         metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
     if 'i2a' in todo:
@@ -461,7 +460,7 @@ def main():
               'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
                                temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks),
               'metrics': metrics, 'throughput': speed, 'outputs': run,
-              'inpaint_columns': [c0, c1, w] if 'inpaint' in todo else None}
+              'inpaint_columns': [c0, c1, n_cols] if 'inpaint' in todo else None}
     save_atomic(os.path.join(run, 'metrics.json'), lambda t: open(t, 'w').write(json.dumps(report, indent=1)))
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
     table += [f"| {k:<28} | {v:>10.4f} |" for k, v in metrics.items()]

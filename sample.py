@@ -112,8 +112,8 @@ def main(args):
     vocoder = load_vocoder(args.vocoder, mel_cfg) if img_in or args.cogen else None
     h, w = toks['audio'].grid
     fps = mel_cfg.sample_rate / mel_cfg.hop_length  # mel frames per second
-    sec_per_col = mel_cfg.frames / w / fps
-    clip_s = w * sec_per_col  # what one window of tokens covers (848 frames: 9.85 s)
+    clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
+    sec_per_col = clip_s / w
     if args.inpaint:
         try:
             a, b = (float(s) for s in args.inpaint.split(':'))

@@ -39,6 +39,11 @@ class MelConfig:
         return int(round(self.sample_rate * self.clip_seconds))
 
     @property
+    def tokenized_seconds(self):
+        # what the tokenized frames cover, i.e. one window of audio tokens (848 frames: 9.85 s)
+        return self.frames * self.hop_length / self.sample_rate
+
+    @property
     def frames_all(self):
         # frames mel_spectrogram returns for one clip: 860 for 10 s, as the SpecVQGAN release
         return num_mel_frames(self.num_samples, self)
