@@ -1,8 +1,8 @@
 # the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); aims at <= 10 min on 2 cores
 # $ python train.py config/toy.py
 out_dir = 'out-toy'
-dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 256 codes each) is made on first use, no download
-eval_interval = 200
+dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 64 codes each) is made on first use, no download
+eval_interval = 500
 eval_iters = 10
 log_interval = 20
 always_save_checkpoint = True  # ckpt.pt is the latest state: --init_from=resume continues exactly
@@ -19,8 +19,8 @@ dropout = 0.0  # small data, short run: no dropout
 batch_size = 32
 gradient_accumulation_steps = 1
 learning_rate = 1e-3  # a small model takes a larger lr than SPEC 4's rule (1.2e-5 at 32 clips)
-max_iters = 1000  # 8 epochs of the 4,000 train clips
-lr_decay_iters = 1000
+max_iters = 2000  # 16 epochs of the 4,000 train clips
+lr_decay_iters = 2000
 warmup_iters = 50
 min_lr = 1e-4
 
