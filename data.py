@@ -220,6 +220,9 @@ def toy_image(rng, label):
     img += rng.normal(0, 0.03, img.shape)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
+def _jitter(rng, rel):  # a random factor within +-rel of 1
+    return rng.uniform(1 - rel, 1 + rel)
+
 def toy_wave(rng, label, cfg=TOY_MEL):
     """-> float32 (cfg.num_samples,): notes of one pitch in one rhythm (level, detune, start and
     note lengths jittered a little) over a faint noise floor."""
@@ -228,13 +231,13 @@ def toy_wave(rng, label, cfg=TOY_MEL):
     note, gap = TOY_RHYTHMS[shape]
     env, start = np.zeros(n, np.float32), rng.uniform(*TOY_START)
     while start < cfg.clip_seconds - 0.05:
-        a, b = int(start * sr), min(n, int((start + note * rng.uniform(1 - TOY_NOTE_JITTER, 1 + TOY_NOTE_JITTER)) * sr))
+        a, b = int(start * sr), min(n, int((start + note * _jitter(rng, TOY_NOTE_JITTER)) * sr))
         ramp = np.arange(b - a)
         env[a:b] = np.minimum(1, np.minimum(ramp, ramp[::-1]) / (0.01 * sr))  # 10 ms fades: no clicks
-        start = b / sr + gap * rng.uniform(1 - TOY_NOTE_JITTER, 1 + TOY_NOTE_JITTER)
+        start = b / sr + gap * _jitter(rng, TOY_NOTE_JITTER)
         if gap == 0:
             break
-    f = TOY_PITCHES[colour] * rng.uniform(1 - TOY_DETUNE, 1 + TOY_DETUNE)
+    f = TOY_PITCHES[colour] * _jitter(rng, TOY_DETUNE)
     wave = env * np.sin(2 * np.pi * f * np.arange(n) / sr + rng.uniform(0, 2 * np.pi))
     wave = wave * 10 ** (rng.uniform(*TOY_LEVEL_DB) / 20) + rng.normal(0, 10 ** (rng.uniform(*TOY_NOISE_DB) / 20), n)
     return wave.astype(np.float32)
