@@ -43,8 +43,8 @@ exec(open('configurator.py').read())  # overrides from command line or config fi
 torch.manual_seed(seed)
 device_type = device.split(':')[0]
 ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=torch.bfloat16)
-TOY_LAYOUT = dict(audio_grid_h=5, audio_grid_w=10, audio_codebook_size=64, image_grid_h=8, image_grid_w=8,
-                  image_codebook_size=64)  # data/toy's token layout
+TOY_LAYOUT = dict(audio_grid_h=5, audio_grid_w=10, audio_codebook_size=32, image_grid_h=8, image_grid_w=8,
+                  image_codebook_size=32)  # data/toy's token layout
 SIZES = {
     'toy': dict(TOY_LAYOUT, n_layer=4, n_head=4, n_embd=128, decoder_n_layer=2, decoder_n_head=4,
                 decoder_n_embd=128, dropout=0.0),  # config/toy.py

@@ -174,33 +174,38 @@ def decode_video(path, size, frames, cfg):
 
 # -----------------------------------------------------------------------------
 # 2) the embedded toy dataset: the picture decides the sound (fixed here)
-# Class = (shape, colour). Colour sets the pitch, shape sets the rhythm. The four pitches sit at the
-# centres of mel bands 8, 24, 40, 56, one per 16-band row of audio patches, and the rhythms differ
-# by the length of their notes and gaps, so both survive patch quantization and Griffin-Lim.
+# Class = (shape, colour). Colour sets the pitch, shape sets the timbre: a pure tone (square), or
+# the tone with a second, quieter partial 5 mel bands above it (ring), below it (hbar) or both
+# (vbar). The four pitches sit at the centres of mel bands 8, 24, 40, 56, one per 16-band row of
+# audio patches, with their partials inside the same row, so every audio token shows the class.
 # The class must explain most of every token, or a tiny model spends its few minutes on nuisance
 # detail and never learns to use the other modality (we measured it: with shapes anywhere at any
 # size, random levels, starts and a noise floor, a 1.3M model ignored the picture after 1,500
-# steps). So the shapes fill most of the picture near its middle (a masked, half-dropped image
-# still shows colour and shape), and level, pitch, start and note lengths vary only a little, over
-# near-silence.
+# steps). And the sound must not need all its tokens right to be heard as its class: with shape
+# told by rhythm (note lengths), one wrong token column of ten merged or split a note and changed the
+# class, and image->audio stayed near 50% (README, "Why the toy looks the way it does"). So the
+# shapes fill most of the picture near its middle on a plain grey, the sound is one steady note,
+# and level, pitch and start vary only a little, over near-silence.
 
 TOY_SIZE, TOY_MEL = 64, MelConfig(clip_seconds=2.0, frames=160)   # 64 px; 80 x 160 mel (1.86 s)
 TOY_SHAPES = ('square', 'ring', 'hbar', 'vbar')
 TOY_COLOURS = {'red': (1.0, 0.15, 0.1), 'yellow': (1.0, 0.85, 0.1),
                'green': (0.1, 0.8, 0.2), 'blue': (0.15, 0.35, 1.0)}
 TOY_HUES = (0.0, 50.0, 125.0, 225.0)                       # hue of each colour, degrees
-TOY_PITCHES = (440.0, 1000.0, 1790.0, 3190.0)              # Hz, one per colour
-TOY_RHYTHMS = ((1.6, 0.0), (0.5, 0.14), (0.25, 0.25), (0.09, 0.09))  # (note, gap) s, one per shape
-TOY_NOTE_EDGES = (0.16, 0.34, 0.9)                         # s: longest-note thresholds between rhythms
+TOY_PITCHES = (441.0, 1002.0, 1788.0, 3189.0)              # Hz, one per colour: mel bands 8, 24, 40, 56
+TOY_PARTIALS = ((265.0, 616.0), (827.0, 1201.0), (1492.0, 2142.0), (2662.0, 3822.0))  # 5 bands below, above
+TOY_TIMBRES = ((), (1,), (0,), (0, 1))                     # per shape: which partials sound (0 below, 1 above)
+TOY_PARTIAL_GAIN, TOY_BAND = 0.5, 0.04                     # partial amplitude (-6 dB); probe band +-4%
 TOY_CLASSES = [f'{c} {s}' for s in TOY_SHAPES for c in TOY_COLOURS]  # label = 4 * shape + colour
 TOY_SQUARE, TOY_RING, TOY_RING_WIDTH = (40, 54), (48, 58), (10, 14)   # px: side, diameter, ring width
 TOY_BAR = ((16, 22), (54, 60))                             # px: short and long side
-TOY_CENTRE_JITTER, TOY_GREY = 4, (0.1, 0.2)                # px from the middle; background grey level
-TOY_LEVEL_DB, TOY_NOISE_DB = (-12, -10), (-92, -90)        # tone level and noise floor, dB full scale
-TOY_DETUNE, TOY_START, TOY_NOTE_JITTER = 0.01, (0.05, 0.07), 0.02  # relative pitch, s, relative length
+TOY_CENTRE_JITTER, TOY_GREY = 4, (0.15, 0.16)              # px from the middle; background grey level
+TOY_BRIGHTNESS, TOY_PIXEL_NOISE = (0.9, 1.0), 0.01         # shape colour scale; pixel noise std
+TOY_LEVEL_DB, TOY_NOISE_DB = (-11, -10), (-92, -90)        # tone level and noise floor, dB full scale
+TOY_DETUNE, TOY_START = 0.005, (0.05, 0.06)                # relative pitch; note onset, s
 
 def toy_image(rng, label):
-    """-> uint8 (64, 64, 3): a big coloured shape near the middle on a noisy grey."""
+    """-> uint8 (64, 64, 3): a big coloured shape near the middle on a plain grey."""
     shape, colour = divmod(label, 4)
     img = np.full((TOY_SIZE, TOY_SIZE, 3), rng.uniform(*TOY_GREY), np.float32)
     h = w = rng.uniform(*TOY_SQUARE) if shape == 0 else rng.uniform(*TOY_RING)
@@ -216,30 +221,23 @@ def toy_image(rng, label):
         mask = (r <= h / 2) & (r >= h / 2 - rng.uniform(*TOY_RING_WIDTH))
     else:
         mask = (abs(yy - cy) <= h / 2) & (abs(xx - cx) <= w / 2)
-    img[mask] = np.array(list(TOY_COLOURS.values())[colour]) * rng.uniform(0.75, 1.0)
-    img += rng.normal(0, 0.03, img.shape)
+    img[mask] = np.array(list(TOY_COLOURS.values())[colour]) * rng.uniform(*TOY_BRIGHTNESS)
+    img += rng.normal(0, TOY_PIXEL_NOISE, img.shape)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
-def _jitter(rng, rel):  # a random factor within +-rel of 1
-    return rng.uniform(1 - rel, 1 + rel)
-
 def toy_wave(rng, label, cfg=TOY_MEL):
-    """-> float32 (cfg.num_samples,): notes of one pitch in one rhythm (level, detune, start and
-    note lengths jittered a little) over a faint noise floor."""
+    """-> float32 (cfg.num_samples,): one steady note of the colour's pitch with the shape's partials
+    (level, detune and onset jittered a little) over a faint noise floor."""
     shape, colour = divmod(label, 4)
     n, sr = cfg.num_samples, cfg.sample_rate
-    note, gap = TOY_RHYTHMS[shape]
-    env, start = np.zeros(n, np.float32), rng.uniform(*TOY_START)
-    while start < cfg.clip_seconds - 0.05:
-        a, b = int(start * sr), min(n, int((start + note * _jitter(rng, TOY_NOTE_JITTER)) * sr))
-        ramp = np.arange(b - a)
-        env[a:b] = np.minimum(1, np.minimum(ramp, ramp[::-1]) / (0.01 * sr))  # 10 ms fades: no clicks
-        start = b / sr + gap * _jitter(rng, TOY_NOTE_JITTER)
-        if gap == 0:
-            break
-    f = TOY_PITCHES[colour] * _jitter(rng, TOY_DETUNE)
-    wave = env * np.sin(2 * np.pi * f * np.arange(n) / sr + rng.uniform(0, 2 * np.pi))
-    wave = wave * 10 ** (rng.uniform(*TOY_LEVEL_DB) / 20) + rng.normal(0, 10 ** (rng.uniform(*TOY_NOISE_DB) / 20), n)
+    t, start = np.arange(n) / sr, int(rng.uniform(*TOY_START) * sr)
+    env = np.zeros(n, np.float32)
+    ramp = np.arange(n - start)
+    env[start:] = np.minimum(1, np.minimum(ramp, ramp[::-1]) / (0.01 * sr))  # 10 ms fades: no clicks
+    detune = rng.uniform(1 - TOY_DETUNE, 1 + TOY_DETUNE)
+    partials = [(TOY_PITCHES[colour], 1.0)] + [(TOY_PARTIALS[colour][k], TOY_PARTIAL_GAIN) for k in TOY_TIMBRES[shape]]
+    tone = sum(g * np.sin(2 * np.pi * f * detune * t + rng.uniform(0, 2 * np.pi)) for f, g in partials)
+    wave = env * tone * 10 ** (rng.uniform(*TOY_LEVEL_DB) / 20) + rng.normal(0, 10 ** (rng.uniform(*TOY_NOISE_DB) / 20), n)
     return wave.astype(np.float32)
 
 def probe_image(images):
@@ -269,28 +267,21 @@ def probe_image(images):
     return torch.tensor(out, dtype=torch.long)
 
 def probe_audio(waves, sample_rate):
-    """waves (B, T) -> class ids (B,). Pitch: the strongest of the four pitch bands. Rhythm: the
-    longest note (run of frames within 12 dB of the band's loud level, gaps < 3 frames bridged)."""
+    """waves (B, T) -> class ids (B,). Pitch: the strongest of the four pitch bands. Timbre: which of
+    that pitch's two partials carry at least 1/20 of its power (a partial sounds at 1/4)."""
     import librosa
     waves = np.atleast_2d(np.asarray(waves, np.float32))
     if sample_rate != TOY_MEL.sample_rate:
         waves = librosa.resample(waves, orig_sr=sample_rate, target_sr=TOY_MEL.sample_rate)
-    hop = TOY_MEL.hop_length
-    S = np.abs(librosa.stft(waves, n_fft=1024, hop_length=hop)) ** 2                  # (B, 513, T)
+    power = (np.abs(librosa.stft(waves, n_fft=1024, hop_length=TOY_MEL.hop_length)) ** 2).sum(-1)  # (B, 513)
     freqs = librosa.fft_frequencies(sr=TOY_MEL.sample_rate, n_fft=1024)
-    bands = np.stack([S[:, (freqs > p / 1.12) & (freqs < p * 1.12)].sum(1) for p in TOY_PITCHES], 1)  # (B, 4, T)
+    band = lambda f: power[:, (freqs > f / (1 + TOY_BAND)) & (freqs < f * (1 + TOY_BAND))].sum(1)  # (B,)
+    main = np.stack([band(p) for p in TOY_PITCHES], 1)                                 # (B, 4)
+    colour = main.argmax(1)
     out = []
-    for band in bands:
-        colour = int(band.sum(1).argmax())
-        env = np.sqrt(band[colour])
-        on = env > 0.25 * (np.percentile(env, 95) + 1e-12)
-        for _ in range(2):  # bridge gaps of 1-2 frames
-            on[1:-1] |= on[:-2] & on[2:]
-            on[1:-2] |= on[:-3] & on[3:]
-        runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], on, [0]]))))[::2]  # lengths of on-runs
-        longest = runs.max() * hop / TOY_MEL.sample_rate if len(runs) else 0.0
-        shape = 3 - int(np.searchsorted(TOY_NOTE_EDGES, longest))
-        out.append(4 * shape + colour)
+    for i, c in enumerate(colour):
+        sounding = tuple(k for k in (0, 1) if band(TOY_PARTIALS[c][k])[i] > main[i, c] / 20)
+        out.append(4 * TOY_TIMBRES.index(sounding) + c)
     return torch.tensor(out, dtype=torch.long)
 
 # -----------------------------------------------------------------------------
@@ -368,7 +359,7 @@ def _toy_batch(args):
     return images, mel_spectrogram(waves, TOY_MEL)[:, :, :TOY_MEL.frames]
 
 def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=400,
-                image_codebook=64, audio_codebook=64, workers=None):
+                image_codebook=32, audio_codebook=32, workers=None):
     """Make the embedded synthetic dataset, fit the patch k-means tokenizers on its train split and
     write the token format. Does nothing if data_dir already holds a complete dataset."""
     if is_complete(data_dir):

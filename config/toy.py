@@ -1,7 +1,7 @@
 # the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); aims at <= 10 min on 2 cores
 # $ python train.py config/toy.py
 out_dir = 'out-toy'
-dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 64 codes each) is made on first use, no download
+dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 32 codes each) is made on first use, no download
 eval_interval = 500
 eval_iters = 10
 log_interval = 20
