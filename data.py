@@ -277,10 +277,10 @@ def probe_audio(waves, sample_rate):
     freqs = librosa.fft_frequencies(sr=TOY_MEL.sample_rate, n_fft=1024)
     band = lambda f: power[:, (freqs > f / (1 + TOY_BAND)) & (freqs < f * (1 + TOY_BAND))].sum(1)  # (B,)
     main = np.stack([band(p) for p in TOY_PITCHES], 1)                                 # (B, 4)
-    colour = main.argmax(1)
+    partials = np.stack([np.stack([band(f) for f in pair], 1) for pair in TOY_PARTIALS], 1)  # (B, 4, 2)
     out = []
-    for i, c in enumerate(colour):
-        sounding = tuple(k for k in (0, 1) if band(TOY_PARTIALS[c][k])[i] > main[i, c] / 20)
+    for i, c in enumerate(main.argmax(1)):
+        sounding = tuple(k for k in (0, 1) if partials[i, c, k] > main[i, c] / 20)
         out.append(4 * TOY_TIMBRES.index(sounding) + c)
     return torch.tensor(out, dtype=torch.long)
 
