@@ -47,7 +47,7 @@ TOY_LAYOUT = dict(audio_grid_h=5, audio_grid_w=10, audio_codebook_size=32, image
                   image_codebook_size=32)  # data/toy's token layout
 SIZES = {
     'toy': dict(TOY_LAYOUT, n_layer=4, n_head=4, n_embd=128, decoder_n_layer=2, decoder_n_head=4,
-                decoder_n_embd=128, dropout=0.0),  # config/toy.py
+                decoder_n_embd=128, dropout=0.0, drop_ratio=0.0),  # config/toy.py
     'medium': dict(n_layer=8, n_head=8, n_embd=512, decoder_n_layer=4, decoder_n_head=8,
                    decoder_n_embd=512),  # the paper's token layout (265 + 256), a ViT-S-like width
     'paper': {},  # ModelConfig's defaults are the paper's model (SPEC 2): ViT-L, ~400M parameters

@@ -1,4 +1,4 @@
-# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); aims at <= 10 min on 2 cores
+# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); about 10 min on 2 cores
 # $ python train.py config/toy.py
 out_dir = 'out-toy'
 dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 32 codes each) is made on first use, no download
@@ -15,6 +15,11 @@ decoder_n_layer = 2
 decoder_n_head = 4
 decoder_n_embd = 128
 dropout = 0.0  # small data, short run: no dropout
+# No token drop here (the paper drops 50% of positions before the encoder to speed up training): with
+# drop, the encoder trains on half the tokens but sees all of them at inference, and this tiny model's
+# late unmasking steps (sound mostly known, picture fully given) got worse than its early ones.
+# Measured (README, "Results"): image->audio 0.56 -> 0.85 with s = 3, for 1.35x the time per step.
+drop_ratio = 0.0
 
 batch_size = 32
 gradient_accumulation_steps = 1
