@@ -19,7 +19,7 @@ dropout = 0.0  # small data, short run: no dropout
 # No token drop here (the paper drops 50% of positions before the encoder to speed up training): with
 # drop, the encoder trains on half the tokens but sees all of them at inference, and this tiny model's
 # late unmasking steps (sound mostly known, picture fully given) got worse than its early ones.
-# Measured (README, "Results"): image->audio 0.56 -> 0.85 with s = 3, for 1.35x the time per step.
+# Measured (README, "Results"): image->audio 0.56 -> 0.85 with s = 3; 0.30 s per step instead of 0.22 s.
 drop_ratio = 0.0
 
 batch_size = 32

@@ -1,5 +1,5 @@
 """The embedded toy end to end at a tiny scale, as a user runs it: data.prepare_toy, train.py,
-evaluate.py. A small model trained for a few hundred steps turns pictures into sounds of their
+evaluate.py. A small model trained for 800 steps turns pictures into sounds of their
 class, as the analytic probe hears them, far above chance (1/16)."""
 import json
 import subprocess
@@ -18,7 +18,8 @@ def test_trained_tiny_toy_model_turns_images_into_their_sounds(tmp_path):
                      audio_codebook=32)
     train = dict(dataset='toy', data_dir=tmp_path / 'toy', out_dir=tmp_path / 'out', n_layer=3, n_head=4,
                  n_embd=128, decoder_n_layer=1, decoder_n_head=4, decoder_n_embd=128, dropout=0.0,
-                 drop_ratio=0.0, mask_ratio_mu=0.55,  # as config/toy.py; mu 0.55 learns the link sooner
+                 drop_ratio=0.0,  # as config/toy.py
+                 mask_ratio_mu=0.55,  # learns the picture->sound link sooner than 0.7
                  batch_size=32, learning_rate=2e-3, max_iters=STEPS, lr_decay_iters=STEPS, warmup_iters=20,
                  min_lr=2e-4, eval_interval=STEPS, eval_iters=2, log_interval=100, device='cpu',
                  dtype='float32', compile=False)
