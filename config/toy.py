@@ -1,4 +1,4 @@
-# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); about 10 min on 2 cores
+# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); about 12 min on 2 cores
 # $ python train.py config/toy.py
 out_dir = 'out-toy'
 dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 32 codes each) is made on first use, no download
