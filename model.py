@@ -406,16 +406,18 @@ def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperatu
     cfg = model.config
     ids = {'audio': audio.clone(), 'image': image.clone()}
     n_unknown0 = {m: (ids[m] == cfg.mask_id(m)).sum(dim=1) for m in MODALITIES}  # (B,) each
+    # which modalities have anything to fill, read from the device once, here: inside the loop
+    # every step would wait for the GPU to finish before queueing the next forward
+    todo = [m for m in MODALITIES if n_unknown0[m].any()]
     steps = range(num_iter)
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc='unmasking', leave=False)
     for step in steps:
-        logits = guided_logits(model, ids['audio'], ids['image'], condition, guidance_scale)
-        for m, lg in zip(MODALITIES, logits):
-            if n_unknown0[m].any():
-                ids[m] = unmask_step(ids[m], lg, cfg.mask_id(m), n_unknown0[m], step, num_iter,
-                                     temperature, choice_temperature, generator)
+        logits = dict(zip(MODALITIES, guided_logits(model, ids['audio'], ids['image'], condition, guidance_scale)))
+        for m in todo:
+            ids[m] = unmask_step(ids[m], logits[m], cfg.mask_id(m), n_unknown0[m], step, num_iter,
+                                 temperature, choice_temperature, generator)
     return ids['audio'], ids['image']
 
 
