@@ -13,6 +13,10 @@ and each modality has its own embedding table of size C + 1 whose last id C is t
 """
 
 import math
+import os
+import shutil
+import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -233,10 +237,15 @@ class VisualEchoes(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_sample(self):
-        """Forward FLOPs of one training sample (matmuls only): the encoder sees the kept tokens,
-        the decoder every position; backward costs twice the forward."""
+        """Forward FLOPs of one training sample (matmuls only); backward costs twice the forward."""
+        return self.flops_per_forward(self.config.drop_ratio)
+
+    def flops_per_forward(self, drop_ratio=0.0):
+        """FLOPs (matmuls only) of one forward of one sequence: the encoder sees all but drop_ratio
+        of each modality's positions (training: config.drop_ratio; inference: 0, SPEC 3), the
+        decoder every position."""
         cfg = self.config
-        kept = sum(cfg.length(m) - round(cfg.drop_ratio * cfg.length(m)) for m in MODALITIES)
+        kept = sum(cfg.length(m) - round(drop_ratio * cfg.length(m)) for m in MODALITIES)
 
         def stack(n_layer, T, W):  # qkv + proj + MLP = 24 T W^2, attention scores and mix = 4 T^2 W
             return n_layer * (24 * T * W * W + 4 * T * T * W)
@@ -313,6 +322,57 @@ def load_model(path, device='cpu'):
     model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
     model.load_state_dict(checkpoint['model'])
     return model.to(device).eval(), checkpoint
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision and compilation: one helper each for train.py, sample.py, evaluate.py and bench.py
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+def cpu_has_native_bf16():
+    """AVX512_BF16 or AMX: the CPU multiplies bf16 in hardware, about twice its float32 rate (bench.py:
+    407 vs 179 GFLOP/s on the reference machine). Elsewhere bf16 is emulated and gains nothing."""
+    return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+
+
+def autocast_context(device, dtype='auto', cpu_auto='bfloat16'):
+    """Returns (dtype name, context to run the model in). 'auto': bf16 on GPUs that have it, else
+    float16; on a CPU with native bf16 `cpu_auto` (generation: bf16, measured faster by bench.py;
+    train.py passes float32), float32 on other devices. float32 runs plain; bf16 and float16 run
+    under torch.autocast: weights stay float32, matmuls and attention in the low precision, norms
+    and softmax in float32. The sampler's logits arithmetic (guidance, log_softmax, Gumbel noise,
+    confidences) is float32 whatever the dtype (guided_logits, unmask_step)."""
+    device_type = torch.device(device).type
+    if dtype == 'auto':
+        if device_type == 'cuda':
+            dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        else:
+            dtype = cpu_auto if device_type == 'cpu' and cpu_has_native_bf16() else 'float32'
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not {dtype!r}")
+    if device_type == 'cuda':  # TF32 tensor cores for what stays float32 (10-bit mantissa products)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if dtype == 'float32':
+        return dtype, nullcontext()
+    return dtype, torch.amp.autocast(device_type=device_type, dtype=DTYPES[dtype])
+
+
+def compile_for_generation(model, device):
+    """torch.compile of the model for the unmasking loop. Every step calls it with the same shapes
+    (B sequences, 2B with guidance: the conditional and unconditional passes are one batch), so it
+    compiles once per batch size; dynamic=False keeps fixed-shape kernels. Where compile cannot run
+    (no C++ compiler for CPU kernels, an unsupported Python) it warns and returns the model."""
+    cxx = [os.environ.get('CXX'), 'g++', 'clang++', 'c++']  # inductor builds CPU kernels with one
+    if not torch._dynamo.is_dynamo_supported():
+        why = f'torch.compile does not support Python {sys.version.split()[0]} here'
+    elif torch.device(device).type == 'cpu' and not any(c and shutil.which(c) for c in cxx):
+        why = 'no C++ compiler found for CPU kernels (set CXX)'
+    else:
+        return torch.compile(model, dynamic=False)
+    print(f'warning: compile skipped: {why}; running eagerly', file=sys.stderr)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------

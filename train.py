@@ -17,14 +17,13 @@ import json
 import math
 import time
 import signal
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import ModelConfig, VisualEchoes, random_corruption
+from model import ModelConfig, VisualEchoes, autocast_context, random_corruption
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -77,7 +76,7 @@ lr_decay_iters = 356_000  # ~= max_iters
 min_lr = 0.0  # as MAE/MAGE
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
-dtype = 'auto'  # 'float32', 'bfloat16' or 'float16'; 'auto': bf16 on a GPU that has it (SPEC 4), float32 on CPU
+dtype = 'auto'  # 'float32', 'bfloat16' or 'float16'; 'auto': bf16 on a GPU that has it, else fp16 (SPEC 4); float32 on CPU
 compile = True  # torch.compile the model (PyTorch 2.0+)
 peak_flops = 312e12  # FLOP/s the MFU is measured against (A100 bf16; bench.py measures yours)
 # -----------------------------------------------------------------------------
@@ -112,15 +111,10 @@ else:
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
 torch.manual_seed(1337 + seed_offset)
-torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
-torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
-if dtype == 'auto':  # a GPU without bf16 (V100) takes float16 with the GradScaler, as nanoGPT
-    dtype = 'float32' if device_type != 'cuda' else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}.get(dtype)
-if ptdtype is None:
-    fail(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-# float32 on CPU runs plain; bf16 on CPU goes through torch.autocast('cpu', dtype=torch.bfloat16)
-ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+try:  # float32 plain, bf16/fp16 under autocast, TF32 on GPUs: the one helper every script uses
+    dtype, ctx = autocast_context(device, dtype, cpu_auto='float32')  # CPU training stays float32 (as measured)
+except ValueError as e:
+    fail(str(e))
 
 # data: uint16 token arrays read through np.load(mmap_mode='r'), one row per clip
 data_dir = data_dir or os.path.join('data', dataset)
