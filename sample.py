@@ -42,6 +42,9 @@ p.add_argument('--cfg', type=float, default=3.0, help='guidance scale s (paper: 
 p.add_argument('--choice_temperature', type=float, default=9.0, help='Gumbel noise T on confidences (paper: 9)')
 p.add_argument('--vocoder', default='griffinlim', help='griffinlim, or a MelGAN / HiFi-GAN generator file')
 p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+p.add_argument('--dtype', default='auto', help='float32, bfloat16, float16, or auto: bf16 on GPUs that have it '
+               '(else float16) and on CPUs with native bf16 (else float32)')
+p.add_argument('--compile', action='store_true', help='torch.compile the model for the unmasking loop')
 p.add_argument('--video', action='store_true', help='also write NAME.mp4, the still image with its sound (ffmpeg)')
 
 # magma-like colormap, 6 anchors linearly interpolated: no matplotlib (fixed here)
@@ -108,6 +111,7 @@ def main(args):
     if len(set(stems)) < len(stems):
         raise ValueError(f'two inputs have the same name ({" ".join(stems)}): their outputs would collide')
     ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
+    _, ctx = M.autocast_context(args.device, args.dtype)  # raises on an unknown --dtype
     model, meta, mel_cfg, toks = load_all(args)
     vocoder = load_vocoder(args.vocoder, mel_cfg) if img_in or args.cogen else None
     h, w = toks['audio'].grid
@@ -134,23 +138,25 @@ def main(args):
     torch.manual_seed(args.seed)
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
               guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
+    net = M.compile_for_generation(model, args.device) if args.compile else model  # the tokenizers stay float32
     span, image, suffix = None, None, ''
-    if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
-        c0, c1 = M.time_range_to_columns(a, b, sec_per_col, w, margin=1)
-        audio = M.inpaint_audio(model, audio_ids, image_ids, c0, c1, **kw)
-        span, suffix = (a * fps, b * fps), '_inpaint'
-    elif dur and dur > clip_s:  # window by window, each starting with the end of the previous one
-        overlap = w // 2  # half a window of context (fixed here)
-        n_windows = 1 + math.ceil((dur - clip_s) / ((w - overlap) * sec_per_col))
-        windows = M.continue_audio(model, image_ids, n_windows, overlap, first_window=audio_ids, **kw)
-        audio = torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2)
-        a, b, suffix = clip_s, math.inf, '_continued' if aud_in else ''  # for splice: the given clip first
-    elif img_in:
-        audio = M.image_to_audio(model, image_ids, **kw)
-    elif aud_in:
-        image = M.audio_to_image(model, audio_ids, **kw)
-    else:
-        audio, image = M.cogenerate(model, n, device=args.device, **kw)
+    with ctx:
+        if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
+            c0, c1 = M.time_range_to_columns(a, b, sec_per_col, w, margin=1)
+            audio = M.inpaint_audio(net, audio_ids, image_ids, c0, c1, **kw)
+            span, suffix = (a * fps, b * fps), '_inpaint'
+        elif dur and dur > clip_s:  # window by window, each starting with the end of the previous one
+            overlap = w // 2  # half a window of context (fixed here)
+            n_windows = 1 + math.ceil((dur - clip_s) / ((w - overlap) * sec_per_col))
+            windows = M.continue_audio(net, image_ids, n_windows, overlap, first_window=audio_ids, **kw)
+            audio = torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2)
+            a, b, suffix = clip_s, math.inf, '_continued' if aud_in else ''  # for splice: the given clip first
+        elif img_in:
+            audio = M.image_to_audio(net, image_ids, **kw)
+        elif aud_in:
+            image = M.audio_to_image(net, audio_ids, **kw)
+        else:
+            audio, image = M.cogenerate(net, n, device=args.device, **kw)
     # ---- tokens -> mel -> wave; tokens -> image
     if vocoder is None:  # audio->image: show the given sound, write no wav
         mel, wave = np.stack(mels).repeat(n, 0), None

@@ -202,6 +202,7 @@ def test_video(env, cli):
     (['--cogen', '--duration', '3'], 'ckpt', '--duration'),
     (['--image', 'cat.jpg', '--duration', '-1'], 'ckpt', '--duration'),
     (['--image', 'cat.jpg', '--steps', 'many'], 'ckpt', '--steps'),  # argparse, same one-line form
+    (['--image', 'cat.jpg', '--dtype', 'half'], 'ckpt', 'dtype'),
     ([], 'ckpt', '--cogen'),
 ])
 def test_bad_input_one_line_error_and_no_output(env, cli, args, ckpt, says):
@@ -209,6 +210,15 @@ def test_bad_input_one_line_error_and_no_output(env, cli, args, ckpt, says):
     err = err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith('error: ') and says in err[0], err
     assert files(env / 'bad') == []
+
+
+def test_dtype_and_compile(env, cli):
+    # float32 compiled writes the same sound as float32 eager; bf16 (the default on CPUs that have it) runs too
+    for out, args in (('f32', ['--dtype', 'float32']), ('f32c', ['--dtype', 'float32', '--compile']),
+                      ('bf16', ['--dtype', 'bfloat16'])):
+        assert cli('--image', 'cat.jpg', *args, out=out)[0] == 0
+    assert np.array_equal(sf.read(env / 'f32' / 'cat.wav')[0], sf.read(env / 'f32c' / 'cat.wav')[0])
+    check_wav(env / 'bf16' / 'cat.wav', WAVE_LEN)
 
 
 def test_bad_input_from_the_command_line(env):
