@@ -62,6 +62,25 @@ def test_griffin_lim_inverse_is_close():
     # batched
     assert T.griffin_lim(mel[None, :, :20].repeat(2, 0), cfg, n_iter=2).shape == (2, 20 * cfg.hop_length)
 
+def test_mel_to_magnitude_is_librosas_nnls():
+    # the fast path (librosa's L-BFGS-B would stop at its starting point) and the fallback (it would
+    # iterate) both give librosa's exact result; a 10 s mel spans several of librosa's column blocks
+    import librosa
+    wave, _ = sf.read(fix('mel', 'input.wav'), dtype='float32')
+    rng = np.random.default_rng(0)
+    for cfg, mel in ((T.MelConfig(clip_seconds=2.0), None), (T.MelConfig(), None), (T.MelConfig(), rng.random((80, 848)))):
+        mel = T.mel_spectrogram(wave[:cfg.num_samples], cfg) if mel is None else mel
+        amp = T.mel_to_amplitude(mel)
+        ref = librosa.feature.inverse.mel_to_stft(amp, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0,
+                                                  fmin=cfg.fmin, fmax=cfg.fmax)
+        assert np.array_equal(T.mel_to_magnitude(amp, cfg), ref)
+
+def test_griffin_lim_batch_over_processes_is_item_by_item():
+    cfg = T.MelConfig(clip_seconds=0.5)
+    mel = np.random.default_rng(0).random((3, cfg.n_mels, 20)).astype(np.float32)
+    one_by_one = np.stack([T.griffin_lim(m, cfg, n_iter=2) for m in mel])
+    assert np.array_equal(T.griffin_lim(mel, cfg, n_iter=2, workers=2), one_by_one)
+
 def test_mel_bad_input():
     cfg = T.MelConfig()
     with pytest.raises(ValueError):
