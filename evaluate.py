@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import soundfile as sf
@@ -238,6 +239,25 @@ panns = ''  # Cnn14_16k_mAP=0.438.pth (panns_rate=16000) or Cnn14_mAP=0.431.pth 
 panns_rate = 16000
 vggish = ''  # vggish-10086976.pth: FAD
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'auto'  # the model's precision: float32, bfloat16, float16, or auto (model.autocast_context)
+compile = False  # torch.compile the model for the unmasking loop
+SECONDS = {}  # task -> part (model, decode, vocoder, write, score) -> seconds: where the time goes
+
+
+@contextmanager
+def timer(task, part):
+    """Adds the block's wall time to SECONDS[task][part] (after the GPU's queued work is done)."""
+    t0 = time.perf_counter()
+    yield
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    SECONDS.setdefault(task, {}).setdefault(part, 0.0)
+    SECONDS[task][part] += time.perf_counter() - t0
+
+
+def task_of(paths):  # scoring time goes to the task whose folder holds the files; real files: 'reference'
+    task = os.path.basename(os.path.dirname(paths[0])) if paths else ''
+    return task if task in ('i2a', 'a2i', 'cogen', 'inpaint') else 'reference'
 
 
 def save_atomic(path, write):  # write(tmp_path), then rename: a killed run leaves no half file
@@ -293,21 +313,24 @@ def mel_stats(paths, mel_cfg):
     the log-mel FD proxy (fixed here: it needs no learned network, so it is not comparable to FD)."""
     from tokenizers import mel_spectrogram
     rows = []
-    for p in paths:
-        mel = mel_spectrogram(read_wav(p), mel_cfg)[:, :mel_cfg.frames]  # (n_mels, frames) in [0, 1]
-        rows.append(np.concatenate([mel.mean(1), mel.std(1)]))
+    with timer(task_of(paths), 'score'):
+        for p in paths:
+            mel = mel_spectrogram(read_wav(p), mel_cfg)[:, :mel_cfg.frames]  # (n_mels, frames) in [0, 1]
+            rows.append(np.concatenate([mel.mean(1), mel.std(1)]))
     return np.stack(rows).astype(np.float64)
 
 
 def thumbnails(paths):
     """One row per image: the mean colours of an 8x8 grid, (N, 192), the pixel FD proxy's features."""
-    x = [F.adaptive_avg_pool2d(torch.from_numpy(read_png(p)).permute(2, 0, 1).float() / 255, 8) for p in paths]
+    with timer(task_of(paths), 'score'):
+        x = [F.adaptive_avg_pool2d(torch.from_numpy(read_png(p)).permute(2, 0, 1).float() / 255, 8) for p in paths]
     return torch.stack(x).flatten(1).double().numpy()
 
 
 def predict(probe, paths, read, chunk=64):
     """A class probe over files, `chunk` files at a time -> (N,) class ids."""
-    return np.concatenate([probe([read(p) for p in paths[b:b + chunk]]) for b in range(0, len(paths), chunk)])
+    with timer(task_of(paths), 'score'):
+        return np.concatenate([probe([read(p) for p in paths[b:b + chunk]]) for b in range(0, len(paths), chunk)])
 
 
 def network_metrics(gen_paths, real_paths):
@@ -317,7 +340,8 @@ def network_metrics(gen_paths, real_paths):
     if panns:
         net = load_metric_net('panns16k' if panns_rate == 16000 else 'panns32k', panns).to(device)
         def cnn14(paths):  # -> embeddings (N, 2048), logits (N, 527)
-            outs = [net(load_eval_audio(p, panns_rate)[None].to(device)) for p in paths]
+            with timer(task_of(paths), 'score'):
+                outs = [net(load_eval_audio(p, panns_rate)[None].to(device)) for p in paths]
             return [torch.cat(t).cpu().numpy() for t in zip(*outs)]
         (e_g, l_g), (e_r, l_r) = cnn14(gen_paths), cnn14(real_paths)
         out['FD_panns'] = frechet_distance(e_g, e_r)
@@ -327,8 +351,9 @@ def network_metrics(gen_paths, real_paths):
     if vggish:
         net = load_metric_net('vggish', vggish).to(device)
         def embed(paths):  # one 128-d row per 0.96 s example of every file (FAD pools examples)
-            examples = [vggish_examples(load_eval_audio(p, 16000).numpy()) for p in paths]  # (n_i, 1, 96, 64) each
-            return torch.cat([net(x.to(device)) for x in examples]).cpu().numpy()
+            with timer(task_of(paths), 'score'):
+                examples = [vggish_examples(load_eval_audio(p, 16000).numpy()) for p in paths]  # (n_i, 1, 96, 64) each
+                return torch.cat([net(x.to(device)) for x in examples]).cpu().numpy()
         out['FAD_vggish'] = frechet_distance(embed(gen_paths), embed(real_paths))
     return out
 
@@ -359,7 +384,8 @@ def load_split(ckpt):
 
 
 def main():
-    from model import audio_to_image, cogenerate, image_to_audio, inpaint_audio, load_model, time_range_to_columns
+    from model import (audio_to_image, autocast_context, cogenerate, compile_for_generation, image_to_audio,
+                       inpaint_audio, load_model, time_range_to_columns)
     from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
     todo = tasks.split(',')
     if not todo or set(todo) - {'i2a', 'a2i', 'cogen', 'inpaint'}:
@@ -370,7 +396,10 @@ def main():
         if path and not os.path.isfile(path):  # fail before generating, not after
             name, url = PUBLIC_WEIGHTS[kind]
             raise FileNotFoundError(f"{path}: no such file (the public {name} comes from {url})")
+    precision, ctx = autocast_context(device, dtype)  # raises on an unknown dtype, before any work
+    SECONDS.clear()
     model, ckpt = load_model(os.path.join(out_dir, 'ckpt.pt'), device)
+    net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
     root, meta, ids, labels, audio, image = load_split(ckpt)
     toks = {m: load_tokenizer(meta[m]['tokenizer']).to(device) for m in ('audio', 'image')}
     for m in toks:
@@ -378,7 +407,8 @@ def main():
     mel_cfg = MelConfig(**meta['audio']['mel'])
     sr, vocode = mel_cfg.sample_rate, load_vocoder(vocoder, mel_cfg)
     run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
-                                f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}")
+                                f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
+                                + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
     for sub in ('i2a', 'a2i', 'cogen', 'inpaint'):
         os.makedirs(os.path.join(run, sub), exist_ok=True)
 
@@ -386,8 +416,20 @@ def main():
     from PIL import Image
     kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
     gen = lambda idx: torch.Generator(device).manual_seed(seed + idx[0])  # per batch: resumed runs draw alike
-    decode_audio = lambda a: vocode(toks['audio'].decode(a)[:, 0].float().clamp(0, 1).cpu().numpy())  # (B, T)
-    decode_image = lambda v: to_uint8(toks['image'].decode(v))  # (B, S, S, 3)
+
+    def sample(task, fn, *args, **more):  # the model's part, in its precision (the tokenizers stay float32)
+        with timer(task, 'model'), ctx:
+            return fn(net, *args, **more, **kw)
+
+    def decode_audio(a, task):  # (B, La) ids -> (B, T) waves
+        with timer(task, 'decode'):
+            mel = toks['audio'].decode(a)[:, 0].float().clamp(0, 1).cpu().numpy()
+        with timer(task, 'vocoder'):
+            return vocode(mel)
+
+    def decode_image(v, task):  # (B, Lv) ids -> (B, S, S, 3)
+        with timer(task, 'decode'):
+            return to_uint8(toks['image'].decode(v))
     put_wav = lambda p, w: save_atomic(p, lambda t: sf.write(t, w, sr, format='WAV', subtype='FLOAT'))
     put_png = lambda p, x: save_atomic(p, lambda t: Image.fromarray(x).save(t, format='PNG'))
     i2a_wav = [os.path.join(run, 'i2a', f'{i}.wav') for i in ids]
@@ -400,23 +442,31 @@ def main():
     c0, c1 = time_range_to_columns(a, b, clip_s / n_cols, n_cols, margin=1)
 
     def i2a(idx):  # the paper's task, guided by the image
-        for i, w in zip(idx, decode_audio(image_to_audio(model, image[idx].to(device), generator=gen(idx), **kw))):
-            put_wav(i2a_wav[i], w)
+        waves = decode_audio(sample('i2a', image_to_audio, image[idx].to(device), generator=gen(idx)), 'i2a')
+        with timer('i2a', 'write'):
+            for i, w in zip(idx, waves):
+                put_wav(i2a_wav[i], w)
 
     def a2i(idx):  # guided by the sound
-        for i, x in zip(idx, decode_image(audio_to_image(model, audio[idx].to(device), generator=gen(idx), **kw))):
-            put_png(a2i_png[i], x)
+        images = decode_image(sample('a2i', audio_to_image, audio[idx].to(device), generator=gen(idx)), 'a2i')
+        with timer('a2i', 'write'):
+            for i, x in zip(idx, images):
+                put_png(a2i_png[i], x)
 
     def co(idx):  # both from nothing; the wav is written last, so it marks the pair done
-        a, v = cogenerate(model, len(idx), device=device, generator=gen(idx), **kw)
-        for i, w, x in zip(idx, decode_audio(a), decode_image(v)):
-            put_png(cogen[i] + '.png', x)
-            put_wav(cogen[i] + '.wav', w)
+        a, v = sample('cogen', cogenerate, len(idx), device=device, generator=gen(idx))
+        waves, images = decode_audio(a, 'cogen'), decode_image(v, 'cogen')
+        with timer('cogen', 'write'):
+            for i, w, x in zip(idx, waves, images):
+                put_png(cogen[i] + '.png', x)
+                put_wav(cogen[i] + '.wav', w)
 
     def inpaint(idx):  # the middle of each real sound regenerated, the rest and the image given
-        made = inpaint_audio(model, audio[idx].to(device), image[idx].to(device), c0, c1, generator=gen(idx), **kw)
-        for i, w in zip(idx, decode_audio(made)):
-            put_wav(inpaint_wav[i], w)
+        made = sample('inpaint', inpaint_audio, audio[idx].to(device), image[idx].to(device), c0, c1, generator=gen(idx))
+        waves = decode_audio(made, 'inpaint')
+        with timer('inpaint', 'write'):
+            for i, w in zip(idx, waves):
+                put_wav(inpaint_wav[i], w)
 
     with torch.no_grad():
         speed = {f'{t}_items_per_min': generate_missing(paths, make, t) for t, paths, make in
@@ -458,8 +508,10 @@ def main():
     # ---- report: a table on stdout and in metrics.md, everything in metrics.json
     report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': len(ids),
               'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
-                               temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks),
+                               temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks,
+                               dtype=precision, compile=compile),
               'metrics': metrics, 'throughput': speed, 'outputs': run,
+              'seconds': {t: {k: round(v, 2) for k, v in parts.items()} for t, parts in SECONDS.items()},
               'inpaint_columns': [c0, c1, n_cols] if 'inpaint' in todo else None}
     save_atomic(os.path.join(run, 'metrics.json'), lambda t: open(t, 'w').write(json.dumps(report, indent=1)))
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
@@ -467,6 +519,8 @@ def main():
     table += [f"| {k:<28} | {v:>10.1f} |" for k, v in speed.items() if v is not None]
     save_atomic(os.path.join(run, 'metrics.md'), lambda t: open(t, 'w').write('\n'.join(table) + '\n'))
     print('\n'.join(table))
+    for t, parts in SECONDS.items():  # the next bottleneck
+        print(f"seconds, {t}: " + ', '.join(f'{k} {v:.1f}' for k, v in parts.items()))
     if not (panns and vggish):
         print("FD/IS/KL and FAD need the PANNs and VGGish weights: --panns=Cnn14_16k_mAP=0.438.pth "
               f"({PUBLIC_WEIGHTS['panns16k'][1]}) --vggish=vggish-10086976.pth ({PUBLIC_WEIGHTS['vggish'][1]})")

@@ -13,9 +13,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import evaluate  # noqa: E402
+from model import autocast_context  # noqa: E402
 
 N = 3  # test items: one generation batch per task (Griffin-Lim dominates the time)
-RUN = 'eval_test_s3_n3_T9_t1_seed1337_griffinlim'  # evaluate.py's folder for these settings
+PRECISION = autocast_context('cpu')[0]  # what dtype='auto' (the default) runs the model in here
+FP32_RUN = 'eval_test_s3_n3_T9_t1_seed1337_griffinlim'  # evaluate.py's folder for these settings in float32
+RUN = FP32_RUN + ('' if PRECISION == 'float32' else f'_{PRECISION}')  # and in the default precision
 
 
 @pytest.fixture(scope='module')
@@ -51,6 +54,12 @@ def test_evaluate_writes_table_and_json(env):
               'cogen_probe_agreement', 'inpaint_probe_acc', 'real_probe_agreement'):
         assert math.isfinite(m[k]), k
     assert report['n_items'] == N and report['throughput']['i2a_items_per_min'] > 0
+    assert report['settings']['dtype'] == PRECISION
+    seconds = report['seconds']  # where the time went, per task and part
+    assert set(seconds['i2a']) == {'model', 'decode', 'vocoder', 'write', 'score'}
+    assert set(seconds['a2i']) == {'model', 'decode', 'write', 'score'} and 'reference' in seconds
+    assert all(v >= 0 for parts in seconds.values() for v in parts.values())
+    assert 'seconds, i2a: model' in r.stdout
     assert '| audio_val_loss' in r.stdout and (run_dir / 'metrics.md').exists()
     assert sorted(os.listdir(run_dir / 'i2a')) == [f'test{i:05d}.wav' for i in range(N)]
     assert len(os.listdir(run_dir / 'a2i')) == N and len(os.listdir(run_dir / 'cogen')) == 2 * N
@@ -68,7 +77,7 @@ def test_evaluate_writes_table_and_json(env):
 
 def configure(env, **kw):  # evaluate.py's config globals, as the configurator would set them
     settings = dict(out_dir=str(env / 'out'), steps=3, batch_size=4, device='cpu', split='test', panns='', vggish='',
-                    max_items=0, tasks='i2a,a2i,cogen,inpaint')
+                    max_items=0, tasks='i2a,a2i,cogen,inpaint', dtype='auto')
     for k, v in {**settings, **kw}.items():
         setattr(evaluate, k, v)
 
@@ -83,6 +92,16 @@ def test_bad_input_is_a_clear_error(env):
     configure(env, out_dir=str(env / 'nothing'))
     with pytest.raises(FileNotFoundError, match='no such checkpoint'):
         evaluate.main()
+    configure(env, dtype='half')
+    with pytest.raises(ValueError, match="dtype must be 'auto', 'float32', 'bfloat16' or 'float16'"):
+        evaluate.main()
+
+
+def test_float32_has_its_own_folder(env):
+    configure(env, dtype='float32', tasks='i2a')
+    evaluate.main()
+    report = json.loads((env / 'out' / FP32_RUN / 'metrics.json').read_text())
+    assert report['settings']['dtype'] == 'float32' and report['throughput']['i2a_items_per_min'] > 0
 
 
 def test_network_metrics_path(env, monkeypatch, tmp_path):
