@@ -2,32 +2,38 @@
 Measurements (as nanoGPT's bench.py), on random weights and random tokens, so nothing is downloaded:
   peak        the device's matmul FLOP/s in float32 and bf16 (what MFU is measured against)
   train       training-step time, tokens/s, clips/s and MFU for the toy, a medium and the paper size
-  sample      image->audio seconds per sample at N = 30, with and without guidance, batch 1 and 16
+  sample      image->audio seconds per sample at N = 30, with and without guidance, batch 1 and 16, in
+              float32 and bf16 (and compiled), and the share of that dtype's matmul peak it reaches
   tokenizers  encoding speed of the real-size VQGANs (taming ImageNet f16, SpecVQGAN codebook)
   video       data.py's video preparation: 10 s clips (ffmpeg test sources) per second per core
 $ python bench.py                                  # everything, on this machine's device
 $ python bench.py --what=sample,train --device=cuda --dtype=bfloat16
-Paper-size sampling on a CPU is slow (a 400M model, 30 full passes, twice with guidance): there its
-time per step is measured over `timed_steps` steps and multiplied by N, which is exact for this loop
-(every step is one forward of the same shape); such lines say so.
+Sampling runs sample.py's and evaluate.py's code path: model.autocast_context, optionally
+model.compile_for_generation, then model.image_to_audio, each setting after a one-step warm-up
+(compiling, kernel choice, the weights' bf16 copies: one-time costs a 30-step call pays once).
+Paper-size sampling on a CPU is slow (a 400M model, 30 full passes, twice with guidance): there the
+warm-up is one step at batch 1 per precision, and the time per step is measured over `timed_steps`
+steps and multiplied by N, which is exact for this loop up to those one-time costs (every step is
+one forward of the same shape plus the same sampler arithmetic); such lines say so.
 """
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from contextlib import nullcontext
-
 import torch
 
-from model import ModelConfig, VisualEchoes, generate, masked_like, random_corruption
+from model import (DTYPES, ModelConfig, VisualEchoes, autocast_context, compile_for_generation, image_to_audio,
+                   random_corruption)
 
 # -----------------------------------------------------------------------------
 what = 'peak,train,sample,tokenizers,video'  # a comma-separated subset
 train_sizes = 'toy,medium,paper'  # model sizes for training throughput (SIZES below)
 sample_sizes = 'toy,paper'  # model sizes for sampling speed
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
-dtype = 'float32'  # 'float32' or 'bfloat16' (autocast) for train, sample and tokenizers
+dtype = 'float32'  # 'float32' or 'bfloat16' (autocast) for train and tokenizers
+sample_dtypes = 'float32,bfloat16'  # the precisions sampling is timed in ('auto' allowed)
+sample_compile = 'toy'  # sizes whose sampling is also timed compiled (compile_for_generation)
 seed = 1337
 toy_batch = 32  # clips per training step, as config/toy.py
 medium_batch = 4  # clips per step for the medium and paper sizes (small enough for a CPU)
@@ -35,14 +41,14 @@ paper_batch = 1
 train_steps = 3  # timed training steps (after one warm-up step)
 sample_batches = '1,16'  # image->audio batch sizes
 sample_iters = 30  # N decoding steps (paper: 30)
-timed_steps = 1  # paper size on a CPU: steps actually timed per setting, then scaled to sample_iters
+timed_steps = 1  # paper size on a CPU: steps actually timed per setting (after a warm-up step), then scaled to sample_iters
 tokenizer_batch = 4  # images / mels per encode call with the real-size VQGANs
 video_clips = 16  # 10 s test clips made with ffmpeg's lavfi sources for the video benchmark
 exec(open('configurator.py').read())  # overrides from command line or config file
 # -----------------------------------------------------------------------------
 torch.manual_seed(seed)
 device_type = device.split(':')[0]
-ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=torch.bfloat16)
+dtype, ctx = autocast_context(device, dtype, cpu_auto='float32')
 TOY_LAYOUT = dict(audio_grid_h=5, audio_grid_w=10, audio_codebook_size=32, image_grid_h=8, image_grid_w=8,
                   image_codebook_size=32)  # data/toy's token layout
 SIZES = {
@@ -98,22 +104,37 @@ def bench_train(size, flops_peak):
           f'{B * cfg.seq_len / dt:9,.0f} tok/s, {B / dt:7.2f} clips/s, MFU {mfu * 100:5.1f}%')
 
 
-def bench_sample(size):
-    """Seconds per sample for image->audio at N = sample_iters, without (s = 1) and with (s = 3) guidance."""
+def bench_sample(size, peaks):
+    """Seconds per sample for image->audio at N = sample_iters, without (s = 1) and with (s = 3) guidance,
+    and the share of the dtype's matmul peak: FLOPs are the N forwards the loop makes (2B sequences
+    each with guidance), each an inference forward with no token drop."""
     model = VisualEchoes(ModelConfig(**SIZES[size])).to(device).eval()
     cfg = model.config
-    slow = size != 'toy' and device_type == 'cpu'  # minutes a call: time a few steps, no warm-up call
+    slow = size != 'toy' and device_type == 'cpu'  # minutes a call: time a few steps, warm up once
     n_steps = min(timed_steps, sample_iters) if slow else sample_iters
-    how = '' if n_steps == sample_iters else f'  ({n_steps} steps timed, x{sample_iters / n_steps:g})'
-    for B in map(int, sample_batches.split(',')):
-        image = torch.randint(cfg.image_codebook_size, (B, cfg.image_len), device=device)
-        audio = masked_like(B, cfg.audio_len, cfg.audio_mask_id, device)
-        for s in (1.0, 3.0):
-            g = torch.Generator(device).manual_seed(seed)
-            with ctx:
-                dt = timed(lambda: generate(model, audio, image, num_iter=n_steps, guidance_scale=s,
-                                            condition='image', generator=g), warmup=not slow) * sample_iters / n_steps
-            print(f'sample {size:5s} image->audio N={sample_iters} cfg={s:g} batch {B:2d}: {dt / B:8.3f} s/sample{how}')
+    how = '' if n_steps == sample_iters else f'  ({n_steps} step(s) timed, x{sample_iters / n_steps:g})'
+    variants = [(d, c) for d in sample_dtypes.split(',') for c in (False, True) if not c or size in sample_compile.split(',')]
+    for name, compiled in variants:
+        precision, ctx = autocast_context(device, name)
+        net = compile_for_generation(model, device) if compiled else model
+        label, warmed = precision + (' compiled' if compiled else ''), False
+        # an outer autocast keeps the weights' low-precision copies across the calls below: cast once,
+        # as a 30-step sample.py call does, not once per timed step
+        with torch.no_grad(), autocast_context(device, name)[1]:
+            for B in map(int, sample_batches.split(',')):
+                image = torch.randint(cfg.image_codebook_size, (B, cfg.image_len), device=device)
+                for s in (1.0, 3.0):
+                    def run(steps):
+                        with ctx:  # as sample.py and evaluate.py call it
+                            image_to_audio(net, image, num_iter=steps, guidance_scale=s,
+                                           generator=torch.Generator(device).manual_seed(seed))
+                    if compiled or not (slow and warmed):  # slow: one warm-up step per precision
+                        run(1)  # warm-up step: compiles (once per shape), casts weights, picks kernels
+                        warmed = True
+                    dt = timed(lambda: run(n_steps), warmup=False) * sample_iters / n_steps / B  # s per sample
+                    flops = sample_iters * (1 if s == 1 else 2) * model.flops_per_forward(0.0)
+                    print(f'sample {size:5s} image->audio N={sample_iters} cfg={s:g} batch {B:2d} {label:18s}: '
+                          f'{dt:8.3f} s/sample, {flops / dt / peaks[precision] * 100:5.1f}% of the {precision} peak{how}')
 
 
 def bench_tokenizers():
@@ -158,13 +179,14 @@ def bench_video():
 
 todo = what.split(',')
 print(f'device {device}, dtype {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads')
-peaks = {name: peak_flops(d) for name, d in (('float32', torch.float32), ('bfloat16', torch.bfloat16))}
+precisions = ['float32', 'bfloat16'] + [autocast_context(device, d)[0] for d in sample_dtypes.split(',')]
+peaks = {name: peak_flops(DTYPES[name]) for name in dict.fromkeys(precisions)}
 if 'peak' in todo:
     print('peak matmul: ' + ', '.join(f'{k} {v / 1e9:,.1f} GFLOP/s' for k, v in peaks.items()))
 for size in train_sizes.split(',') if 'train' in todo else []:
     bench_train(size, peaks[dtype])
 for size in sample_sizes.split(',') if 'sample' in todo else []:
-    bench_sample(size)
+    bench_sample(size, peaks)
 if 'tokenizers' in todo:
     bench_tokenizers()
 if 'video' in todo:

@@ -332,7 +332,8 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 
 def cpu_has_native_bf16():
     """AVX512_BF16 or AMX: the CPU multiplies bf16 in hardware, about twice its float32 rate (bench.py:
-    407 vs 179 GFLOP/s on the reference machine). Elsewhere bf16 is emulated and gains nothing."""
+    407 vs 179 GFLOP/s on the reference machine). Elsewhere bf16 matmuls are emulated (not measured
+    here; assumed no faster than float32)."""
     return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
 
 
@@ -340,9 +341,9 @@ def autocast_context(device, dtype='auto', cpu_auto='bfloat16'):
     """Returns (dtype name, context to run the model in). 'auto': bf16 on GPUs that have it, else
     float16; on a CPU with native bf16 `cpu_auto` (generation: bf16, measured faster by bench.py;
     train.py passes float32), float32 on other devices. float32 runs plain; bf16 and float16 run
-    under torch.autocast: weights stay float32, matmuls and attention in the low precision, norms
-    and softmax in float32. The sampler's logits arithmetic (guidance, log_softmax, Gumbel noise,
-    confidences) is float32 whatever the dtype (guided_logits, unmask_step)."""
+    under torch.autocast: weights, the residual stream and the norms stay float32, matmuls and
+    attention run in the low precision. The sampler's logits arithmetic (guidance, log_softmax,
+    Gumbel noise, confidences) is float32 whatever the dtype (guided_logits, unmask_step)."""
     device_type = torch.device(device).type
     if dtype == 'auto':
         if device_type == 'cuda':
