@@ -138,9 +138,9 @@ def main(args):
     torch.manual_seed(args.seed)
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
               guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
-    net = M.compile_for_generation(model, args.device) if args.compile else model  # the tokenizers stay float32
+    net = M.compile_for_generation(model, args.device) if args.compile else model
     span, image, suffix = None, None, ''
-    with ctx:
+    with ctx:  # the model only: the tokenizers and the vocoder below stay float32
         if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
             c0, c1 = M.time_range_to_columns(a, b, sec_per_col, w, margin=1)
             audio = M.inpaint_audio(net, audio_ids, image_ids, c0, c1, **kw)

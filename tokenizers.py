@@ -89,9 +89,8 @@ def mel_to_magnitude(amp, cfg):
     L-BFGS-B's tolerance pgtol = 1e-5. We run that test (a millisecond) and call librosa only where it
     would iterate: its set-up alone (a bound tuple per unknown, a 513-pair history) took 0.6 s per toy clip."""
     import librosa
-    A = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
-                            fmax=cfg.fmax, dtype=amp.dtype)  # (n_mels, F), as mel_to_stft builds it
-    x = np.einsum('fm,...mt->...ft', np.linalg.pinv(A), amp, optimize=True)  # librosa's starting point
+    A, A_pinv = _mel_basis_and_pinv(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, amp.dtype.name)
+    x = np.einsum('fm,...mt->...ft', A_pinv, amp, optimize=True)  # librosa's starting point
     np.clip(x, 0, None, out=x)
     width = max(1, librosa.util.MAX_MEM_BLOCK // (amp.shape[0] * A.itemsize))  # librosa's columns per block
     for b in range(0, amp.shape[1], width):
@@ -103,6 +102,14 @@ def mel_to_magnitude(amp, cfg):
                                                        fmin=cfg.fmin, fmax=cfg.fmax)
     return x
 
+@functools.lru_cache(maxsize=8)
+def _mel_basis_and_pinv(sr, n_fft, n_mels, fmin, fmax, dtype):
+    # the filters as mel_to_stft builds them, and their pseudo-inverse once (librosa recomputes it
+    # per call: an SVD that took 1.5 ms on one thread, 160 ms with numpy's two on a busy machine)
+    import librosa
+    A = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=dtype)  # (n_mels, F)
+    return A, np.linalg.pinv(A)
+
 def griffin_lim(mel, cfg, n_iter=32, workers=None):
     """mel (n_mels, T) or (B, n_mels, T) in [0, 1] -> float32 wave (T*hop,) or (B, T*hop).
     A batch runs one item per process on `workers` cores (default: all): numpy's FFTs use one core
@@ -113,6 +120,7 @@ def griffin_lim(mel, cfg, n_iter=32, workers=None):
         workers = min(len(mel), workers or os.cpu_count() or 1)
         if workers < 2 or 'fork' not in mp.get_all_start_methods():
             return np.stack([griffin_lim(m, cfg, n_iter) for m in mel])
+        _mel_basis_and_pinv(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, 'float64')  # forked, not redone
         with mp.get_context('fork').Pool(workers) as pool:  # fork: the children need no imports
             return np.stack(pool.starmap(griffin_lim, [(m, cfg, n_iter) for m in mel]))
     if mel.ndim != 2 or mel.shape[0] != cfg.n_mels:
