@@ -3,6 +3,7 @@ distribution as float32, s = 1 makes one pass per step, compiled equals eager.""
 import pytest
 import torch
 
+import model as M
 from model import (autocast_context, compile_for_generation, cpu_has_native_bf16, guided_logits,
                    image_to_audio)
 from test_model import random_batch, tiny_model
@@ -71,6 +72,18 @@ def test_guidance_one_makes_one_pass_per_step(s, batch):
     with autocast_context('cpu', 'bfloat16')[1]:
         image_to_audio(model, image, num_iter=5, guidance_scale=s)
     assert model.batches == [batch] * 5  # s = 1: no unconditional pass; s != 1: one batch of 2B, same shape every step
+
+
+def test_cpu_forwards_in_chunks_give_the_same_logits(monkeypatch):
+    model = CountingModel(tiny_model().eval())
+    cfg = model.config
+    audio, image = random_batch(cfg, B=5)
+    audio[:, :4] = cfg.audio_mask_id
+    whole = guided_logits(model, audio, image, 'image', 3.0)
+    monkeypatch.setattr(M, '_CPU_FORWARD_TOKENS', 4 * cfg.seq_len)  # at most 4 sequences a forward
+    chunked = guided_logits(model, audio, image, 'image', 3.0)
+    assert model.batches == [10, 4, 4, 2]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole, chunked))
 
 
 def test_compiled_generation_equals_eager():
