@@ -47,6 +47,12 @@ class ModelConfig:
     mask_ratio_max: float = 1.0
     drop_ratio: float = 0.5       # paper: half of each modality's positions skip the encoder
     label_smoothing: float = 0.1  # fixed here, as MAGE
+    # fixed here (0, 0 = the paper): shares of samples that train the two passes of guided generation
+    # as they run. 'given': one modality (either, at random) left whole, as a condition is at inference
+    # (the paper's masking always hides >= 20% of both); 'null': one modality fully masked, as in the
+    # unconditional pass. The rest are masked as the paper does. README, "A recipe for new data".
+    given_prob: float = 0.0
+    null_prob: float = 0.0
 
     @property
     def audio_len(self):
@@ -283,11 +289,20 @@ def random_corruption(audio, image, config, generator=None):
     inputs with [MASK] at masked positions, keep (B, K) sorted positions the encoder sees,
     targets (audio, image) with -1 at positions that are not masked."""
     inputs, targets, keeps, offset = [], [], [], 0
-    for ids, mask_id in ((audio, config.audio_mask_id), (image, config.image_mask_id)):
+    B, mode = audio.size(0), None
+    if config.given_prob or config.null_prob:  # (no draws otherwise: the paper's setting stays bit-exact)
+        # per sample: 0 as the paper, 1 one modality given whole, 2 one fully masked
+        u = torch.rand(B, generator=generator, device=audio.device)
+        mode = (u >= 1 - config.given_prob - config.null_prob).long() + (u >= 1 - config.null_prob).long()  # (B,)
+        chosen = torch.rand(B, generator=generator, device=audio.device) < 0.5  # (B,) True: the audio is the one
+    for m, (ids, mask_id) in enumerate(((audio, config.audio_mask_id), (image, config.image_mask_id))):
         B, L = ids.shape
         ratio = truncated_normal(B, config.mask_ratio_mu, config.mask_ratio_std, config.mask_ratio_min,
                                  config.mask_ratio_max, generator, ids.device)  # (B,)
         n_masked = torch.ceil(ratio * L).long().clamp(1, L)  # ceil(r * L) (SPEC 2)
+        if mode is not None:
+            this = chosen if m == 0 else ~chosen  # (B,) samples whose given or null modality this is
+            n_masked = torch.where(this & (mode == 1), 0, torch.where(this & (mode == 2), L, n_masked))
         masked = random_positions(n_masked, B, L, generator, ids.device)  # (B, L)
         inputs.append(ids.masked_fill(masked, mask_id))
         targets.append(ids.masked_fill(~masked, -1))
@@ -297,6 +312,27 @@ def random_corruption(audio, image, config, generator=None):
         keeps.append(noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values + offset)  # (B, n_keep)
         offset += L
     return inputs[0], inputs[1], torch.cat(keeps, dim=1), tuple(targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# Diagnostics (fixed here): does the model use the other modality? (train.py's eval, evaluate.py)
+
+@torch.no_grad()
+def cross_modal_losses(model, audio, image):
+    """Cross-entropy (nats per token, no label smoothing) of each modality fully masked, with the
+    other modality given and with it fully masked too; the encoder sees every position (as in
+    generation). audio (B, La), image (B, Lv) clean ids. The gain, 'alone' minus 'given', is what
+    the other modality tells the model: near 0 for a model that ignores it, as in a failed run.
+    Returns {'audio_given', 'audio_alone', 'image_given', 'image_alone'} floats."""
+    cfg = model.config
+    no_audio = torch.full_like(audio, cfg.audio_mask_id)
+    no_image = torch.full_like(image, cfg.image_mask_id)
+    # one batch of three: (sound masked, picture given), (sound given, picture masked), both masked
+    logits_a, logits_v = model(torch.cat([no_audio, audio, no_audio]), torch.cat([image, no_image, no_image]))[0]
+    ce = lambda lg, ids: F.cross_entropy(lg.float().flatten(0, 1), ids.flatten()).item()
+    B = audio.size(0)
+    return {'audio_given': ce(logits_a[:B], audio), 'audio_alone': ce(logits_a[2 * B:], audio),
+            'image_given': ce(logits_v[B:2 * B], image), 'image_alone': ce(logits_v[2 * B:], image)}
 
 
 # ----------------------------------------------------------------------------------------------

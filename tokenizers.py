@@ -8,6 +8,7 @@ All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.s
 """
 import os
 import glob
+import math
 import json
 import hashlib
 import functools
@@ -268,6 +269,166 @@ def _one_thread():
         torch.set_num_threads(n)
 
 # -----------------------------------------------------------------------------
+# ConvVQTokenizer: a small convolutional VQ autoencoder trained here on CPU (fixed here). The learned
+# alternative to the patch k-means for users without the released VQGANs: its decoder sees the
+# neighbouring codes, so a code can stand for a shape (a stroke, a formant) rather than a mean patch.
+# VQ-VAE (van den Oord et al. 2017) with ViT-VQGAN's codebook (Yu et al. 2022): low-dimensional,
+# l2-normalised codes, and unused codes restarted at encoder outputs.
+
+class ResBlock2d(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.block = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+                                   nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.block(x)
+
+def _stage_strides(patch):
+    """(ph, pw) -> one (sh, sw) per stage: 2 while the factor is even, then its odd rest at once."""
+    def split(f):
+        s = []
+        while f % 2 == 0 and f > 1:
+            s, f = s + [2], f // 2
+        return s + [f] if f > 1 else s
+    h, w = split(patch[0]), split(patch[1])
+    return [(h[i] if i < len(h) else 1, w[i] if i < len(w) else 1) for i in range(max(len(h), len(w), 1))]
+
+def _down(cin, cout, stride):
+    # kernel s + 2 (even s) or s (odd s), so an axis shrinks exactly by its stride
+    k = [3 if s == 1 else s + 2 if s % 2 == 0 else s for s in stride]
+    p = [1 if s == 1 or s % 2 == 0 else 0 for s in stride]
+    return nn.Conv2d(cin, cout, k, stride, p)
+
+class ConvVQTokenizer(nn.Module):
+    """Encoder (strided convs, residual blocks on the two coarsest grids) -> nearest of K unit-length
+    codes -> decoder (nearest upsampling + convs). Inputs in value_range; ids row-major."""
+
+    def __init__(self, channels, size, patch, codebook_size, value_range, code_dim=32, width=16):
+        super().__init__()
+        self.channels, self.size, self.patch = int(channels), tuple(size), tuple(patch)
+        self.codebook_size, self.value_range = int(codebook_size), tuple(float(v) for v in value_range)
+        self.code_dim, self.width, self.path = code_dim, width, None
+        self.grid = (self.size[0] // self.patch[0], self.size[1] // self.patch[1])
+        strides = _stage_strides(self.patch)
+        w = [min(width * 2 ** i, 4 * width) for i in range(len(strides) + 1)]  # channels per grid
+        coarse = len(strides) - 2  # residual blocks only on the two coarsest grids: CPU-cheap
+        enc = [nn.Conv2d(channels, w[0], 3, padding=1)]
+        for i, s in enumerate(strides):
+            enc += [_down(w[i], w[i + 1], s)] + ([ResBlock2d(w[i + 1])] if i >= coarse else [nn.SiLU()])
+        self.encoder = nn.Sequential(*enc, nn.GroupNorm(8, w[-1]), nn.SiLU(), nn.Conv2d(w[-1], code_dim, 1))
+        dec = [nn.Conv2d(code_dim, w[-1], 3, padding=1), ResBlock2d(w[-1])]
+        for i in reversed(range(len(strides))):
+            dec += [nn.Upsample(scale_factor=strides[i], mode='nearest'), nn.Conv2d(w[i + 1], w[i], 3, padding=1)]
+            dec += [ResBlock2d(w[i])] if i > coarse else [nn.SiLU()]
+        self.decoder = nn.Sequential(*dec, nn.GroupNorm(8, w[0]), nn.SiLU(), nn.Conv2d(w[0], channels, 3, padding=1))
+        self.codebook = nn.Parameter(F.normalize(torch.randn(codebook_size, code_dim), dim=1))
+
+    def _scale(self, x):  # value_range -> [-1, 1] and back
+        lo, hi = self.value_range
+        return (x - lo) / (hi - lo) * 2 - 1
+
+    def _unscale(self, y):
+        lo, hi = self.value_range
+        return (y + 1) / 2 * (hi - lo) + lo
+
+    def quantize(self, x):
+        """x (B, C, H, W) in [-1, 1] -> unit encoder outputs z (B, d, h, w), ids (B, h, w)."""
+        z = F.normalize(self.encoder(x), dim=1)
+        ids = torch.einsum('bdhw,kd->bkhw', z, F.normalize(self.codebook, dim=1)).argmax(1)  # nearest on the sphere
+        return z, ids
+
+    def lookup(self, ids):  # (B, h, w) -> (B, d, h, w)
+        return F.normalize(self.codebook, dim=1)[ids].permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def encode(self, x):
+        """x (B, C, H, W) in value_range -> ids (B, h*w) int64, row-major."""
+        _check_input(x, 'ConvVQTokenizer.encode', self.channels, self.size, self.value_range)
+        return self.quantize(self._scale(x.float()))[1].flatten(1)
+
+    @torch.no_grad()
+    def decode(self, ids):
+        """ids (B, h*w) -> (B, C, H, W) in value_range."""
+        h, w = self.grid
+        if ids.dim() != 2 or ids.shape[1] != h * w:
+            raise ValueError(f"ConvVQTokenizer.decode: expected ids (B, {h * w}), got {tuple(ids.shape)}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(f"ConvVQTokenizer.decode: ids must be in [0, {self.codebook_size})")
+        y = self.decoder(self.lookup(ids.long().reshape(-1, h, w)))
+        return self._unscale(y.clamp(-1, 1))
+
+    @classmethod
+    @torch.enable_grad()  # callers may run under no_grad
+    def fit(cls, x, codebook_size, patch=(8, 8), seed=0, steps=800, batch=16, crop=64, lr=2e-3, value_range=None):
+        """Train on x (N, C, H, W) float in value_range (1-channel mels: [0, 1], pictures: [-1, 1]).
+        Wide inputs (mels) train on random `crop`-column windows: the net is convolutional, and
+        short windows cost less. Returns the trained tokenizer in eval mode."""
+        if not torch.is_tensor(x) or x.dim() != 4:
+            raise ValueError(f"ConvVQTokenizer.fit: expected a tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
+        C, H, W = x.shape[1:]
+        if H % patch[0] or W % patch[1]:
+            raise ValueError(f"ConvVQTokenizer.fit: input {H}x{W} is not divisible by patch {patch[0]}x{patch[1]}")
+        value_range = value_range or ((0.0, 1.0) if C == 1 else (-1.0, 1.0))
+        _check_input(x, 'ConvVQTokenizer.fit', C, (H, W), value_range)
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        tok = cls(C, (H, W), patch, codebook_size, value_range)
+        crop = W if W <= crop else crop // patch[1] * patch[1]
+        opt = torch.optim.Adam(tok.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1, (t + 1) / 50) * 0.5 * (1 + math.cos(math.pi * t / steps)))
+        usage = torch.zeros(codebook_size)
+        from tqdm import tqdm
+        tok.train()
+        for step in tqdm(range(steps), desc=f'fitting a {codebook_size}-code VQ tokenizer', leave=False):
+            ix = torch.randint(len(x), (batch,), generator=g)
+            x0 = int(torch.randint(W - crop + 1, (1,), generator=g))
+            xb = tok._scale(x[ix, :, :, x0:x0 + crop].float())
+            z, ids = tok.quantize(xb)
+            q = tok.lookup(ids)
+            y = tok.decoder(z + (q - z).detach())  # straight-through: the decoder's gradient reaches the encoder
+            loss = (y - xb).abs().mean() + (y - xb).pow(2).mean() + 0.25 * (z - q.detach()).pow(2).sum(1).mean() \
+                + (q - z.detach()).pow(2).sum(1).mean()  # reconstruction, commitment (0.25), codebook
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            usage += torch.bincount(ids.flatten(), minlength=codebook_size)
+            if (step + 1) % 100 == 0 and step + 1 < steps * 0.8:  # restart codes unused for 100 steps
+                dead = (usage == 0).nonzero().flatten()
+                if len(dead):
+                    pool = z.detach().permute(0, 2, 3, 1).reshape(-1, tok.code_dim)
+                    tok.codebook.data[dead] = pool[torch.randint(len(pool), (len(dead),), generator=g)]
+                usage.zero_()
+        return tok.eval().requires_grad_(False)
+
+    def describe(self):
+        return {"type": "conv_vq", "path": self.path, "codebook_size": self.codebook_size, "grid": list(self.grid),
+                "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
+                "value_range": list(self.value_range), "fingerprint": _fingerprint(self.codebook)}
+
+    def save(self, path):
+        obj = {"type": "conv_vq", "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
+               "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
+               "value_range": list(self.value_range), "codebook_size": self.codebook_size,
+               "code_dim": self.code_dim, "width": self.width}
+        tmp = path + '.tmp'
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+        self.path = os.path.normpath(path)
+
+    @classmethod
+    def load(cls, path):
+        obj = _torch_load(path)
+        if not isinstance(obj, dict) or obj.get("type") != "conv_vq":
+            raise ValueError(f"{path}: not a conv VQ tokenizer file")
+        tok = cls(obj["channels"], obj["size"], obj["patch"], obj["codebook_size"], obj["value_range"],
+                  obj["code_dim"], obj["width"])
+        _load_exact(tok, obj["state_dict"], path, path)
+        tok.path = os.path.normpath(path)
+        return tok.eval().requires_grad_(False)
+
+# -----------------------------------------------------------------------------
 # building tokenizers from a path or a describe() dict, and checking them against meta.json
 
 def load_tokenizer(spec):
@@ -278,18 +439,21 @@ def load_tokenizer(spec):
             raise ValueError(f"tokenizer description has no file path: {spec}")
         if kind == "patch_kmeans":
             return PatchKMeansTokenizer.load(path)
+        if kind == "conv_vq":
+            return ConvVQTokenizer.load(path)
         if kind == "vqgan":
             tok = VQGANTokenizer.load(path, spec.get("config"))
             if spec.get("size"):
                 tok.set_size(*spec["size"])  # so decode() works before any encode()
             return tok
-        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans' or 'vqgan')")
+        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans', 'conv_vq' or 'vqgan')")
     spec = str(spec)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"{spec}: no such tokenizer file or folder")
     if os.path.isdir(spec) or spec.endswith('.ckpt'):
         return VQGANTokenizer.load(spec)
-    return PatchKMeansTokenizer.load(spec)
+    kind = _torch_load(spec).get("type") if spec.endswith('.pt') else None
+    return ConvVQTokenizer.load(spec) if kind == "conv_vq" else PatchKMeansTokenizer.load(spec)
 
 def check_tokenizer_matches(meta_modality, tokenizer):
     """meta_modality: meta.json["audio"] or ["image"]. Raises ValueError if the tokenizer differs."""

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import ModelConfig, VisualEchoes, random_corruption
+from model import ModelConfig, VisualEchoes, cross_modal_losses, random_corruption
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -63,6 +63,8 @@ mask_ratio_min = 0.2
 mask_ratio_max = 1.0
 drop_ratio = 0.5
 label_smoothing = 0.1
+given_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality left whole (model.py)
+null_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality fully masked
 # adamw optimizer (SPEC 4, as MAGE)
 learning_rate = 3e-4  # peak lr: 1.5e-4 * effective_batch / 256 (SPEC 4), here 8 GPUs x 64
 max_iters = 356_000  # total optimizer steps (~1000 epochs of 182,563 clips at 512 per step)
@@ -168,6 +170,10 @@ def load_tokens(split):
 
 
 splits = {} if dataset == 'random' else {split: load_tokens(split) for split in ('train', 'val')}
+# the most frequent code of each modality in (up to 10k clips of) train: the accuracy a model that
+# predicts it everywhere gets, printed beside the masked-token accuracy (a collapsed run shows equal)
+majority_code = {m: int(np.bincount(a[:10_000].ravel()).argmax()) for m, a in zip(('audio', 'image'), splits['train'])} \
+    if splits else {}
 
 
 def get_batch(split, generator):
@@ -260,17 +266,20 @@ def estimate_loss():
         for split in ('train', 'val'):
             torch.manual_seed(42)
             generator = torch.Generator().manual_seed(42)
-            sums = dict(loss=0.0, audio=0.0, image=0.0, audio_acc=0.0, image_acc=0.0)
+            sums = {}
             for _ in range(eval_iters):
                 audio, image = get_batch(split, generator)
                 audio_in, image_in, keep, targets = random_corruption(audio, image, raw_model.config)
                 with ctx:
                     logits, losses = raw_model(audio_in, image_in, keep, targets)
+                    crossmodal = cross_modal_losses(raw_model, audio, image) if split == 'val' else {}
+                metrics = {k: losses[k].item() for k in ('loss', 'audio', 'image')} | crossmodal
                 for name, lg, tg in zip(('audio', 'image'), logits, targets):
                     masked = tg >= 0
-                    sums[f'{name}_acc'] += (lg.argmax(-1)[masked] == tg[masked]).float().mean().item()
-                for k in ('loss', 'audio', 'image'):
-                    sums[k] += losses[k].item()
+                    metrics[f'{name}_acc'] = (lg.argmax(-1)[masked] == tg[masked]).float().mean().item()
+                    metrics[f'{name}_majority'] = (tg[masked] == majority_code[name]).float().mean().item()
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
             out[split] = {k: v / eval_iters for k, v in sums.items()}
     raw_model.train()
     return out
@@ -363,7 +372,13 @@ while True:
             evals = estimate_loss()
             t, v = evals['train'], evals['val']
             print(f"step {iter_num}: train loss {t['loss']:.4f}, val loss {v['loss']:.4f} "
-                  f"(audio {v['audio']:.4f} acc {v['audio_acc']:.4f}, image {v['image']:.4f} acc {v['image_acc']:.4f})")
+                  f"(audio {v['audio']:.4f} acc {v['audio_acc']:.4f} / majority code {v['audio_majority']:.4f}, "
+                  f"image {v['image']:.4f} acc {v['image_acc']:.4f} / majority code {v['image_majority']:.4f})")
+            # what each modality learns from the other, in nats per token: ~0 means it is ignored
+            print(f"step {iter_num}: cross-modal gain, whole modality masked: audio "
+                  f"{v['audio_alone'] - v['audio_given']:+.4f} ({v['audio_alone']:.3f} alone -> {v['audio_given']:.3f} "
+                  f"given the image), image {v['image_alone'] - v['image_given']:+.4f} ({v['image_alone']:.3f} alone "
+                  f"-> {v['image_given']:.3f} given the sound)")
             improved = v['loss'] < best_val_loss
             best_val_loss = min(best_val_loss, v['loss'])  # never overwritten by a worse value
         if ddp:  # rank 0 decides; every rank joins the RNG-state gather
