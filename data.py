@@ -818,6 +818,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
         ffmpeg_exe()  # missing ffmpeg is a clear error up front
     classes = sorted({it['label'] for it in items if it['label'] is not None}) or None
     train = [it for it in items if it['split'] == 'train']  # the same fit sample in every shard
+    fit_items = min(fit_items, 2 ** 30 // (4 * max(3 * size * size, cfg.n_mels * cfg.frames)))  # <= 1 GB of floats
     grids = {'image': (size // image_patch[0]) * (size // image_patch[1]),
              'audio': (cfg.n_mels // audio_patch[0]) * (cfg.frames // audio_patch[1])}
     codebooks = {'image': image_codebook or codebook_for(len(train), grids['image']),

@@ -272,8 +272,10 @@ def _one_thread():
 # ConvVQTokenizer: a small convolutional VQ autoencoder trained here on CPU (fixed here). The learned
 # alternative to the patch k-means for users without the released VQGANs: its decoder sees the
 # neighbouring codes, so a code can stand for a shape (a stroke, a formant) rather than a mean patch.
-# VQ-VAE (van den Oord et al. 2017) with ViT-VQGAN's codebook (Yu et al. 2022): low-dimensional,
-# l2-normalised codes, and unused codes restarted at encoder outputs.
+# The codes are FSQ's (finite scalar quantization, Mentzer et al. 2023): a few bounded encoder
+# channels, each rounded to a handful of levels, the code id their mixed-radix number. It has no
+# learned codebook that could collapse onto a few codes (a plain VQ-VAE's did here within 5 steps),
+# and no auxiliary loss: reconstruction alone trains it.
 
 class ResBlock2d(nn.Module):
     def __init__(self, c):
@@ -300,29 +302,41 @@ def _down(cin, cout, stride):
     p = [1 if s == 1 or s % 2 == 0 else 0 for s in stride]
     return nn.Conv2d(cin, cout, k, stride, p)
 
-class ConvVQTokenizer(nn.Module):
-    """Encoder (strided convs, residual blocks on the two coarsest grids) -> nearest of K unit-length
-    codes -> decoder (nearest upsampling + convs). Inputs in value_range; ids row-major."""
+def fsq_levels(codebook_size):
+    """2^n codes -> levels per channel, n bits spread evenly over ceil(n / 3) channels:
+    256 -> (8, 8, 4), 512 -> (8, 8, 8), 1024 -> (8, 8, 4, 4)."""
+    n = int(codebook_size).bit_length() - 1
+    if codebook_size < 2 or codebook_size != 2 ** n:
+        raise ValueError(f"a conv VQ tokenizer takes a power of two codes (e.g. 512), not {codebook_size}")
+    d = -(-n // 3)
+    return tuple(2 ** (n // d + (i < n % d)) for i in range(d))
 
-    def __init__(self, channels, size, patch, codebook_size, value_range, code_dim=32, width=16):
+class ConvVQTokenizer(nn.Module):
+    """Encoder (strided convs, residual blocks on the two coarsest grids) -> FSQ codes -> decoder
+    (nearest upsampling + convs). Inputs in value_range; ids row-major."""
+
+    def __init__(self, channels, size, patch, codebook_size, value_range, width=16):
         super().__init__()
         self.channels, self.size, self.patch = int(channels), tuple(size), tuple(patch)
         self.codebook_size, self.value_range = int(codebook_size), tuple(float(v) for v in value_range)
-        self.code_dim, self.width, self.path = code_dim, width, None
+        self.levels, self.width, self.path = fsq_levels(codebook_size), width, None
         self.grid = (self.size[0] // self.patch[0], self.size[1] // self.patch[1])
-        strides = _stage_strides(self.patch)
+        strides, d = _stage_strides(self.patch), len(self.levels)
         w = [min(width * 2 ** i, 4 * width) for i in range(len(strides) + 1)]  # channels per grid
         coarse = len(strides) - 2  # residual blocks only on the two coarsest grids: CPU-cheap
         enc = [nn.Conv2d(channels, w[0], 3, padding=1)]
         for i, s in enumerate(strides):
             enc += [_down(w[i], w[i + 1], s)] + ([ResBlock2d(w[i + 1])] if i >= coarse else [nn.SiLU()])
-        self.encoder = nn.Sequential(*enc, nn.GroupNorm(8, w[-1]), nn.SiLU(), nn.Conv2d(w[-1], code_dim, 1))
-        dec = [nn.Conv2d(code_dim, w[-1], 3, padding=1), ResBlock2d(w[-1])]
+        self.encoder = nn.Sequential(*enc, nn.GroupNorm(8, w[-1]), nn.SiLU(), nn.Conv2d(w[-1], d, 1))
+        dec = [nn.Conv2d(d, w[-1], 3, padding=1), ResBlock2d(w[-1])]
         for i in reversed(range(len(strides))):
             dec += [nn.Upsample(scale_factor=strides[i], mode='nearest'), nn.Conv2d(w[i + 1], w[i], 3, padding=1)]
             dec += [ResBlock2d(w[i])] if i > coarse else [nn.SiLU()]
         self.decoder = nn.Sequential(*dec, nn.GroupNorm(8, w[0]), nn.SiLU(), nn.Conv2d(w[0], channels, 3, padding=1))
-        self.codebook = nn.Parameter(F.normalize(torch.randn(codebook_size, code_dim), dim=1))
+        L = torch.tensor(self.levels, dtype=torch.float32)
+        self.register_buffer('L', L.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('radix', torch.cumprod(torch.cat([torch.ones(1), L[:-1]]), 0).long().view(1, -1, 1, 1),
+                             persistent=False)  # digit weights of the mixed-radix id
 
     def _scale(self, x):  # value_range -> [-1, 1] and back
         lo, hi = self.value_range
@@ -333,13 +347,18 @@ class ConvVQTokenizer(nn.Module):
         return (y + 1) / 2 * (hi - lo) + lo
 
     def quantize(self, x):
-        """x (B, C, H, W) in [-1, 1] -> unit encoder outputs z (B, d, h, w), ids (B, h, w)."""
-        z = F.normalize(self.encoder(x), dim=1)
-        ids = torch.einsum('bdhw,kd->bkhw', z, F.normalize(self.codebook, dim=1)).argmax(1)  # nearest on the sphere
-        return z, ids
+        """x (B, C, H, W) in [-1, 1] -> codes (B, d, h, w) in [-1, 1] (straight-through rounding, so
+        the decoder's gradient reaches the encoder), ids (B, h, w)."""
+        half = (self.L - 1) * (1 + 1e-3) / 2
+        offset = (self.L % 2 == 0).float() / 2  # even level counts sit half a step off zero (FSQ)
+        z = torch.tanh(self.encoder(x) + torch.atanh(offset / half)) * half - offset  # bounded to L levels
+        digits = z + (z.round() - z).detach()  # (B, d, h, w), integers in [-L//2, L//2 - 1 or L//2]
+        ids = ((digits.detach().round().long() + (self.L // 2).long()) * self.radix).sum(1)
+        return digits / (self.L // 2), ids
 
-    def lookup(self, ids):  # (B, h, w) -> (B, d, h, w)
-        return F.normalize(self.codebook, dim=1)[ids].permute(0, 3, 1, 2)
+    def lookup(self, ids):  # (B, h, w) -> codes (B, d, h, w)
+        digits = (ids[:, None] // self.radix) % self.L.long() - (self.L // 2).long()
+        return digits.float() / (self.L // 2)
 
     @torch.no_grad()
     def encode(self, x):
@@ -355,15 +374,13 @@ class ConvVQTokenizer(nn.Module):
             raise ValueError(f"ConvVQTokenizer.decode: expected ids (B, {h * w}), got {tuple(ids.shape)}")
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise ValueError(f"ConvVQTokenizer.decode: ids must be in [0, {self.codebook_size})")
-        y = self.decoder(self.lookup(ids.long().reshape(-1, h, w)))
-        return self._unscale(y.clamp(-1, 1))
+        return self._unscale(self.decoder(self.lookup(ids.long().reshape(-1, h, w))).clamp(-1, 1))
 
     @classmethod
     @torch.enable_grad()  # callers may run under no_grad
     def fit(cls, x, codebook_size, patch=(8, 8), seed=0, steps=800, batch=16, crop=64, lr=2e-3, value_range=None):
-        """Train on x (N, C, H, W) float in value_range (1-channel mels: [0, 1], pictures: [-1, 1]).
-        Wide inputs (mels) train on random `crop`-column windows: the net is convolutional, and
-        short windows cost less. Returns the trained tokenizer in eval mode."""
+        """Train on x (N, C, H, W) float in value_range (1-channel mels: [0, 1], pictures: [-1, 1]),
+        L1 + L2 reconstruction. Returns the tokenizer in eval mode."""
         if not torch.is_tensor(x) or x.dim() != 4:
             raise ValueError(f"ConvVQTokenizer.fit: expected a tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
         C, H, W = x.shape[1:]
@@ -374,44 +391,36 @@ class ConvVQTokenizer(nn.Module):
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         tok = cls(C, (H, W), patch, codebook_size, value_range)
-        crop = W if W <= crop else crop // patch[1] * patch[1]
+        # big inputs train on random crop x crop windows (whole patches): the net is convolutional,
+        # so a 256 px picture or a 10 s mel costs what a 64 px one does
+        ch, cw = (d if d <= 1.5 * crop else max(p, crop // p * p) for d, p in ((H, patch[0]), (W, patch[1])))
         opt = torch.optim.Adam(tok.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1, (t + 1) / 50) * 0.5 * (1 + math.cos(math.pi * t / steps)))
-        usage = torch.zeros(codebook_size)
+        warmup_cosine = lambda t: min(1, (t + 1) / 50) * 0.5 * (1 + math.cos(math.pi * t / steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
         from tqdm import tqdm
         tok.train()
-        for step in tqdm(range(steps), desc=f'fitting a {codebook_size}-code VQ tokenizer', leave=False):
+        for _ in tqdm(range(steps), desc=f'fitting a {codebook_size}-code VQ tokenizer', leave=False):
             ix = torch.randint(len(x), (batch,), generator=g)
-            x0 = int(torch.randint(W - crop + 1, (1,), generator=g))
-            xb = tok._scale(x[ix, :, :, x0:x0 + crop].float())
-            z, ids = tok.quantize(xb)
-            q = tok.lookup(ids)
-            y = tok.decoder(z + (q - z).detach())  # straight-through: the decoder's gradient reaches the encoder
-            loss = (y - xb).abs().mean() + (y - xb).pow(2).mean() + 0.25 * (z - q.detach()).pow(2).sum(1).mean() \
-                + (q - z.detach()).pow(2).sum(1).mean()  # reconstruction, commitment (0.25), codebook
+            y0, x0 = (int(torch.randint(d - c + 1, (1,), generator=g)) for d, c in ((H, ch), (W, cw)))
+            xb = tok._scale(x[ix, :, y0:y0 + ch, x0:x0 + cw].float())
+            y = tok.decoder(tok.quantize(xb)[0])
+            loss = (y - xb).abs().mean() + (y - xb).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            usage += torch.bincount(ids.flatten(), minlength=codebook_size)
-            if (step + 1) % 100 == 0 and step + 1 < steps * 0.8:  # restart codes unused for 100 steps
-                dead = (usage == 0).nonzero().flatten()
-                if len(dead):
-                    pool = z.detach().permute(0, 2, 3, 1).reshape(-1, tok.code_dim)
-                    tok.codebook.data[dead] = pool[torch.randint(len(pool), (len(dead),), generator=g)]
-                usage.zero_()
         return tok.eval().requires_grad_(False)
 
     def describe(self):
+        weights = torch.cat([p.flatten() for p in self.parameters()])
         return {"type": "conv_vq", "path": self.path, "codebook_size": self.codebook_size, "grid": list(self.grid),
                 "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
-                "value_range": list(self.value_range), "fingerprint": _fingerprint(self.codebook)}
+                "value_range": list(self.value_range), "fingerprint": _fingerprint(weights)}
 
     def save(self, path):
         obj = {"type": "conv_vq", "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
                "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
-               "value_range": list(self.value_range), "codebook_size": self.codebook_size,
-               "code_dim": self.code_dim, "width": self.width}
+               "value_range": list(self.value_range), "codebook_size": self.codebook_size, "width": self.width}
         tmp = path + '.tmp'
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -422,8 +431,7 @@ class ConvVQTokenizer(nn.Module):
         obj = _torch_load(path)
         if not isinstance(obj, dict) or obj.get("type") != "conv_vq":
             raise ValueError(f"{path}: not a conv VQ tokenizer file")
-        tok = cls(obj["channels"], obj["size"], obj["patch"], obj["codebook_size"], obj["value_range"],
-                  obj["code_dim"], obj["width"])
+        tok = cls(obj["channels"], obj["size"], obj["patch"], obj["codebook_size"], obj["value_range"], obj["width"])
         _load_exact(tok, obj["state_dict"], path, path)
         tok.path = os.path.normpath(path)
         return tok.eval().requires_grad_(False)

@@ -23,7 +23,8 @@ from tokenizers import MelConfig, mel_spectrogram, load_tokenizer, check_tokeniz
 FFMPEG = shutil.which('ffmpeg')
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason='ffmpeg not installed')
 SMALL = dict(size=32, frames=4, cfg=MelConfig(clip_seconds=1.0, frames=80), image_codebook=8, audio_codebook=8,
-             image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16)
+             image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16,
+             image_tokenizer='kmeans', audio_tokenizer='kmeans')  # (k-means: fitted in a moment)
 
 def ffmpeg(*args):
     subprocess.run([FFMPEG, '-v', 'error', '-y', *args], check=True)
@@ -211,7 +212,8 @@ def test_prepare_videos_cli(tmp_path, capsys):
     out = str(tmp_path / 'out')
     args = ['videos', str(tmp_path / 'clips'), '--out', out, '--csv', str(tmp_path / 'clips' / 'vgg.csv'),
             '--size', '32', '--frames', '4', '--seconds', '1', '--mel_frames', '80', '--image_patch', '8',
-            '--image_codebook', '8', '--audio_codebook', '8', '--workers', '2']
+            '--image_codebook', '8', '--audio_codebook', '8', '--workers', '2', '--image_tokenizer', 'kmeans',
+            '--audio_tokenizer', 'kmeans']
     assert data.main(args) == 1  # finished, but something was skipped
     meta = json.load(open(f'{out}/meta.json'))
     assert meta['frames'] == 4 and meta['classes'] == ['high', 'low'] and meta['audio']['grid'] == [5, 5]
