@@ -20,8 +20,11 @@ sys.path.insert(0, ROOT)
 import data  # noqa: E402
 from tokenizers import MelConfig, mel_spectrogram, load_tokenizer, check_tokenizer_matches  # noqa: E402
 
-FFMPEG = shutil.which('ffmpeg')
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason='ffmpeg not installed')
+try:  # the ffmpeg the project uses: the system's, else the imageio-ffmpeg wheel's binary
+    FFMPEG = data.ffmpeg_exe()
+except FileNotFoundError:
+    FFMPEG = None
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason='no ffmpeg (system or imageio-ffmpeg)')
 SMALL = dict(size=32, frames=4, cfg=MelConfig(clip_seconds=1.0, frames=80), image_codebook=8, audio_codebook=8,
              image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16)
 
