@@ -69,8 +69,10 @@ def mel_spectrogram(wave, cfg):
         raise ValueError(f"mel_spectrogram: expected a float waveform (T,) or (B, T), got {wave.dtype} {wave.shape}")
     if wave.shape[-1] < cfg.n_fft or not np.all(np.isfinite(wave)):
         raise ValueError(f"mel_spectrogram: waveform too short ({wave.shape[-1]} < n_fft) or not finite")
+    # the clip's edges are padded by reflection, as in the release the codebook and vocoder were
+    # trained on (librosa's default is now zeros; only the first two frames differ)
     spec = np.abs(librosa.stft(wave.astype(np.float32), n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                               window='hann', center=True, pad_mode='constant'))  # (..., 513, 1+T//hop)
+                               window='hann', center=True, pad_mode='reflect'))  # (..., 513, 1+T//hop)
     mel = np.einsum('mf,...ft->...mt', _mel_basis(cfg), spec)
     mel = 20 * np.log10(np.maximum(mel, 1e-5)) - 20        # dB, minus a 20 dB reference level
     mel = np.clip((mel + 100) / 100, 0.0, 1.0)               # [-100, 0] dB -> [0, 1]
