@@ -335,8 +335,9 @@ def network_metrics(gen_paths, real_paths):
 
 def load_split(ckpt):
     """The split's ids, labels and tokens: audio (N, L_a), image (N, L_v) (the middle frame)."""
+    from tokenizers import repo_path  # data/<dataset> from the current directory, else the repo's
     train_cfg = ckpt.get('config', {})
-    root = data_dir or train_cfg.get('data_dir') or os.path.join('data', train_cfg.get('dataset', ''))
+    root = data_dir or train_cfg.get('data_dir') or repo_path(os.path.join('data', train_cfg.get('dataset', '')))
     try:
         with open(os.path.join(root, 'meta.json')) as f:
             meta = json.load(f)

@@ -76,10 +76,7 @@ def load_all(args):
     if not meta:
         raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
     for m in ('audio', 'image'):
-        spec = dict(meta[m]['tokenizer'])  # its path is relative to the repo root: run from anywhere
-        if spec.get('path') and not os.path.exists(spec['path']):
-            spec['path'] = os.path.join(os.path.dirname(os.path.abspath(__file__)), spec['path'])
-        tok = toks[m] = load_tokenizer(spec)
+        tok = toks[m] = load_tokenizer(meta[m]['tokenizer'])  # (a path relative to the repo root works from anywhere)
         check_tokenizer_matches(meta[m], tok)
         want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
         if [*tok.grid, tok.codebook_size] != want:

@@ -119,6 +119,15 @@ def _fingerprint(t):
     # shapes is still caught as a mismatch
     return hashlib.sha1(t.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:16]
 
+ROOT = os.path.dirname(os.path.abspath(__file__))  # the repo root
+
+def repo_path(path):
+    """`path` when it exists from the current directory (or is absolute), else the same path under the
+    repo root: the scripts find data/, out*/ and tokenizer files from any directory."""
+    if os.path.isabs(path) or os.path.exists(path) or os.path.abspath(path) == os.path.join(ROOT, path):
+        return path
+    return os.path.join(ROOT, path)
+
 def torch_load(path):
     """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
     a whole one that holds pickled objects (only the latter can be fixed by re-saving its tensors)."""
@@ -290,6 +299,7 @@ def load_tokenizer(spec):
         kind, path = spec.get("type"), spec.get("path")
         if not path:
             raise ValueError(f"tokenizer description has no file path: {spec}")
+        path = repo_path(path)  # recorded relative to the repo root when data.py ran there
         if kind == "patch_kmeans":
             return PatchKMeansTokenizer.load(path)
         if kind == "vqgan":

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import ModelConfig, VisualEchoes, random_corruption
+from tokenizers import ROOT, repo_path, torch_load
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -82,7 +83,7 @@ compile = True  # torch.compile the model (PyTorch 2.0+)
 peak_flops = 312e12  # FLOP/s the MFU is measured against (A100 bf16; bench.py measures yours)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
-exec(open('configurator.py').read())  # overrides from command line or config file
+exec(open(os.path.join(ROOT, 'configurator.py')).read())  # overrides from command line or config file
 config = {k: globals()[k] for k in config_keys}  # will be useful for logging and the checkpoint
 # -----------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ if ptdtype is None:
 ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 
 # data: uint16 token arrays read through np.load(mmap_mode='r'), one row per clip
-data_dir = data_dir or os.path.join('data', dataset)
+data_dir = data_dir or repo_path(os.path.join('data', dataset))  # from the current directory, else the repo's
 meta_path = os.path.join(data_dir, 'meta.json')
 if dataset == 'toy' and not os.path.exists(meta_path):  # the embedded dataset makes itself
     if master_process:
@@ -201,7 +202,13 @@ elif init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"{ckpt_path} not found: nothing to resume (train with --init_from=scratch first)")
     print(f"Resuming training from {ckpt_path}")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    try:  # a truncated file or one that needs unpickling: one line, not a traceback
+        checkpoint = torch_load(ckpt_path)
+    except ValueError as e:
+        fail(e)
+    resume_keys = ('model', 'optimizer', 'scaler', 'model_args', 'iter_num', 'best_val_loss', 'rng', 'data_state')
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in resume_keys):
+        fail(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
     # the checkpoint defines the model; the data must have the same token layout
     for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size'):
         if checkpoint['model_args'][k] != model_args[k]:
@@ -211,9 +218,12 @@ elif init_from == 'resume':
     best_val_loss = checkpoint['best_val_loss']
 else:
     fail(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
-model = VisualEchoes(ModelConfig(**model_args))
-if checkpoint is not None:
-    model.load_state_dict(checkpoint['model'])
+try:
+    model = VisualEchoes(ModelConfig(**model_args))
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint['model'])
+except (TypeError, RuntimeError) as e:  # a checkpoint with other config keys or shapes
+    fail(f"{ckpt_path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})")
 model.to(device)
 if master_process:
     print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")

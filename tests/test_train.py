@@ -231,11 +231,34 @@ def test_random_dataset(tmp_path):
     assert not os.path.exists(os.path.join(out_dir, 'ckpt.pt'))  # random tokens: nothing to save
 
 
+def test_runs_from_any_directory(tmp_path, monkeypatch):
+    # from another directory: configurator.py and config/toy.py are the repo's, data/<dataset> is found
+    # from the current directory (explicit paths keep working)
+    write_token_dataset(tmp_path / 'data' / 'mine')
+    args = tiny_args('', str(tmp_path / 'out'), dataset='mine', max_iters=1, eval_interval=1000)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), 'config/toy.py', *args], cwd=tmp_path,
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and 'Overriding config with ' + os.path.join(ROOT, 'config/toy.py') in r.stdout, r.stderr
+    assert os.path.exists(tmp_path / 'out' / 'ckpt.pt')
+    from tokenizers import repo_path  # data/<dataset> not there: the repo's, as config/
+    monkeypatch.chdir(tmp_path)
+    assert repo_path('data/mine') == 'data/mine' and repo_path('data/other') == os.path.join(ROOT, 'data/other')
+
+
 def test_clear_errors(data_dir, tmp_path):
     code, log = run(tiny_args(str(tmp_path / 'nowhere'), str(tmp_path / 'out')))
     assert code == 2 and re.search(r'^error: .*nowhere/meta.json not found', log, re.M)
     code, log = run(tiny_args(data_dir, str(tmp_path / 'out'), init_from='resume'))
     assert code == 2 and re.search(r'^error: .*ckpt.pt not found', log, re.M)
+    # a truncated checkpoint and a foreign one (a vocoder's weights): one line, exit 2, no traceback
+    os.makedirs(tmp_path / 'trunc')
+    whole = open(os.path.join(ROOT, 'tests', 'fixtures', 'hifigan', 'generator'), 'rb').read()
+    (tmp_path / 'trunc' / 'ckpt.pt').write_bytes(whole[:len(whole) // 2])
+    os.makedirs(tmp_path / 'foreign')
+    (tmp_path / 'foreign' / 'ckpt.pt').write_bytes(whole)
+    for out, says in (('trunc', 'truncated or corrupt'), ('foreign', 'not a train.py checkpoint')):
+        code, log = run(tiny_args(data_dir, str(tmp_path / out), init_from='resume'))
+        assert code == 2 and re.search(rf'^error: .*{out}/ckpt.pt: {says}', log, re.M) and 'Traceback' not in log, log
     bad = write_token_dataset(tmp_path / 'bad')
     np.save(os.path.join(bad, 'val_image.npy'), np.zeros((16, 3, 5), dtype=np.uint16))  # wrong grid
     code, log = run(tiny_args(bad, str(tmp_path / 'out')))
