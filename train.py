@@ -80,7 +80,7 @@ min_lr = 0.0  # as MAE/MAGE
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
 dtype = 'auto'  # 'float32', 'bfloat16' or 'float16'; 'auto': bf16 on a GPU that has it (SPEC 4), float32 on CPU
 compile = True  # torch.compile the model (PyTorch 2.0+)
-peak_flops = 312e12  # FLOP/s the MFU is measured against (A100 bf16; bench.py measures yours)
+peak_flops = 0.0  # FLOP/s the MFU is measured against; 0: an A100's bf16 312e12 on cuda, no MFU on other devices (bench.py measures yours)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 exec(open(os.path.join(ROOT, 'configurator.py')).read())  # overrides from command line or config file
@@ -342,6 +342,7 @@ signal.signal(signal.SIGINT, request_stop)
 
 # training loop
 tokens_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size * (L_a + L_v)
+peak_flops = peak_flops or (312e12 if device_type == 'cuda' else 0.0)  # no known peak for a CPU: no MFU
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,} "
           f"({batch_size * gradient_accumulation_steps * ddp_world_size} clips)")
@@ -423,11 +424,12 @@ while True:
     if iter_num % log_interval == 0 and master_process:
         # get loss as float. note: this is a CPU-GPU sync point
         lossf = loss.item() * gradient_accumulation_steps
-        if local_iter_num >= 5:  # let the training loop settle a bit
+        if local_iter_num >= 5 and peak_flops:  # let the training loop settle a bit
             mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+        mfu_text = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ''  # only once measured
         print(f"iter {iter_num}: loss {lossf:.4f} (audio {losses['audio'].item():.4f}, image {losses['image'].item():.4f}), "
-              f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s, mfu {running_mfu * 100:.2f}%")
+              f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
     iter_num += 1
     local_iter_num += 1
 

@@ -224,11 +224,20 @@ def test_compile_on_cpu(data_dir, tmp_path):
 
 def test_random_dataset(tmp_path):
     out_dir = str(tmp_path / 'out')
-    code, log = run(tiny_args('', out_dir, dataset='random', max_iters=2, audio_grid_h=3, audio_grid_w=4,
-                              image_grid_h=2, image_grid_w=2))
+    code, log = run(tiny_args('', out_dir, dataset='random', max_iters=7, audio_grid_h=3, audio_grid_w=4,
+                              image_grid_h=2, image_grid_w=2, peak_flops=1e9))
     assert code == 0, log
     assert re.search(r'number of parameters: [\d.]+M', log) and re.search(r'^iter 1: loss', log, re.M)
     assert not os.path.exists(os.path.join(out_dir, 'ckpt.pt'))  # random tokens: nothing to save
+    # MFU against the given peak, and only once measured (after 5 settling steps): never -100%
+    mfu = re.findall(r'^iter (\d+):.*?(?:mfu (\S+)%)?$', log, re.M)
+    assert [(int(i), bool(m)) for i, m in mfu] == [(i, i >= 5) for i in range(7)], log
+    assert all(float(m) > 0 for _, m in mfu[5:])
+
+
+def test_no_mfu_without_a_peak_for_the_device(reference):
+    # on a CPU with no --peak_flops there is nothing fair to measure against (not an A100's peak)
+    assert re.search(r'^iter 10: loss', reference['log'], re.M) and 'mfu' not in reference['log']
 
 
 def test_runs_from_any_directory(tmp_path, monkeypatch):
