@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 import model as M
 from data import ffmpeg_exe, load_audio, load_image
-from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram
+from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram, peak_limit
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, like every other bad input
@@ -162,6 +162,7 @@ def main(args):
             mel, wave = mel[:, :, :math.ceil(dur * fps)], wave[:, :round(dur * mel_cfg.sample_rate)]
         if aud_in:  # the given sound outside [a, b], the generated one inside (fixed here)
             wave = splice(np.stack(waves).repeat(n, 0), wave, a, b, mel_cfg.sample_rate)
+            wave = peak_limit(wave)  # the vocoder's part is within full scale, a float input may not be
     shown = rep(torch.stack(images)) if images else toks['image'].decode(image)  # (B, 3, S, S) in [-1, 1]
     shown = ((shown.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     names = [s + suffix if n == 1 else f'{s}{suffix}_{j}' for s in stems for j in range(n)]

@@ -764,9 +764,10 @@ def _hifigan_input(mel, h, cfg):
 
 def load_vocoder(spec, cfg):
     """spec None / 'griffinlim' -> Griffin-Lim; else a MelGAN best_netG.pt (or folder) or a HiFi-GAN
-    generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop)."""
+    generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop), every
+    sound within full scale (peak_limit)."""
     if spec is None or str(spec).lower() in ('griffinlim', 'griffin-lim', 'griffin_lim'):
-        return lambda mel: np.asarray(griffin_lim(_as_mel_batch(mel, cfg), cfg), np.float32)
+        return lambda mel: peak_limit(griffin_lim(_as_mel_batch(mel, cfg), cfg))
     spec = str(spec)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"{spec}: no such vocoder file or folder")
@@ -784,8 +785,16 @@ def load_vocoder(spec, cfg):
     def vocode(mel):
         mel = _as_mel_batch(mel, cfg)
         x = torch.from_numpy(mel).float() if is_melgan else _hifigan_input(mel, gen.h, cfg)
-        return gen(x).squeeze(1).numpy().astype(np.float32)                 # (B, T*hop)
+        return peak_limit(gen(x).squeeze(1).numpy())                          # (B, T*hop)
     return vocode
+
+def peak_limit(wave, ceiling=0.99):
+    """wave (..., T) -> float32, each sound that peaks above full scale (1.0) scaled down to peak at
+    `ceiling`; the others unchanged. Griffin-Lim's level is not controlled (a quarter of generated
+    sounds peaked above 1.0) and a 16-bit file would clip them. A plain gain (fixed here)."""
+    wave = np.asarray(wave, np.float32)
+    peak = np.abs(wave).max(-1, keepdims=True)  # (..., 1)
+    return wave * np.where(peak > 1.0, ceiling / np.maximum(peak, 1e-12), 1.0).astype(np.float32)
 
 def _as_mel_batch(mel, cfg):
     mel = np.asarray(mel.detach().cpu() if torch.is_tensor(mel) else mel, dtype=np.float32)

@@ -111,6 +111,12 @@ def check_wav(path, n_samples):
     assert (info.samplerate, info.channels, info.frames) == (MEL.sample_rate, 1, n_samples)
 
 
+def assert_within_full_scale(path):
+    # the untrained model's mels are loud: Griffin-Lim alone peaks far above 1.0 on them
+    x = sf.read(str(path), dtype='int16')[0].astype(int)
+    assert np.abs(x).max() <= 0.99 * 32768 + 1  # 16-bit: no sample at the rails, nothing clipped
+
+
 def test_image_to_audio_many_inputs(env):
     r = run(env, '--image', 'cat.jpg', 'gray.png', 'rgba.png', 'cmyk.jpg', '--num_samples', '2', out='i2a')
     assert r.returncode == 0, r.stderr
@@ -119,6 +125,7 @@ def test_image_to_audio_many_inputs(env):
     for n in names:
         check_wav(env / 'i2a' / f'{n}.wav', WAVE_LEN)
         assert Image.open(env / 'i2a' / f'{n}_mel.png').size == PANEL
+        assert_within_full_scale(env / 'i2a' / f'{n}.wav')
     assert f'wrote {env / "i2a" / "cat_0.wav"}' in r.stdout
 
 
@@ -147,6 +154,16 @@ def test_inpaint_keeps_the_sound_outside_the_range(env, cli):
     outside = np.r_[:int(0.28 * MEL.sample_rate), int(0.52 * MEL.sample_rate):WAVE_LEN]
     assert np.abs(made[outside] - given[outside]).max() < 1e-3  # 16-bit PCM rounding only
     assert np.abs(made - given).max() > 0.05  # the range was regenerated
+
+
+def test_a_loud_given_sound_is_not_clipped(env, cli, tmp_path):
+    # a float wav above full scale, inpainted: the whole written sound is scaled down, not clipped
+    sf.write(tmp_path / 'loud.wav', 2 * np.sin(np.arange(MEL.num_samples) * 0.05).astype(np.float32),
+             MEL.sample_rate, subtype='FLOAT')
+    code, err = cli('--audio', str(tmp_path / 'loud.wav'), '--image', 'cat.jpg', '--inpaint', '0.3:0.5', out='loud')
+    assert code == 0, err
+    x = sf.read(env / 'loud' / 'loud_inpaint.wav', dtype='int16')[0].astype(int)
+    assert np.abs(x).max() <= 0.99 * 32768 + 1  # scaled to peak at 0.99
 
 
 def test_long_duration_by_continuation(env, cli):

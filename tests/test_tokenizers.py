@@ -337,6 +337,7 @@ def test_load_vocoder_and_errors(tmp_path):
     for spec in (None, 'griffinlim', fix('melgan'), fix('hifigan', 'generator')):
         wave = T.load_vocoder(spec, cfg)(mel)
         assert wave.shape == (2, 12 * 256) and wave.dtype == np.float32
+        assert np.abs(T.load_vocoder(spec, cfg)(np.ones_like(mel))).max() <= 1.0  # a loud mel: within full scale
     voc = T.load_vocoder(fix('melgan'), cfg)
     with pytest.raises(ValueError, match='mel'):
         voc(mel[:, :40])
