@@ -240,3 +240,81 @@ def test_bad_input_from_the_command_line(env):
         assert r.returncode == 2 and r.stdout == '', r
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('error: '), r.stderr
         assert files(env / 'bad_cli') == []
+
+
+@pytest.mark.parametrize('args, says', [
+    (['--image', 'cat.jpg', '--duration', 'inf'], '--duration inf'),
+    (['--image', 'cat.jpg', '--duration', 'nan'], '--duration nan'),
+    (['--image', 'cat.jpg', '--duration', '1e9'], 'at most 600'),  # capped, and the cap is said
+    (['--image', 'cat.jpg', '--cfg', 'nan'], '--cfg nan'),
+    (['--image', 'cat.jpg', '--cfg=-inf'], '--cfg -inf'),
+    (['--image', 'cat.jpg', '--temperature', '-1'], '--temperature -1'),
+    (['--image', 'cat.jpg', '--choice_temperature', 'nan'], '--choice_temperature nan'),
+    (['--image', 'cat.jpg', '--seed', '-1'], '--seed -1'),
+    (['--image', 'cat.jpg', '--output', 'cat.jpg'], 'cannot write'),   # the output is a file
+    (['--image', 'cat.jpg', '--output', 'cat.jpg/sub'], 'cannot write'),  # under a file: unwritable
+])
+def test_every_number_and_the_output_checked_before_any_work(env, capsys, monkeypatch, args, says):
+    monkeypatch.chdir(env)
+    monkeypatch.setattr(sample, 'load_all', lambda args: pytest.fail('the model was loaded before the check'))
+    args = ['--out_dir', str(env / 'ckpt'), '--output', str(env / 'checked'), *args]  # a later --output wins
+    assert sample.cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and says in err[0], err
+    assert files(env / 'checked') == []
+
+
+def test_existing_files_need_overwrite_and_inputs_are_never_replaced(env, cli):
+    out = env / 'keep'
+    out.mkdir()
+    (out / 'cat.wav').write_bytes(b'the user\'s own sound')  # beside the image, as in the issue
+    Image.open(env / 'cat.jpg').save(out / 'cat.png')
+    Image.open(env / 'cat.jpg').save(out / 'cat_mel.png')
+    sf.write(out / 'cat_sound.wav', sf.read(env / 'x.wav')[0], MEL.sample_rate)
+    code, err = cli('--image', str(out / 'cat.png'), out='keep')
+    assert code == 2 and 'cat.wav: exists; --overwrite replaces it' in err
+    assert (out / 'cat.wav').read_bytes() == b'the user\'s own sound'
+    code, err = cli('--audio', str(out / 'cat_sound.wav'), '--overwrite', out='keep')  # -> cat_sound.png: new
+    assert code == 0, err
+    # cat.png's panel would be cat_mel.png, an input of this run: refused even with --overwrite
+    code, err = cli('--image', str(out / 'cat.png'), str(out / 'cat_mel.png'), '--overwrite', out='keep')
+    assert code == 2 and 'cat_mel.png: is an input' in err
+    before = (out / 'cat_mel.png').read_bytes()
+    assert (out / 'cat_mel.png').read_bytes() == before and (out / 'cat.wav').read_bytes() == b'the user\'s own sound'
+    code, err = cli('--image', str(out / 'cat.png'), '--overwrite', out='keep')  # asked for: replaced, and said
+    assert code == 0 and (out / 'cat.wav').read_bytes() != b'the user\'s own sound'
+
+
+FAKE_FFMPEG = '''#!/bin/sh
+echo $$ > "{mark}"
+exec sleep 60
+'''
+
+
+def test_sigkill_while_writing_leaves_nothing_behind(env, cli, tmp_path):
+    """sample.py killed while ffmpeg writes the video: nothing in the system temp folder, and the
+    temporary files it left in the output folder are removed by the next run."""
+    bin_dir, tmp_dir, mark = tmp_path / 'bin', tmp_path / 'tmp', tmp_path / 'started'
+    bin_dir.mkdir(), tmp_dir.mkdir()
+    (bin_dir / 'ffmpeg').write_text(FAKE_FFMPEG.format(mark=mark))  # hangs, as a slow encode would
+    (bin_dir / 'ffmpeg').chmod(0o755)
+    run_env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'TMPDIR': str(tmp_dir), 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.Popen([sys.executable, str(REPO / 'sample.py'), *argv(env, '--image', 'cat.jpg', '--video', out='killed')],
+                            cwd=env, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):
+            if mark.exists() and mark.read_text().strip():
+                break
+            assert proc.poll() is None, 'sample.py ended before it called ffmpeg'
+            __import__('time').sleep(0.1)
+        proc.kill()  # SIGKILL: no finally clause runs
+        proc.wait()
+    finally:
+        if mark.exists() and mark.read_text().strip():
+            os.kill(int(mark.read_text()), 9)
+    left = files(env / 'killed')
+    assert left and all(f.startswith(f'.sample-{proc.pid}-') for f in left), left  # named by the dead run
+    assert os.listdir(tmp_dir) == []  # no scratch folder in the system temp dir
+    code, err = cli('--image', 'cat.jpg', out='killed')  # the next run, without --video
+    assert code == 0 and files(env / 'killed') == ['cat.wav', 'cat_mel.png'], err
+
