@@ -7,10 +7,11 @@ $ python sample.py --audio dog.wav                     # -> dog.png, dog_mel.png
 $ python sample.py --cogen --num_samples 4             # -> cogen_0.wav, cogen_0.png, cogen_0_mel.png, ...
 $ python sample.py --audio x.wav --image y.jpg --inpaint 3.0:5.5   # -> x_inpaint.wav, x_inpaint_mel.png
 $ python sample.py --audio x.wav --image y.jpg --duration 30       # -> x_continued.wav: x.wav, continued
-The checkpoint is out/ckpt.pt (--out_dir). Files go to the current directory (--output); an
-existing one is replaced only with --overwrite, and an input never is.
+The checkpoint is out/ckpt.pt (--out_dir), else the one trained out*/ckpt.pt here or in the repo.
+Files go to the current directory (--output); an existing one is replaced only with --overwrite,
+and an input never is.
 """
-import argparse, math, os, re, subprocess, sys
+import argparse, glob, math, os, re, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image, ImageDraw
 
 import model as M
 from data import ffmpeg_exe, load_audio, load_image
-from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram, peak_limit
+from tokenizers import ROOT, MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram, peak_limit
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, like every other bad input
@@ -33,7 +34,7 @@ p.add_argument('--audio', nargs='+', default=[], help='condition sound(s): gener
 p.add_argument('--cogen', action='store_true', help='generate image and sound pairs together')
 p.add_argument('--inpaint', metavar='A:B', help='regenerate seconds A to B of --audio, guided by --image')
 p.add_argument('--duration', type=float, help='seconds of sound: longer than a clip = continuation (of --audio if given)')
-p.add_argument('--out_dir', default='out', help='directory holding ckpt.pt (or the checkpoint file)')
+p.add_argument('--out_dir', default=None, help='directory holding ckpt.pt (or the file); default out, else the one out*/ckpt.pt')
 p.add_argument('--output', default='.', help='directory the files are written to')
 p.add_argument('--overwrite', action='store_true', help='replace existing output files (inputs are never replaced)')
 p.add_argument('--num_samples', type=int, default=1, help='samples per input (pairs for --cogen)')
@@ -66,9 +67,25 @@ def panel(image, mel, span=None, height=256):
         ImageDraw.Draw(out).rectangle([a, 0, b - 1, height - 1], outline='white', width=2)
     return out
 
+def find_checkpoint(out_dir):
+    """--out_dir's ckpt.pt (or the file), as nanoGPT; without it out/ckpt.pt, else the one trained
+    out*/ckpt.pt here or in the repo (the quick start writes out-toy/), said aloud."""
+    if out_dir is not None:
+        return out_dir if os.path.isfile(out_dir) else os.path.join(out_dir, 'ckpt.pt')
+    if os.path.isfile(os.path.join('out', 'ckpt.pt')):
+        return os.path.join('out', 'ckpt.pt')
+    found = {os.path.realpath(f): os.path.normpath(f) for d in ('.', ROOT) for f in glob.glob(os.path.join(d, 'out*', 'ckpt.pt'))}
+    if len(found) > 1:
+        raise ValueError(f'{len(found)} trained checkpoints, choose one with --out_dir: {", ".join(sorted(found.values()))}')
+    if not found:
+        raise FileNotFoundError('out/ckpt.pt: no such checkpoint (train one, e.g. python train.py config/toy.py, or give --out_dir)')
+    path = found.popitem()[1]
+    print(f'using {path}, the only trained checkpoint (--out_dir to choose)')
+    return path
+
 def load_all(args):
     """The model, its dataset meta, mel config and both tokenizers, checked against each other."""
-    path = args.out_dir if os.path.isfile(args.out_dir) else os.path.join(args.out_dir, 'ckpt.pt')
+    path = find_checkpoint(args.out_dir)
     try:
         model, ckpt = M.load_model(path, args.device)
     except (ValueError, FileNotFoundError):

@@ -318,3 +318,19 @@ def test_sigkill_while_writing_leaves_nothing_behind(env, cli, tmp_path):
     code, err = cli('--image', 'cat.jpg', out='killed')  # the next run, without --video
     assert code == 0 and files(env / 'killed') == ['cat.wav', 'cat_mel.png'], err
 
+
+def test_finds_the_one_trained_checkpoint(env, capsys, monkeypatch, tmp_path):
+    """Right after the quick start (out-toy/ckpt.pt, no out/), the bare command finds and names it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sample, 'ROOT', str(tmp_path / 'repo'), raising=False)  # the repo root's out*/ too
+    (tmp_path / 'repo' / 'out-toy').mkdir(parents=True)
+    (tmp_path / 'repo' / 'out-toy' / 'ckpt.pt').write_bytes((env / 'ckpt' / 'ckpt.pt').read_bytes())
+    args = ['--image', str(env / 'cat.jpg'), '--steps', '2', '--device', 'cpu']
+    assert sample.cli(args) == 0, capsys.readouterr().err
+    assert f"using {tmp_path / 'repo' / 'out-toy' / 'ckpt.pt'}, the only trained checkpoint" in capsys.readouterr().out
+    (tmp_path / 'out-small').mkdir()
+    (tmp_path / 'out-small' / 'ckpt.pt').write_bytes((env / 'ckpt' / 'ckpt.pt').read_bytes())
+    assert sample.cli(args + ['--output', 'two']) == 2
+    err = capsys.readouterr().err
+    assert '2 trained checkpoints' in err and 'out-small/ckpt.pt' in err and 'out-toy/ckpt.pt' in err, err
+    assert sample.cli(args + ['--output', 'two', '--out_dir', 'out-small']) == 0  # --out_dir as nanoGPT's
