@@ -84,16 +84,21 @@ def load_image(path, size):
 
 def load_audio(path, sample_rate, seconds):
     """Audio file -> float32 (round(sample_rate * seconds),): channels averaged (SPEC 1), resampled,
-    zero-padded or cut. Raises BadInput for undecodable, too short, silent or non-finite audio."""
+    zero-padded or cut. Only the first `seconds` are read: an hour-long file costs one clip.
+    Raises BadInput for a missing or undecodable file, too short, silent or non-finite audio."""
     try:
-        x, sr = sf.read(path, dtype='float32', always_2d=True)  # (T, C)
+        with sf.SoundFile(path) as f:
+            sr = f.samplerate
+            x = f.read(frames=int(np.ceil(seconds * sr)), dtype='float32', always_2d=True)  # (T, C)
     except Exception as e:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file") from None
-        x, sr = _ffmpeg_audio(path, str(e))  # formats libsndfile lacks (some mp3, m4a)
+        try:
+            os.stat(path)  # a missing file, a broken link or a symlink loop: say which
+        except OSError as err:
+            raise BadInput(f"{path}: cannot open ({err.strerror})") from None
+        x, sr = _ffmpeg_audio(path, seconds, str(e))  # formats libsndfile lacks (some mp3, m4a)
     if x.shape[0] < MIN_AUDIO_SECONDS * sr:
         raise BadInput(f"{path}: audio too short ({x.shape[0] / sr:.3f} s < {MIN_AUDIO_SECONDS} s)")
-    x = x[:int(np.ceil(seconds * sr))].mean(1)  # mono by averaging, as the released VGGSound mels
+    x = x.mean(1)  # mono by averaging, as the released VGGSound mels
     if not np.all(np.isfinite(x)):
         raise BadInput(f"{path}: audio contains NaN or infinite samples")
     if not np.any(x):
@@ -123,12 +128,16 @@ def _ffmpeg(args, what):
         raise BadInput(f"{what}: ffmpeg failed ({msg[:160]})")
     return r
 
-def _ffmpeg_audio(path, why):
+def _ffmpeg_audio(path, seconds, why):
+    """The first `seconds` of any audio ffmpeg decodes; its own error when it cannot (libsndfile's
+    can mislead, e.g. "File does not exist" for a garbage mp3)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            _ffmpeg(['-v', 'error', '-i', path, '-vn', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
+            _ffmpeg(['-v', 'error', '-i', path, '-vn', '-t', f'{seconds}', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
             return sf.read(f'{tmp}/a.wav', dtype='float32', always_2d=True)
-        except (BadInput, FileNotFoundError, RuntimeError):
+        except BadInput as e:
+            raise BadInput(f"{path}: cannot decode audio ({str(e).split('ffmpeg failed (', 1)[-1].rstrip(')')[:120]})") from None
+        except (FileNotFoundError, RuntimeError):  # no ffmpeg, or no audio in what it wrote
             raise BadInput(f"{path}: cannot decode audio ({why[:100]})") from None
 
 def probe_video(path):

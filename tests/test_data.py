@@ -158,6 +158,40 @@ def test_load_audio_bad(tmp_path, case):
     with pytest.raises(ValueError, match='x.wav'):
         data.load_audio(path, 22050, 1.0)
 
+def peak_memory(f, *args):
+    """(result, peak bytes allocated while f ran): numpy's buffers are traced too."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        return f(*args), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+def test_load_audio_reads_only_one_clip(tmp_path):
+    # 60 s of stereo: the whole file as float32 is 10.6 MB, the 1 s asked for 0.18 MB
+    t = np.arange(60 * 22050) / 22050
+    sf.write(tmp_path / 'long.wav', 0.3 * np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1), 22050, subtype='PCM_16')
+    x, peak = peak_memory(data.load_audio, str(tmp_path / 'long.wav'), 22050, 1.0)
+    assert x.shape == (22050,) and peak < 2e6, peak
+
+@needs_ffmpeg
+def test_ffmpeg_audio_reads_only_one_clip(tmp_path):
+    ffmpeg('-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=22050:duration=60', '-c:a', 'aac', str(tmp_path / 'long.m4a'))
+    x, peak = peak_memory(data.load_audio, str(tmp_path / 'long.m4a'), 22050, 1.0)  # libsndfile has no m4a
+    assert x.shape == (22050,) and np.abs(x).max() > 0.05 and peak < 2e6, peak
+
+@needs_ffmpeg
+def test_skip_reasons_are_accurate(tmp_path):
+    open(tmp_path / 'garbage.mp3', 'wb').write(np.random.default_rng(0).bytes(30000))
+    os.symlink('b.wav', tmp_path / 'a.wav')  # a symlink loop
+    os.symlink('a.wav', tmp_path / 'b.wav')
+    with pytest.raises(data.BadInput) as e:
+        data.load_audio(str(tmp_path / 'garbage.mp3'), 22050, 1.0)
+    assert 'cannot decode audio (' in str(e.value) and 'Invalid data' in str(e.value)  # ffmpeg's reason
+    assert 'does not exist' not in str(e.value)  # (libsndfile's misleading one)
+    with pytest.raises(data.BadInput, match='a.wav: cannot open .Too many levels of symbolic links'):
+        data.load_audio(str(tmp_path / 'a.wav'), 22050, 1.0)
+
 @needs_ffmpeg
 def test_load_audio_mp3(tmp_path):
     ffmpeg('-f', 'lavfi', '-i', 'sine=frequency=440:duration=1', str(tmp_path / 'x.mp3'))
