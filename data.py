@@ -9,6 +9,7 @@ Turns audio-visual material into the token format train.py reads (see README, "D
 3) real material: parallel decoding, shard-wise resumable writes, skipped.tsv, merge
 """
 import os
+import io
 import re
 import sys
 import csv
@@ -318,6 +319,18 @@ def save_png(path, img):
 def save_text(path, text):
     _replace(path, lambda f: f.write(text), 'w')
 
+def save_skipped(out, rows):
+    # item<TAB>reason, quoted as the csv module does: a tab or newline in a file name stays in its row
+    buf = io.StringIO()
+    csv.writer(buf, delimiter='\t', lineterminator='\n').writerows([('item', 'reason'), *rows])
+    save_text(f'{out}/skipped.tsv', buf.getvalue())
+
+def read_skipped(d):
+    if not os.path.exists(f'{d}/skipped.tsv'):
+        return []
+    with open(f'{d}/skipped.tsv', newline='') as f:
+        return [tuple(r) for r in list(csv.reader(f, delimiter='\t'))[1:]]
+
 def save_meta(out, meta):
     _replace(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
 
@@ -464,6 +477,10 @@ def list_items(kind, folder, labels_csv=None):
     table = _read_labels(labels_csv, kind) if labels_csv else None
     items, skipped = [], []
     for id_, paths in by_id.items():
+        shown = os.fsencode(id_).decode('utf-8', 'backslashreplace')  # bad\xff for a non-UTF-8 name
+        if shown != id_:  # ids are text: the part names, skipped.tsv and meta.json are UTF-8
+            skipped.append((shown, f"{os.path.join(folder, shown)}: file name is not valid UTF-8 (rename it)"))
+            continue
         if kind == 'pairs':
             imgs, auds = [p for p in paths if p.lower().endswith(IMAGE_EXTS)], [p for p in paths if p.lower().endswith(AUDIO_EXTS)]
             paths = imgs + auds
@@ -573,7 +590,7 @@ def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
     """Join the parts into the split arrays, skipped.tsv and meta.json (last)."""
     parts = [np.load(f'{out}/parts/{f}') for f in sorted(os.listdir(f'{out}/parts')) if f.endswith('.npz')]
     skipped = skipped + [tuple(s) for p in parts for s in p['skipped']]
-    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(f'{i}\t{r}\n' for i, r in skipped))
+    save_skipped(out, skipped)
     cat = lambda key: np.concatenate([p[key] for p in parts])
     ids, splits, labels = (cat(k) for k in ('ids', 'splits', 'labels')) if parts else [np.zeros(0, str)] * 3
     if len(ids) == 0:
@@ -621,7 +638,7 @@ def merge(inputs, out):
         if len(set(ids)) != len(ids):
             raise ValueError(f"the inputs share items of split {s}: were they made with different --shard K/N?")
         meta['splits'][s] = {'n': len(ids), 'ids': ids, 'labels': [l for m in metas for l in m['splits'][s]['labels']]}
-    rows = [l for d in inputs if os.path.exists(f'{d}/skipped.tsv') for l in open(f'{d}/skipped.tsv').read().splitlines()[1:]]
+    rows = [r for d in inputs for r in read_skipped(d)]
     meta['source']['skipped'] = len(rows)
     for s in SPLITS:
         for sub in ('wav', 'frame'):
@@ -631,9 +648,9 @@ def merge(inputs, out):
                     shutil.copy2(f'{d}/{s}_{sub}/{f}', f'{out}/{s}_{sub}/{f}')
         for m in ('audio', 'image'):
             save_npy(f'{out}/{s}_{m}.npy', np.concatenate([np.load(f'{d}/{s}_{m}.npy') for d in inputs]))
-    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(r + '\n' for r in rows))
+    save_skipped(out, rows)
     save_meta(out, meta)
-    _summary(out, meta, [r.split('\t', 1) for r in rows])
+    _summary(out, meta, rows)
     return len(rows)
 
 # -----------------------------------------------------------------------------

@@ -334,6 +334,26 @@ def test_shards_and_merge(tmp_path):
     with pytest.raises(ValueError, match='share items'):
         data.merge([str(tmp_path / 's0'), str(tmp_path / 's0')], str(tmp_path / 'm2'))
 
+def test_odd_file_names_are_handled_per_item(tmp_path):
+    """A name that is not valid UTF-8 is skipped with its reason, not the end of the run; tabs and
+    newlines in names stay in their row of skipped.tsv, and merge counts rows, not lines."""
+    make_pairs(str(tmp_path / 'in'), n=4)
+    d = os.fsencode(str(tmp_path / 'in'))
+    shutil.copy(d + b'/p00.png', d + b'/bad\xff.png')  # Latin-1 bytes: not UTF-8
+    shutil.copy(d + b'/p00.wav', d + b'/bad\xff.wav')
+    open(tmp_path / 'in' / 'tab\tname.png', 'w').write('not an image')
+    shutil.copy(tmp_path / 'in' / 'p01.wav', tmp_path / 'in' / 'tab\tname.wav')
+    shutil.copy(tmp_path / 'in' / 'p02.png', tmp_path / 'in' / 'new\nline.png')  # unpaired
+    os.remove(tmp_path / 'in' / 'labels.csv')
+    for k in (0, 1):
+        data.prepare('pairs', str(tmp_path / 'in'), str(tmp_path / f's{k}'), shard=(k, 2), **SMALL)
+    rows = {r[0]: r[1] for k in (0, 1) for r in data.read_skipped(str(tmp_path / f's{k}'))}
+    assert 'not valid UTF-8' in rows['bad\\xff'] and 'not a readable image' in rows['tab\tname']
+    assert 'unpaired' in rows['new\nline'] and len(rows) == 10  # + the 7 bad ones of make_pairs
+    assert data.merge([str(tmp_path / 's0'), str(tmp_path / 's1')], str(tmp_path / 'm')) == 10
+    assert sorted(r[0] for r in data.read_skipped(str(tmp_path / 'm'))) == sorted(rows)
+    assert json.load(open(tmp_path / 'm' / 'meta.json'))['source']['skipped'] == 10
+
 # -----------------------------------------------------------------------------
 # command-line errors: one line on stderr, exit code 2
 
