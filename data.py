@@ -547,9 +547,10 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     cfg, frames = cfg or MelConfig(), frames if kind == 'videos' else 1
     if cfg.frames > cfg.frames_all:
         raise ValueError(f"mel frames {cfg.frames} > the {cfg.frames_all} that {cfg.clip_seconds} s give")
-    if is_complete(out):
-        print(f"{out}: already prepared (delete it to redo)")
-        return 0
+    if is_complete(out):  # its skipped items still count: exit code 1, as the first run
+        skipped = json.load(open(f'{out}/meta.json')).get('source', {}).get('skipped', 0)
+        print(f"{out}: already prepared (delete it to redo)" + (f"; {skipped} skipped, see {out}/skipped.tsv" if skipped else ''))
+        return skipped
     try:  # an unwritable output is a clear error before any work
         for d in ('parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):
             os.makedirs(f'{out}/{d}', exist_ok=True)

@@ -259,8 +259,8 @@ def test_prepare_videos_cli(tmp_path, capsys):
     assert sorted(skipped) == ['corrupt', 'noaudio', 'novideo', 'silent', 'truncated']
     assert 'no audio stream' in skipped['noaudio'] and 'no video stream' in skipped['novideo']
     assert 'silent' in skipped['silent'] and 'skipped 5' in capsys.readouterr().out
-    # a finished run is not redone
-    assert data.main(args) == 0 and 'already prepared' in capsys.readouterr().out
+    # a finished run is not redone, and its exit code still says something was skipped
+    assert data.main(args) == 1 and 'already prepared' in capsys.readouterr().out
 
 # -----------------------------------------------------------------------------
 # paired files: bad inputs, resume, shards
@@ -294,6 +294,7 @@ def test_prepare_pairs_bad_inputs_and_resume(tmp_path, monkeypatch):
         assert any(l.startswith(name + '\t') and why in l for l in skipped.splitlines()), (name, skipped)
     meta = json.load(open(f'{ref}/meta.json'))
     assert [meta['splits'][s]['n'] for s in ('train', 'val', 'test')] == [8, 2, 2] and meta['frames'] == 1
+    assert data.prepare('pairs', str(tmp_path / 'in'), ref, chunk=4, **SMALL) == 7  # a rerun: done, 7 skipped
     # interrupted after two chunks: the rerun keeps them, does the rest, and gives the same dataset
     out, calls = str(tmp_path / 'out'), []
     real = data.encode_mels
