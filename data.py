@@ -445,7 +445,8 @@ def _split_of(id_, val_pct=5, test_pct=5):
 
 def _read_labels(path, kind):
     """videos: VGGSound rows `youtube_id,start_seconds,label,split`; pairs: `id,label[,split]`.
-    -> {id: (label, split or None)}, keyed as clips are named (`ytid_000030`, `ytid_30`, `ytid`)."""
+    -> {id: (label, split or None)}, keyed as clips are named (`ytid_000030`, `ytid_30`, `ytid`;
+    list_items looks SpecVQGAN's `ytid_30000_40000` up as `ytid_30`)."""
     try:
         rows = [[c.strip() for c in r] for r in csv.reader(open(path, newline='')) if r]
     except OSError as e:
@@ -475,6 +476,10 @@ def list_items(kind, folder, labels_csv=None):
     if labels_csv is None and kind == 'pairs' and os.path.exists(f'{folder}/labels.csv'):
         labels_csv = f'{folder}/labels.csv'
     table = _read_labels(labels_csv, kind) if labels_csv else None
+    if table and kind == 'videos':  # how clips must be named, from the CSV's first row (ytid_000030)
+        ytid, s = next(iter(table)).rsplit('_', 1)
+        s = int(s)
+        hint = f" (a row {ytid},{s} names the clip {ytid}_{s:06d}, {ytid}_{s} or {ytid}_{s * 1000}_{s * 1000 + 10000})"
     items, skipped = [], []
     for id_, paths in by_id.items():
         shown = os.fsencode(id_).decode('utf-8', 'backslashreplace')  # bad\xff for a non-UTF-8 name
@@ -487,9 +492,11 @@ def list_items(kind, folder, labels_csv=None):
         if (len(imgs) != 1 or len(auds) != 1) if kind == 'pairs' else len(paths) > 1:
             skipped.append((id_, f"{paths[0]}: unpaired or ambiguous ({', '.join(os.path.basename(p) for p in paths)})"))
             continue
-        label, split = table.get(id_, (None, None)) if table else (None, None)
+        ms = re.fullmatch(r'(.+)_(\d+)_(\d+)', id_)  # SpecVQGAN's <ytid>_<start ms>_<end ms>: <ytid>_<start s>
+        keys = [id_] + ([f'{ms[1]}_{int(ms[2]) // 1000}'] if ms and kind == 'videos' else [])
+        label, split = next((table[k] for k in keys if k in table), (None, None)) if table else (None, None)
         if table and label is None:
-            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}"))
+            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}" + (hint if kind == 'videos' else '')))
             continue
         if not split:
             split = _split_of(id_)
@@ -530,9 +537,11 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
         else:
             todo.append(m)
     if todo:
-        got = [r for r in pool.imap(_decode_item, [(it, *job_args) for it in fit]) if r[3] is None]
+        res = list(pool.imap(_decode_item, [(it, *job_args) for it in fit]))
+        got = [r for r in res if r[3] is None]
         if not got:
-            raise ValueError("no usable train item to fit the k-means tokenizers on")
+            raise ValueError(f"no usable train item to fit the k-means tokenizers on ({len(fit)} tried; "
+                             f"{res[0][3] if res else 'no item is in the train split'})")
         x = {'image': torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2) / 127.5 - 1,
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
         for m in todo:
@@ -558,6 +567,9 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     except OSError as e:
         raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
     items, skipped = list_items(kind, folder, labels_csv)
+    if not items:  # nothing usable (say, no clip matches the CSV): list them all, and say why
+        save_skipped(out, skipped)
+        raise ValueError(f"{folder}: no usable item, {len(skipped)} skipped (see {out}/skipped.tsv): {skipped[0][1]}")
     if kind == 'videos':
         ffmpeg_exe()  # missing ffmpeg is a clear error up front
     classes = sorted({it['label'] for it in items if it['label'] is not None}) or None

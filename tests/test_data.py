@@ -262,6 +262,33 @@ def test_prepare_videos_cli(tmp_path, capsys):
     # a finished run is not redone, and its exit code still says something was skipped
     assert data.main(args) == 1 and 'already prepared' in capsys.readouterr().out
 
+@needs_ffmpeg
+def test_vggsound_clip_namings(tmp_path, capsys):
+    """The official vggsound.csv rows (youtube_id,start_seconds,label,split) match clips named the
+    common ways: ytid_000010 (the download scripts), ytid_10, and SpecVQGAN's ytid_10000_20000."""
+    clips = tmp_path / 'clips'
+    clips.mkdir()
+    names = {'-0Bxy_z9ABC_000010': 'dog', 'ab_cd-efghi_30': 'cat', 'zz__yy--xx1_30000_40000': 'cow'}
+    for i, name in enumerate(names):
+        ffmpeg('-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=10', '-f', 'lavfi', '-i', f'sine=frequency={300 + 400 * i}',
+               '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-t', '1.5', str(clips / f'{name}.mp4'))
+    rows = ['-0Bxy_z9ABC,10,dog,train', 'ab_cd-efghi,30,cat,train', 'zz__yy--xx1,30,cow,test', 'other000000,0,owl,train']
+    (tmp_path / 'vggsound.csv').write_text('\n'.join(rows) + '\n')
+    args = ['videos', str(clips), '--out', str(tmp_path / 'out'), '--csv', str(tmp_path / 'vggsound.csv'), '--size', '32',
+            '--frames', '2', '--seconds', '1', '--mel_frames', '80', '--image_patch', '8', '--image_codebook', '8',
+            '--audio_codebook', '8', '--workers', '2']
+    assert data.main(args) == 0, capsys.readouterr().err
+    meta = json.load(open(tmp_path / 'out' / 'meta.json'))
+    got = {i: meta['classes'][l] for d in meta['splits'].values() for i, l in zip(d['ids'], d['labels'])}
+    assert got == names and meta['splits']['test']['ids'] == ['zz__yy--xx1_30000_40000']
+    # no clip matches: said so, with the names a row expects, and skipped.tsv lists them
+    (tmp_path / 'other.csv').write_text('abcdefghijk,20,owl,train\n')
+    args[3:6] = [str(tmp_path / 'out2'), '--csv', str(tmp_path / 'other.csv')]
+    assert data.main(args) == 2
+    err = capsys.readouterr().err
+    assert 'no usable item, 3 skipped' in err and 'abcdefghijk_000020, abcdefghijk_20 or abcdefghijk_20000_30000' in err
+    assert len(data.read_skipped(str(tmp_path / 'out2'))) == 3
+
 # -----------------------------------------------------------------------------
 # paired files: bad inputs, resume, shards
 
