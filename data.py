@@ -549,6 +549,33 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
             toks[m].save(f'{out}/tokenizer_{m}.pt')
     return toks
 
+def _source(items, settings):
+    """What the parts are made from: every item (id, label, split, and each file's name, size and
+    mtime, so a replaced file counts) and the settings, with a fingerprint of it all."""
+    def stamp(p):
+        st = os.stat(p) if os.path.exists(p) else os.lstat(p)  # (a broken link is skipped later, by its reader)
+        return os.path.basename(p), st.st_size, st.st_mtime_ns
+    listing = [(it['id'], it['label'], it['split'], [stamp(p) for p in it['paths']]) for it in items]
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as they are read back
+    return {'fingerprint': hashlib.sha1(json.dumps([listing, settings]).encode()).hexdigest()[:16],
+            'items': len(items), 'settings': settings}
+
+def _check_source(out, source, write):
+    """Parts are joined only when made from the same inputs and settings: the first run writes
+    parts/source.json, a rerun must match it or stop (nothing of the user's is deleted)."""
+    path = f'{out}/parts/source.json'
+    if os.path.exists(path):
+        old = json.load(open(path))
+        if old['fingerprint'] != source['fingerprint']:
+            changed = [k for k, v in source['settings'].items() if old['settings'].get(k) != v]
+            why = (f"other settings ({', '.join(changed)})" if changed else
+                   f"other inputs ({old['items']} items then, {source['items']} now, or changed files)")
+            raise ValueError(f"{out}: made from {why}; delete {out} to redo it, or choose another --out")
+    elif write:  # a fresh run; parts without source.json (an older version's) cannot be checked
+        if any(f.endswith('.npz') for f in os.listdir(f'{out}/parts')):
+            raise ValueError(f"{out}/parts: parts of unknown inputs (no source.json); delete {out} to redo it")
+        save_text(path, json.dumps(source, indent=1))
+
 def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer='kmeans',
             audio_tokenizer='kmeans', image_codebook=1024, audio_codebook=1024, image_patch=(16, 16),
             audio_patch=(16, 16), shard=(0, 1), workers=None, chunk=64, fit_items=256, seed=1337):
@@ -556,7 +583,13 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     cfg, frames = cfg or MelConfig(), frames if kind == 'videos' else 1
     if cfg.frames > cfg.frames_all:
         raise ValueError(f"mel frames {cfg.frames} > the {cfg.frames_all} that {cfg.clip_seconds} s give")
+    items, skipped = list_items(kind, folder, labels_csv)
+    settings = dict(kind=kind, size=size, frames=frames, mel=asdict(cfg), image_tokenizer=image_tokenizer,
+                    audio_tokenizer=audio_tokenizer, image_codebook=image_codebook, audio_codebook=audio_codebook,
+                    image_patch=image_patch, audio_patch=audio_patch, shard=shard, chunk=chunk, fit_items=fit_items, seed=seed)
+    source = _source(items, settings)
     if is_complete(out):  # its skipped items still count: exit code 1, as the first run
+        _check_source(out, source, write=False)
         skipped = json.load(open(f'{out}/meta.json')).get('source', {}).get('skipped', 0)
         print(f"{out}: already prepared (delete it to redo)" + (f"; {skipped} skipped, see {out}/skipped.tsv" if skipped else ''))
         return skipped
@@ -566,10 +599,10 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e:
         raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
-    items, skipped = list_items(kind, folder, labels_csv)
     if not items:  # nothing usable (say, no clip matches the CSV): list them all, and say why
         save_skipped(out, skipped)
         raise ValueError(f"{folder}: no usable item, {len(skipped)} skipped (see {out}/skipped.tsv): {skipped[0][1]}")
+    _check_source(out, source, write=True)
     if kind == 'videos':
         ffmpeg_exe()  # missing ffmpeg is a clear error up front
     classes = sorted({it['label'] for it in items if it['label'] is not None}) or None

@@ -334,9 +334,22 @@ def test_prepare_pairs_bad_inputs_and_resume(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **SMALL)
     assert not os.path.exists(f'{out}/meta.json')
-    parts = {f: os.stat(f'{out}/parts/{f}').st_mtime_ns for f in os.listdir(f'{out}/parts')}
+    parts = {f: os.stat(f'{out}/parts/{f}').st_mtime_ns for f in os.listdir(f'{out}/parts') if f.endswith('.npz')}
     assert len(parts) == 2
     monkeypatch.setattr(data, 'encode_mels', real)
+    # a pair added before the rerun: the parts were made from other inputs, never joined with new ones
+    shutil.copy(tmp_path / 'in' / 'p00.png', tmp_path / 'in' / 'a00.png')
+    shutil.copy(tmp_path / 'in' / 'p01.wav', tmp_path / 'in' / 'a00.wav')
+    labels = open(tmp_path / 'in' / 'labels.csv').read()
+    open(tmp_path / 'in' / 'labels.csv', 'a').write('a00,c0,train\n')
+    for d in (out, ref):  # interrupted, and finished
+        with pytest.raises(ValueError, match='made from other inputs .18 items then, 19 now'):
+            data.prepare('pairs', str(tmp_path / 'in'), d, chunk=4, **SMALL)
+    with pytest.raises(ValueError, match=r'made from other settings \(size\)'):
+        data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **{**SMALL, 'size': 64})
+    os.remove(tmp_path / 'in' / 'a00.png'), os.remove(tmp_path / 'in' / 'a00.wav')
+    open(tmp_path / 'in' / 'labels.csv', 'w').write(labels)
+    assert not os.path.exists(f'{out}/meta.json')
     data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **SMALL)
     assert all(os.stat(f'{out}/parts/{f}').st_mtime_ns == t for f, t in parts.items())
     m2 = json.load(open(f'{out}/meta.json'))
