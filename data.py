@@ -21,6 +21,8 @@ import tempfile
 import time
 import subprocess
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 
 import numpy as np
@@ -360,6 +362,15 @@ def encode_mels(tok, mels, batch=64):
     ids = [tok.encode(torch.from_numpy(mels[i:i + batch])[:, None].float()) for i in range(0, len(mels), batch)]
     return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, math.prod(tok.grid)), np.uint16)
 
+def _map(pool, fn, jobs, out):
+    """pool.map on forked workers. A worker that dies (as the OOM killer's SIGKILL leaves it) breaks
+    a ProcessPoolExecutor, where multiprocessing.Pool.map would wait for it forever: a clear error."""
+    try:
+        return list(pool.map(fn, jobs))
+    except BrokenProcessPool:
+        raise ValueError(f"{out}: a worker process died (killed by the system: out of memory?); the chunks "
+                         f"written are kept, rerun to resume (fewer --workers use less memory)") from None
+
 def _warm_up(cfg):
     # librosa sets itself up lazily on first use (seconds): do it once here, before forking workers
     import librosa
@@ -393,8 +404,8 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
               for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
     jobs = [(seed, s, i, labels[s][i:i + 200], data_dir) for s in SPLITS for i in range(0, len(labels[s]), 200)]
     _warm_up(TOY_MEL)
-    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
-        res = pool.map(_toy_batch, jobs)
+    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
+        res = _map(pool, _toy_batch, jobs, data_dir)
     images = {s: np.concatenate([r[0] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     mels = {s: np.concatenate([r[1] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     print(f"toy: made {n_train}/{n_val}/{n_test} train/val/test pairs in {time.time() - t0:.0f} s, fitting tokenizers")
@@ -537,7 +548,7 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
         else:
             todo.append(m)
     if todo:
-        res = list(pool.imap(_decode_item, [(it, *job_args) for it in fit]))
+        res = _map(pool, _decode_item, [(it, *job_args) for it in fit], out)
         got = [r for r in res if r[3] is None]
         if not got:
             raise ValueError(f"no usable train item to fit the k-means tokenizers on ({len(fit)} tried; "
@@ -610,7 +621,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
     items, skipped, job_args = items[shard[0]::shard[1]], skipped[shard[0]::shard[1]], (size, frames, cfg, out)
     _warm_up(cfg)
-    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
         toks = _tokenizers({'image': image_tokenizer, 'audio': audio_tokenizer}, out, fit, pool, job_args,
                            {'image': image_codebook, 'audio': audio_codebook}, {'image': image_patch, 'audio': audio_patch}, seed)
         bar = tqdm(total=len(items), desc=f'{kind} -> {out}', unit='clip' if kind == 'videos' else 'pair')
@@ -618,7 +629,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
             batch = items[c:c + chunk]
             part = f"{out}/parts/{c // chunk:06d}-{hashlib.sha1(' '.join(it['id'] for it in batch).encode()).hexdigest()[:8]}.npz"
             if not os.path.exists(part):  # a chunk is written whole or not at all: resume skips done ones
-                res = pool.map(_decode_item, [(it, *job_args) for it in batch])
+                res = _map(pool, _decode_item, [(it, *job_args) for it in batch], out)
                 ok = [(r, it) for r, it in zip(res, batch) if r[3] is None]
                 image = np.stack([r[1] for r, _ in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)
                 audio = np.stack([r[2] for r, _ in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)

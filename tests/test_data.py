@@ -358,6 +358,38 @@ def test_prepare_pairs_bad_inputs_and_resume(tmp_path, monkeypatch):
         for mod in ('audio', 'image'):
             assert (np.load(f'{out}/{s}_{mod}.npy') == np.load(f'{ref}/{s}_{mod}.npy')).all()
 
+DYING_WORKER = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import data
+from tokenizers import MelConfig
+decode = data._decode_item
+def dying(job):  # as the OOM killer would: SIGKILL in the middle of one item (a test one: not in the k-means fit)
+    if job[0]['id'] == 'p10':
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decode(job)
+data._decode_item = dying
+try:
+    data.prepare('pairs', sys.argv[2], sys.argv[3], chunk=4, size=32, cfg=MelConfig(clip_seconds=1.0, frames=80),
+                 image_codebook=8, audio_codebook=8, image_patch=(8, 8), workers=2, fit_items=16)
+except ValueError as e:
+    sys.exit(str(e))
+"""
+
+def test_a_dead_worker_ends_the_run(tmp_path):
+    """A worker killed mid-item (the OOM killer) ends the run with a clear error instead of hanging
+    (Pool.map waited forever); the chunks written are kept, and the rerun resumes from them."""
+    make_pairs(str(tmp_path / 'in'))
+    out = str(tmp_path / 'out')
+    (tmp_path / 'probe.py').write_text(DYING_WORKER)
+    r = subprocess.run([sys.executable, str(tmp_path / 'probe.py'), ROOT, str(tmp_path / 'in'), out],
+                       capture_output=True, text=True, timeout=120)  # (the old Pool.map: forever)
+    assert r.returncode == 1 and 'a worker process died' in r.stderr and 'rerun to resume' in r.stderr, r.stderr
+    parts = sorted(f for f in os.listdir(f'{out}/parts') if f.endswith('.npz'))
+    assert len(parts) == 3  # the chunks before p10's
+    assert data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **SMALL) == 7
+    assert sorted(f for f in os.listdir(f'{out}/parts') if f.endswith('.npz'))[:3] == parts
+
 def test_shards_and_merge(tmp_path):
     make_pairs(str(tmp_path / 'in'))
     ref = str(tmp_path / 'ref')
