@@ -132,14 +132,12 @@ def _ffmpeg(args, what):
     return r
 
 def _ffmpeg_audio(path, seconds, why):
-    """The first `seconds` of any audio ffmpeg decodes; its own error when it cannot (libsndfile's
+    """The first `seconds` of any audio ffmpeg decodes; ffmpeg's own error when it cannot (libsndfile's
     can mislead, e.g. "File does not exist" for a garbage mp3)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             _ffmpeg(['-v', 'error', '-i', path, '-vn', '-t', f'{seconds}', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
             return sf.read(f'{tmp}/a.wav', dtype='float32', always_2d=True)
-        except BadInput as e:
-            raise BadInput(f"{path}: cannot decode audio ({str(e).split('ffmpeg failed (', 1)[-1].rstrip(')')[:120]})") from None
         except (FileNotFoundError, RuntimeError):  # no ffmpeg, or no audio in what it wrote
             raise BadInput(f"{path}: cannot decode audio ({why[:100]})") from None
 
@@ -487,6 +485,7 @@ def list_items(kind, folder, labels_csv=None):
     if labels_csv is None and kind == 'pairs' and os.path.exists(f'{folder}/labels.csv'):
         labels_csv = f'{folder}/labels.csv'
     table = _read_labels(labels_csv, kind) if labels_csv else None
+    hint = ''
     if table and kind == 'videos':  # how clips must be named, from the CSV's first row (ytid_000030)
         ytid, s = next(iter(table)).rsplit('_', 1)
         s = int(s)
@@ -507,7 +506,7 @@ def list_items(kind, folder, labels_csv=None):
         keys = [id_] + ([f'{ms[1]}_{int(ms[2]) // 1000}'] if ms and kind == 'videos' else [])
         label, split = next((table[k] for k in keys if k in table), (None, None)) if table else (None, None)
         if table and label is None:
-            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}" + (hint if kind == 'videos' else '')))
+            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}{hint}"))
             continue
         if not split:
             split = _split_of(id_)

@@ -187,7 +187,7 @@ def test_skip_reasons_are_accurate(tmp_path):
     os.symlink('a.wav', tmp_path / 'b.wav')
     with pytest.raises(data.BadInput) as e:
         data.load_audio(str(tmp_path / 'garbage.mp3'), 22050, 1.0)
-    assert 'cannot decode audio (' in str(e.value) and 'Invalid data' in str(e.value)  # ffmpeg's reason
+    assert 'garbage.mp3: ffmpeg failed (' in str(e.value) and 'Invalid data' in str(e.value)  # ffmpeg's reason
     assert 'does not exist' not in str(e.value)  # (libsndfile's misleading one)
     with pytest.raises(data.BadInput, match='a.wav: cannot open .Too many levels of symbolic links'):
         data.load_audio(str(tmp_path / 'a.wav'), 22050, 1.0)
