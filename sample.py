@@ -131,7 +131,7 @@ def main(args):
     check_output(args, [name + e for name in names for e in exts], img_in + aud_in)
     ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
     model, meta, mel_cfg, toks = load_all(args)
-    vocoder = load_vocoder(args.vocoder, mel_cfg) if img_in or args.cogen else None
+    vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
     h, w = toks['audio'].grid
     fps = mel_cfg.sample_rate / mel_cfg.hop_length  # mel frames per second
     clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
