@@ -215,6 +215,8 @@ def check_output(args, files, inputs):
     """The output folder is writable, no input would be replaced, an existing file only with
     --overwrite; temporary files left by killed runs are removed. All before any work."""
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'--output {out}: is a file, not a folder')
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / (TMP.format(pid=os.getpid()) + 'check')).touch()

@@ -251,7 +251,7 @@ def test_bad_input_from_the_command_line(env):
     (['--image', 'cat.jpg', '--temperature', '-1'], '--temperature -1'),
     (['--image', 'cat.jpg', '--choice_temperature', 'nan'], '--choice_temperature nan'),
     (['--image', 'cat.jpg', '--seed', '-1'], '--seed -1'),
-    (['--image', 'cat.jpg', '--output', 'cat.jpg'], 'cannot write'),   # the output is a file
+    (['--image', 'cat.jpg', '--output', 'cat.jpg'], 'is a file'),   # the output is a file
     (['--image', 'cat.jpg', '--output', 'cat.jpg/sub'], 'cannot write'),  # under a file: unwritable
 ])
 def test_every_number_and_the_output_checked_before_any_work(env, capsys, monkeypatch, args, says):
