@@ -670,7 +670,7 @@ def _summary(out, meta, skipped):
     print(f"{out}: {sum(n.values())} items ({', '.join(f'{s} {v}' for s, v in n.items())})")
     why = {}
     for _, r in skipped:  # grouped by the reason without the file name and details
-        key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1])
+        key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1], flags=re.S)  # (a name may hold a newline)
         why[key] = why.get(key, 0) + 1
     if skipped:
         print(f"skipped {len(skipped)} (see {out}/skipped.tsv): " + '; '.join(f'{v} {k}' for k, v in why.items()))

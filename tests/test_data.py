@@ -407,7 +407,7 @@ def test_shards_and_merge(tmp_path):
     with pytest.raises(ValueError, match='share items'):
         data.merge([str(tmp_path / 's0'), str(tmp_path / 's0')], str(tmp_path / 'm2'))
 
-def test_odd_file_names_are_handled_per_item(tmp_path):
+def test_odd_file_names_are_handled_per_item(tmp_path, capsys):
     """A name that is not valid UTF-8 is skipped with its reason, not the end of the run; tabs and
     newlines in names stay in their row of skipped.tsv, and merge counts rows, not lines."""
     make_pairs(str(tmp_path / 'in'), n=4)
@@ -423,7 +423,10 @@ def test_odd_file_names_are_handled_per_item(tmp_path):
     rows = {r[0]: r[1] for k in (0, 1) for r in data.read_skipped(str(tmp_path / f's{k}'))}
     assert 'not valid UTF-8' in rows['bad\\xff'] and 'not a readable image' in rows['tab\tname']
     assert 'unpaired' in rows['new\nline'] and len(rows) == 10  # + the 7 bad ones of make_pairs
+    capsys.readouterr()
     assert data.merge([str(tmp_path / 's0'), str(tmp_path / 's1')], str(tmp_path / 'm')) == 10
+    summary = capsys.readouterr().out.strip().splitlines()[-1]  # one line, grouped by reason
+    assert summary.startswith('skipped 10') and 'unpaired or ambiguous' in summary and 'not valid UTF-8' in summary
     assert sorted(r[0] for r in data.read_skipped(str(tmp_path / 'm'))) == sorted(rows)
     assert json.load(open(tmp_path / 'm' / 'meta.json'))['source']['skipped'] == 10
 
