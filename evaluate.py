@@ -215,7 +215,8 @@ def load_metric_net(kind, path):
         name, url = PUBLIC_WEIGHTS[kind]
         raise FileNotFoundError(f"{path}: {kind} weights not found; download the public {name} from {url}")
     net = {"panns16k": lambda: Cnn14(16000), "panns32k": lambda: Cnn14(32000), "vggish": VGGish}[kind]()
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from tokenizers import torch_load  # one-line errors: a truncated file is told from a pickled one
+    sd = torch_load(path)
     net.load_state_dict(sd["model"] if "model" in sd else sd)  # PANNs wrap the weights in "model"
     return net.eval()
 

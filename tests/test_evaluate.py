@@ -83,6 +83,10 @@ def test_bad_input_is_a_clear_error(env):
     configure(env, out_dir=str(env / 'nothing'))
     with pytest.raises(FileNotFoundError, match='no such checkpoint'):
         evaluate.main()
+    truncated = env / 'truncated_vggish.pth'
+    truncated.write_bytes((env / 'out' / 'ckpt.pt').read_bytes()[:1000])
+    with pytest.raises(ValueError, match='truncated or corrupt'):
+        evaluate.load_metric_net('vggish', str(truncated))
 
 
 def test_network_metrics_path(env, monkeypatch, tmp_path):
