@@ -347,7 +347,8 @@ def test_prepare_pairs_bad_inputs_and_resume(tmp_path, monkeypatch):
             data.prepare('pairs', str(tmp_path / 'in'), d, chunk=4, **SMALL)
     with pytest.raises(ValueError, match=r'made from other settings \(size\)'):
         data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **{**SMALL, 'size': 64})
-    os.remove(tmp_path / 'in' / 'a00.png'), os.remove(tmp_path / 'in' / 'a00.wav')
+    os.remove(tmp_path / 'in' / 'a00.png')
+    os.remove(tmp_path / 'in' / 'a00.wav')
     open(tmp_path / 'in' / 'labels.csv', 'w').write(labels)
     assert not os.path.exists(f'{out}/meta.json')
     data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **SMALL)

@@ -5,6 +5,7 @@ seconds on a loaded machine)."""
 import os
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -277,9 +278,9 @@ def test_existing_files_need_overwrite_and_inputs_are_never_replaced(env, cli):
     code, err = cli('--audio', str(out / 'cat_sound.wav'), '--overwrite', out='keep')  # -> cat_sound.png: new
     assert code == 0, err
     # cat.png's panel would be cat_mel.png, an input of this run: refused even with --overwrite
+    before = (out / 'cat_mel.png').read_bytes()
     code, err = cli('--image', str(out / 'cat.png'), str(out / 'cat_mel.png'), '--overwrite', out='keep')
     assert code == 2 and 'cat_mel.png: is an input' in err
-    before = (out / 'cat_mel.png').read_bytes()
     assert (out / 'cat_mel.png').read_bytes() == before and (out / 'cat.wav').read_bytes() == b'the user\'s own sound'
     code, err = cli('--image', str(out / 'cat.png'), '--overwrite', out='keep')  # asked for: replaced, and said
     assert code == 0 and (out / 'cat.wav').read_bytes() != b'the user\'s own sound'
@@ -295,7 +296,8 @@ def test_sigkill_while_writing_leaves_nothing_behind(env, cli, tmp_path):
     """sample.py killed while ffmpeg writes the video: nothing in the system temp folder, and the
     temporary files it left in the output folder are removed by the next run."""
     bin_dir, tmp_dir, mark = tmp_path / 'bin', tmp_path / 'tmp', tmp_path / 'started'
-    bin_dir.mkdir(), tmp_dir.mkdir()
+    bin_dir.mkdir()
+    tmp_dir.mkdir()
     (bin_dir / 'ffmpeg').write_text(FAKE_FFMPEG.format(mark=mark))  # hangs, as a slow encode would
     (bin_dir / 'ffmpeg').chmod(0o755)
     run_env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'TMPDIR': str(tmp_dir), 'OMP_NUM_THREADS': '1'}
@@ -306,7 +308,7 @@ def test_sigkill_while_writing_leaves_nothing_behind(env, cli, tmp_path):
             if mark.exists() and mark.read_text().strip():
                 break
             assert proc.poll() is None, 'sample.py ended before it called ffmpeg'
-            __import__('time').sleep(0.1)
+            time.sleep(0.1)
         proc.kill()  # SIGKILL: no finally clause runs
         proc.wait()
     finally:
