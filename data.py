@@ -9,6 +9,7 @@ Turns audio-visual material into the token format train.py reads (see README, "D
 3) real material: parallel decoding, shard-wise resumable writes, skipped.tsv, merge
 """
 import os
+import io
 import re
 import sys
 import csv
@@ -20,6 +21,8 @@ import tempfile
 import time
 import subprocess
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 
 import numpy as np
@@ -85,16 +88,21 @@ def load_image(path, size):
 
 def load_audio(path, sample_rate, seconds):
     """Audio file -> float32 (round(sample_rate * seconds),): channels averaged (SPEC 1), resampled,
-    zero-padded or cut. Raises BadInput for undecodable, too short, silent or non-finite audio."""
+    zero-padded or cut. Only the first `seconds` are read: an hour-long file costs one clip.
+    Raises BadInput for a missing or undecodable file, too short, silent or non-finite audio."""
     try:
-        x, sr = sf.read(path, dtype='float32', always_2d=True)  # (T, C)
+        with sf.SoundFile(path) as f:
+            sr = f.samplerate
+            x = f.read(frames=int(np.ceil(seconds * sr)), dtype='float32', always_2d=True)  # (T, C)
     except Exception as e:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file") from None
-        x, sr = _ffmpeg_audio(path, str(e))  # formats libsndfile lacks (some mp3, m4a)
+        try:
+            os.stat(path)  # a missing file, a broken link or a symlink loop: say which
+        except OSError as err:
+            raise BadInput(f"{path}: cannot open ({err.strerror})") from None
+        x, sr = _ffmpeg_audio(path, seconds, str(e))  # formats libsndfile lacks (some mp3, m4a)
     if x.shape[0] < MIN_AUDIO_SECONDS * sr:
         raise BadInput(f"{path}: audio too short ({x.shape[0] / sr:.3f} s < {MIN_AUDIO_SECONDS} s)")
-    x = x[:int(np.ceil(seconds * sr))].mean(1)  # mono by averaging, as the released VGGSound mels
+    x = x.mean(1)  # mono by averaging, as the released VGGSound mels
     if not np.all(np.isfinite(x)):
         raise BadInput(f"{path}: audio contains NaN or infinite samples")
     if not np.any(x):
@@ -124,12 +132,14 @@ def _ffmpeg(args, what):
         raise BadInput(f"{what}: ffmpeg failed ({msg[:160]})")
     return r
 
-def _ffmpeg_audio(path, why):
+def _ffmpeg_audio(path, seconds, why):
+    """The first `seconds` of any audio ffmpeg decodes; ffmpeg's own error when it cannot (libsndfile's
+    can mislead, e.g. "File does not exist" for a garbage mp3)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            _ffmpeg(['-v', 'error', '-i', path, '-vn', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
+            _ffmpeg(['-v', 'error', '-i', path, '-vn', '-t', f'{seconds}', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
             return sf.read(f'{tmp}/a.wav', dtype='float32', always_2d=True)
-        except (BadInput, FileNotFoundError, RuntimeError):
+        except (FileNotFoundError, RuntimeError):  # no ffmpeg, or no audio in what it wrote
             raise BadInput(f"{path}: cannot decode audio ({why[:100]})") from None
 
 def probe_video(path):
@@ -310,6 +320,18 @@ def save_png(path, img):
 def save_text(path, text):
     _replace(path, lambda f: f.write(text), 'w')
 
+def save_skipped(out, rows):
+    # item<TAB>reason, quoted as the csv module does: a tab or newline in a file name stays in its row
+    buf = io.StringIO()
+    csv.writer(buf, delimiter='\t', lineterminator='\n').writerows([('item', 'reason'), *rows])
+    save_text(f'{out}/skipped.tsv', buf.getvalue())
+
+def read_skipped(d):
+    if not os.path.exists(f'{d}/skipped.tsv'):
+        return []
+    with open(f'{d}/skipped.tsv', newline='') as f:
+        return [tuple(r) for r in list(csv.reader(f, delimiter='\t'))[1:]]
+
 def save_meta(out, meta):
     _replace(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
 
@@ -361,6 +383,15 @@ def encode_mels(tok, mels, batch=64):
     ids = [tok.encode(torch.from_numpy(mels[i:i + batch])[:, None].float()) for i in range(0, len(mels), batch)]
     return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, math.prod(tok.grid)), np.uint16)
 
+def _map(pool, fn, jobs, out):
+    """pool.map on forked workers. A worker that dies (as the OOM killer's SIGKILL leaves it) breaks
+    a ProcessPoolExecutor, where multiprocessing.Pool.map would wait for it forever: a clear error."""
+    try:
+        return list(pool.map(fn, jobs))
+    except BrokenProcessPool:
+        raise ValueError(f"{out}: a worker process died (killed by the system: out of memory?); the chunks "
+                         f"written are kept, rerun to resume (fewer --workers use less memory)") from None
+
 def _warm_up(cfg):
     # librosa sets itself up lazily on first use (seconds): do it once here, before forking workers
     import librosa
@@ -394,8 +425,8 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
               for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
     jobs = [(seed, s, i, labels[s][i:i + 200], data_dir) for s in SPLITS for i in range(0, len(labels[s]), 200)]
     _warm_up(TOY_MEL)
-    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
-        res = pool.map(_toy_batch, jobs)
+    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
+        res = _map(pool, _toy_batch, jobs, data_dir)
     images = {s: np.concatenate([r[0] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     mels = {s: np.concatenate([r[1] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     print(f"toy: made {n_train}/{n_val}/{n_test} train/val/test pairs in {time.time() - t0:.0f} s, fitting tokenizers")
@@ -652,7 +683,8 @@ def _split_of(id_, val_pct=5, test_pct=5):
 
 def _read_labels(path, kind):
     """videos: VGGSound rows `youtube_id,start_seconds,label,split`; pairs: `id,label[,split]`.
-    -> {id: (label, split or None)}, keyed as clips are named (`ytid_000030`, `ytid_30`, `ytid`)."""
+    -> {id: (label, split or None)}, keyed as clips are named (`ytid_000030`, `ytid_30`, `ytid`;
+    list_items looks SpecVQGAN's `ytid_30000_40000` up as `ytid_30`)."""
     try:
         rows = [[c.strip() for c in r] for r in csv.reader(open(path, newline='')) if r]
     except OSError as e:
@@ -682,17 +714,28 @@ def list_items(kind, folder, labels_csv=None):
     if labels_csv is None and kind == 'pairs' and os.path.exists(f'{folder}/labels.csv'):
         labels_csv = f'{folder}/labels.csv'
     table = _read_labels(labels_csv, kind) if labels_csv else None
+    hint = ''
+    if table and kind == 'videos':  # how clips must be named, from the CSV's first row (ytid_000030)
+        ytid, s = next(iter(table)).rsplit('_', 1)
+        s = int(s)
+        hint = f" (a row {ytid},{s} names the clip {ytid}_{s:06d}, {ytid}_{s} or {ytid}_{s * 1000}_{s * 1000 + 10000})"
     items, skipped = [], []
     for id_, paths in by_id.items():
+        shown = os.fsencode(id_).decode('utf-8', 'backslashreplace')  # bad\xff for a non-UTF-8 name
+        if shown != id_:  # ids are text: the part names, skipped.tsv and meta.json are UTF-8
+            skipped.append((shown, f"{os.path.join(folder, shown)}: file name is not valid UTF-8 (rename it)"))
+            continue
         if kind == 'pairs':
             imgs, auds = [p for p in paths if p.lower().endswith(IMAGE_EXTS)], [p for p in paths if p.lower().endswith(AUDIO_EXTS)]
             paths = imgs + auds
         if (len(imgs) != 1 or len(auds) != 1) if kind == 'pairs' else len(paths) > 1:
             skipped.append((id_, f"{paths[0]}: unpaired or ambiguous ({', '.join(os.path.basename(p) for p in paths)})"))
             continue
-        label, split = table.get(id_, (None, None)) if table else (None, None)
+        ms = re.fullmatch(r'(.+)_(\d+)_(\d+)', id_)  # SpecVQGAN's <ytid>_<start ms>_<end ms>: <ytid>_<start s>
+        keys = [id_] + ([f'{ms[1]}_{int(ms[2]) // 1000}'] if ms and kind == 'videos' else [])
+        label, split = next((table[k] for k in keys if k in table), (None, None)) if table else (None, None)
         if table and label is None:
-            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}"))
+            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}{hint}"))
             continue
         if not split:
             split = _split_of(id_)
@@ -780,10 +823,11 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
         else:
             todo.append(m)
     if todo:
-        got = [r for r in tqdm(pool.imap(_decode_item, [(it, *job_args) for it in fit]), total=len(fit),
-                               desc='decoding train items for the tokenizers') if r[3] is None]
+        res = _map(pool, _decode_item, [(it, *job_args) for it in fit], out)
+        got = [r for r in res if r[3] is None]
         if not got:
-            raise ValueError("no usable train item to fit the tokenizers on")
+            raise ValueError(f"no usable train item to fit the tokenizers on ({len(fit)} tried; "
+                             f"{res[0][3] if res else 'no item is in the train split'})")
         x = {'image': torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2) / 127.5 - 1,
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
         for m in todo:
@@ -795,6 +839,33 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
                   f"({patches[m][0]}x{patches[m][1]} patches), fitted on {len(got)} train items in {time.time() - t0:.0f} s")
     return toks
 
+def _source(items, settings):
+    """What the parts are made from: every item (id, label, split, and each file's name, size and
+    mtime, so a replaced file counts) and the settings, with a fingerprint of it all."""
+    def stamp(p):
+        st = os.stat(p) if os.path.exists(p) else os.lstat(p)  # (a broken link is skipped later, by its reader)
+        return os.path.basename(p), st.st_size, st.st_mtime_ns
+    listing = [(it['id'], it['label'], it['split'], [stamp(p) for p in it['paths']]) for it in items]
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as they are read back
+    return {'fingerprint': hashlib.sha1(json.dumps([listing, settings]).encode()).hexdigest()[:16],
+            'items': len(items), 'settings': settings}
+
+def _check_source(out, source, write):
+    """Parts are joined only when made from the same inputs and settings: the first run writes
+    parts/source.json, a rerun must match it or stop (nothing of the user's is deleted)."""
+    path = f'{out}/parts/source.json'
+    if os.path.exists(path):
+        old = json.load(open(path))
+        if old['fingerprint'] != source['fingerprint']:
+            changed = [k for k, v in source['settings'].items() if old['settings'].get(k) != v]
+            why = (f"other settings ({', '.join(changed)})" if changed else
+                   f"other inputs ({old['items']} items then, {source['items']} now, or changed files)")
+            raise ValueError(f"{out}: made from {why}; delete {out} to redo it, or choose another --out")
+    elif write:  # a fresh run; parts without source.json (an older version's) cannot be checked
+        if any(f.endswith('.npz') for f in os.listdir(f'{out}/parts')):
+            raise ValueError(f"{out}/parts: parts of unknown inputs (no source.json); delete {out} to redo it")
+        save_text(path, json.dumps(source, indent=1))
+
 def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer=DEFAULT_TOKENIZER,
             audio_tokenizer=DEFAULT_TOKENIZER, image_codebook=None, audio_codebook=None, image_patch=None,
             audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337):
@@ -804,16 +875,26 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     frames = frames if kind == 'videos' else 1
     cfg, image_patch, audio_patch = layout(size, cfg.clip_seconds, cfg.frames, image_patch, audio_patch) if cfg \
         else layout(size, MelConfig().clip_seconds, None, image_patch, audio_patch)
-    if is_complete(out):
-        print(f"{out}: already prepared (delete it to redo)")
-        return 0
+    items, skipped = list_items(kind, folder, labels_csv)
+    settings = dict(kind=kind, size=size, frames=frames, mel=asdict(cfg), image_tokenizer=image_tokenizer,
+                    audio_tokenizer=audio_tokenizer, image_codebook=image_codebook, audio_codebook=audio_codebook,
+                    image_patch=image_patch, audio_patch=audio_patch, shard=shard, chunk=chunk, fit_items=fit_items, seed=seed)
+    source = _source(items, settings)
+    if is_complete(out):  # its skipped items still count: exit code 1, as the first run
+        _check_source(out, source, write=False)
+        skipped = json.load(open(f'{out}/meta.json')).get('source', {}).get('skipped', 0)
+        print(f"{out}: already prepared (delete it to redo)" + (f"; {skipped} skipped, see {out}/skipped.tsv" if skipped else ''))
+        return skipped
     try:  # an unwritable output is a clear error before any work
         for d in ('parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):
             os.makedirs(f'{out}/{d}', exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e:
         raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
-    items, skipped = list_items(kind, folder, labels_csv)
+    if not items:  # nothing usable (say, no clip matches the CSV): list them all, and say why
+        save_skipped(out, skipped)
+        raise ValueError(f"{folder}: no usable item, {len(skipped)} skipped (see {out}/skipped.tsv): {skipped[0][1]}")
+    _check_source(out, source, write=True)
     if kind == 'videos':
         ffmpeg_exe()  # missing ffmpeg is a clear error up front
     classes = sorted({it['label'] for it in items if it['label'] is not None}) or None
@@ -829,7 +910,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
         labelled[i]['probe'] = True
     items, skipped, job_args = items[shard[0]::shard[1]], skipped[shard[0]::shard[1]], (size, frames, cfg, out)
     _warm_up(cfg)
-    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
         toks = _tokenizers({'image': image_tokenizer, 'audio': audio_tokenizer}, out, fit, pool, job_args,
                            codebooks, {'image': image_patch, 'audio': audio_patch}, seed)
         bar = tqdm(total=len(items), desc=f'{kind} -> {out}', unit='clip' if kind == 'videos' else 'pair')
@@ -837,7 +918,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
             batch = items[c:c + chunk]
             part = f"{out}/parts/{c // chunk:06d}-{hashlib.sha1(' '.join(it['id'] for it in batch).encode()).hexdigest()[:8]}.npz"
             if not os.path.exists(part):  # a chunk is written whole or not at all: resume skips done ones
-                res = pool.map(_decode_item, [(it, *job_args) for it in batch])
+                res = _map(pool, _decode_item, [(it, *job_args) for it in batch], out)
                 ok = [(r, it) for r, it in zip(res, batch) if r[3] is None]
                 image = np.stack([r[1] for r, _ in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)
                 audio = np.stack([r[2] for r, _ in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)
@@ -859,7 +940,7 @@ def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
     """Join the parts into the split arrays, skipped.tsv and meta.json (last)."""
     parts = [np.load(f'{out}/parts/{f}') for f in sorted(os.listdir(f'{out}/parts')) if f.endswith('.npz')]
     skipped = skipped + [tuple(s) for p in parts for s in p['skipped']]
-    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(f'{i}\t{r}\n' for i, r in skipped))
+    save_skipped(out, skipped)
     cat = lambda key: np.concatenate([p[key] for p in parts])
     ids, splits, labels = (cat(k) for k in ('ids', 'splits', 'labels')) if parts else [np.zeros(0, str)] * 3
     if len(ids) == 0:
@@ -887,7 +968,7 @@ def _summary(out, meta, skipped):
     print(f"{out}: {sum(n.values())} items ({', '.join(f'{s} {v}' for s, v in n.items())})")
     why = {}
     for _, r in skipped:  # grouped by the reason without the file name and details
-        key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1])
+        key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1], flags=re.S)  # (a name may hold a newline)
         why[key] = why.get(key, 0) + 1
     if skipped:
         print(f"skipped {len(skipped)} (see {out}/skipped.tsv): " + '; '.join(f'{v} {k}' for k, v in why.items()))
@@ -911,7 +992,7 @@ def merge(inputs, out):
         if len(set(ids)) != len(ids):
             raise ValueError(f"the inputs share items of split {s}: were they made with different --shard K/N?")
         meta['splits'][s] = {'n': len(ids), 'ids': ids, 'labels': [l for m in metas for l in m['splits'][s]['labels']]}
-    rows = [l for d in inputs if os.path.exists(f'{d}/skipped.tsv') for l in open(f'{d}/skipped.tsv').read().splitlines()[1:]]
+    rows = [r for d in inputs for r in read_skipped(d)]
     meta['source']['skipped'] = len(rows)
     for s in SPLITS:
         for sub in ('wav', 'frame'):
@@ -921,9 +1002,13 @@ def merge(inputs, out):
                     shutil.copy2(f'{d}/{s}_{sub}/{f}', f'{out}/{s}_{sub}/{f}')
         for m in ('audio', 'image'):
             save_npy(f'{out}/{s}_{m}.npy', np.concatenate([np.load(f'{d}/{s}_{m}.npy') for d in inputs]))
-    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(r + '\n' for r in rows))
+    for name in ('probe_image', 'probe_mel', 'probe_labels'):  # the probes' train set: every shard's share
+        parts = [np.load(f'{d}/{name}.npy') for d in inputs if os.path.exists(f'{d}/{name}.npy')]
+        if parts:
+            save_npy(f'{out}/{name}.npy', np.concatenate(parts))
+    save_skipped(out, rows)
     save_meta(out, meta)
-    _summary(out, meta, [r.split('\t', 1) for r in rows])
+    _summary(out, meta, rows)
     return len(rows)
 
 # -----------------------------------------------------------------------------

@@ -215,7 +215,8 @@ def load_metric_net(kind, path):
         name, url = PUBLIC_WEIGHTS[kind]
         raise FileNotFoundError(f"{path}: {kind} weights not found; download the public {name} from {url}")
     net = {"panns16k": lambda: Cnn14(16000), "panns32k": lambda: Cnn14(32000), "vggish": VGGish}[kind]()
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from tokenizers import torch_load  # one-line errors: a truncated file is told from a pickled one
+    sd = torch_load(path)
     net.load_state_dict(sd["model"] if "model" in sd else sd)  # PANNs wrap the weights in "model"
     return net.eval()
 
@@ -458,8 +459,9 @@ def network_metrics(gen_paths, real_paths):
 
 def load_split(ckpt):
     """The split's ids, labels and tokens: audio (N, L_a), image (N, L_v) (the middle frame)."""
+    from tokenizers import repo_path  # data/<dataset> from the current directory, else the repo's
     train_cfg = ckpt.get('config', {})
-    root = data_dir or train_cfg.get('data_dir') or os.path.join('data', train_cfg.get('dataset', ''))
+    root = data_dir or train_cfg.get('data_dir') or repo_path(os.path.join('data', train_cfg.get('dataset', '')))
     try:
         with open(os.path.join(root, 'meta.json')) as f:
             meta = json.load(f)

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tokenizers import torch_load
+
 MODALITIES = ('audio', 'image')  # the order of the sequence (paper: [f_a, f_v])
 
 
@@ -340,14 +342,17 @@ def cross_modal_losses(model, audio, image):
 
 def load_model(path, device='cpu'):
     """Rebuild the model from a train.py checkpoint. Returns (model in eval mode, checkpoint dict)."""
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    try:  # one-line errors for a truncated file and for one that needs unpickling
+        checkpoint = torch_load(path)
     except FileNotFoundError:
         raise FileNotFoundError(f'{path}: no such checkpoint (train one with train.py)') from None
     if not isinstance(checkpoint, dict) or 'model_args' not in checkpoint or 'model' not in checkpoint:
         raise ValueError(f'{path}: not a visual-echoes checkpoint (no model/model_args)')
-    model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
-    model.load_state_dict(checkpoint['model'])
+    try:
+        model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
+        model.load_state_dict(checkpoint['model'])
+    except (TypeError, RuntimeError) as e:  # unknown config keys, other shapes
+        raise ValueError(f'{path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})') from None
     return model.to(device).eval(), checkpoint
 
 

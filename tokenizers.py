@@ -7,8 +7,10 @@ Everything that turns pixels and waveforms into token ids and back. Frozen durin
 All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.safe_load.
 """
 import os
+import re
 import glob
 import math
+import pickle
 import json
 import hashlib
 import functools
@@ -70,8 +72,10 @@ def mel_spectrogram(wave, cfg):
         raise ValueError(f"mel_spectrogram: expected a float waveform (T,) or (B, T), got {wave.dtype} {wave.shape}")
     if wave.shape[-1] < cfg.n_fft or not np.all(np.isfinite(wave)):
         raise ValueError(f"mel_spectrogram: waveform too short ({wave.shape[-1]} < n_fft) or not finite")
+    # the clip's edges are padded by reflection, as in the release the codebook and vocoder were
+    # trained on (librosa's default is now zeros; only the first two frames differ)
     spec = np.abs(librosa.stft(wave.astype(np.float32), n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                               window='hann', center=True, pad_mode='constant'))  # (..., 513, 1+T//hop)
+                               window='hann', center=True, pad_mode='reflect'))  # (..., 513, 1+T//hop)
     mel = np.einsum('mf,...ft->...mt', _mel_basis(cfg), spec)
     mel = 20 * np.log10(np.maximum(mel, 1e-5)) - 20        # dB, minus a 20 dB reference level
     mel = np.clip((mel + 100) / 100, 0.0, 1.0)               # [-100, 0] dB -> [0, 1]
@@ -116,15 +120,34 @@ def _fingerprint(t):
     # shapes is still caught as a mismatch
     return hashlib.sha1(t.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:16]
 
-def _torch_load(path):
+ROOT = os.path.dirname(os.path.abspath(__file__))  # the repo root
+
+def repo_path(path):
+    """`path` when it exists from the current directory (or is absolute), else the same path under the
+    repo root: the scripts find data/, out*/ and tokenizer files from any directory."""
+    if os.path.isabs(path) or os.path.exists(path) or os.path.abspath(path) == os.path.join(ROOT, path):
+        return path
+    return os.path.join(ROOT, path)
+
+def torch_load(path):
+    """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
+    a whole one that holds pickled objects (only the latter can be fixed by re-saving its tensors)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # e.g. a Lightning checkpoint that pickled its hyper-parameters
-        raise ValueError(f"{path}: not a torch file loadable with weights_only=True ({type(e).__name__}); if you "
-                         f"trust the file, keep only its tensors: torch.save(torch.load(path, weights_only=False)"
-                         f"['state_dict'], 'model.ckpt')")
+    except Exception as e:
+        # the weights-only unpickler names the class it refused ("Unsupported global: GLOBAL x.Y"); any
+        # other failure (a zip without its directory, random bytes, EOF) means the bytes are damaged
+        refused = re.search(r'GLOBAL ([\w.]+)', str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if refused is None:
+            first = re.split(r'(?<=\w)\. ', str(e).strip())[0][:100]  # its first sentence
+            why = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            raise ValueError(f"{path}: truncated or corrupt, not a readable torch file ({why}); "
+                             f"download or copy it again") from None
+        raise ValueError(f"{path}: holds a pickled {refused[1]}, which weights_only=True refuses; if you trust "
+                         f"the file, keep only its tensors: torch.save(torch.load(path, weights_only=False)"
+                         f"['state_dict'], 'model.ckpt')") from None
 
 # -----------------------------------------------------------------------------
 # patch k-means tokenizer (fixed here: the weights-free default tokenizer)
@@ -208,7 +231,7 @@ class PatchKMeansTokenizer(nn.Module):
 
     @classmethod
     def load(cls, path):
-        obj = _torch_load(path)
+        obj = torch_load(path)
         if not isinstance(obj, dict) or obj.get("type") != "patch_kmeans":
             raise ValueError(f"{path}: not a patch k-means tokenizer file")
         tok = cls(obj["codebook"], obj["patch"], obj["channels"], obj["size"], obj["value_range"])
@@ -445,6 +468,7 @@ def load_tokenizer(spec):
         kind, path = spec.get("type"), spec.get("path")
         if not path:
             raise ValueError(f"tokenizer description has no file path: {spec}")
+        path = repo_path(path)  # recorded relative to the repo root when data.py ran there
         if kind == "patch_kmeans":
             return PatchKMeansTokenizer.load(path)
         if kind == "conv_vq":
@@ -684,7 +708,7 @@ class VQGANTokenizer(nn.Module):
                 config['model']['params']['ddconfig']
             except Exception as e:
                 raise ValueError(f"{config_path}: not a VQGAN config with model.params.ddconfig ({e})")
-        obj = _torch_load(ckpt_path)
+        obj = torch_load(ckpt_path)
         sd = obj.get('state_dict', obj) if isinstance(obj, dict) else None
         if not isinstance(sd, dict):
             raise ValueError(f"{ckpt_path}: no state_dict in checkpoint")
@@ -781,7 +805,7 @@ def load_melgan(path):
     args.yml is only cross-checked when it is plain YAML (the release pickles a Namespace)."""
     if os.path.isdir(path):
         path = os.path.join(path, 'best_netG.pt')
-    sd = _torch_load(path)
+    sd = torch_load(path)
     if not isinstance(sd, dict) or 'model.1.weight_v' not in sd:
         raise ValueError(f"{path}: not a MelGAN generator state_dict (no model.1.weight_v)")
     n_mels, ngf = sd['model.1.weight_v'].shape[1], sd['model.1.weight_v'].shape[0] // 16
@@ -854,18 +878,49 @@ def load_hifigan(path):
         if not names:
             raise FileNotFoundError(f"{path}: no HiFi-GAN generator file (generator*, g_*) in it")
         path = os.path.join(path, names[-1])
-    obj = _torch_load(path)
+    obj = torch_load(path)
     if not isinstance(obj, dict) or 'generator' not in obj:
         raise ValueError(f"{path}: not a HiFi-GAN checkpoint (no 'generator' entry)")
     cfg_path = os.path.join(os.path.dirname(path), 'config.json')
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{cfg_path}: HiFi-GAN config.json not found next to {path}")
-    with open(cfg_path) as f:
-        h = json.load(f)
+    try:
+        with open(cfg_path) as f:
+            h = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+    _check_hifigan_config(h, cfg_path)
     gen = HiFiGANGenerator(h)
     _load_exact(gen, fold_weight_norm(obj['generator']), path, cfg_path)
     gen.h = h
     return gen.eval()
+
+def _check_hifigan_config(h, path):
+    """Lists that do not fit each other are an error at load: zip() would silently drop entries, and an
+    even resblock kernel or a kernel-rate difference that is odd changes the output's length."""
+    def positive_ints(v):
+        return isinstance(v, list) and len(v) > 0 and all(type(i) is int and i > 0 for i in v)
+    rates, kernels = h.get('upsample_rates'), h.get('upsample_kernel_sizes')
+    rk, rd, c0 = h.get('resblock_kernel_sizes'), h.get('resblock_dilation_sizes'), h.get('upsample_initial_channel')
+    if not (positive_ints(rates) and positive_ints(kernels) and positive_ints(rk) and isinstance(rd, list)
+            and all(positive_ints(d) for d in rd) and type(c0) is int and type(h.get('sampling_rate')) is int):
+        problem = ("upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes (lists of positive integers), "
+                   "resblock_dilation_sizes (lists of them), upsample_initial_channel and sampling_rate are needed")
+    elif len(rates) != len(kernels):
+        problem = f"{len(rates)} upsample_rates but {len(kernels)} upsample_kernel_sizes"
+    elif any(k < u or (k - u) % 2 for u, k in zip(rates, kernels)):
+        problem = f"each upsample kernel minus its rate must be even and >= 0: rates {rates}, kernels {kernels}"
+    elif len(rk) != len(rd):
+        problem = f"{len(rk)} resblock_kernel_sizes but {len(rd)} resblock_dilation_sizes"
+    elif any(k % 2 == 0 for k in rk):
+        problem = f"resblock_kernel_sizes must be odd, got {rk}"
+    elif str(h.get('resblock')) not in ('1', '2'):
+        problem = f"resblock must be '1' or '2', got {h.get('resblock')!r}"
+    elif c0 % 2 ** len(rates):
+        problem = f"upsample_initial_channel {c0} does not halve {len(rates)} times"
+    else:
+        return
+    raise ValueError(f"{path}: {problem}")
 
 def _hifigan_input(mel, h, cfg):
     """[0, 1] SpecVQGAN mel -> HiFi-GAN's natural-log mel. When the filterbanks differ, go through
@@ -881,14 +936,15 @@ def _hifigan_input(mel, h, cfg):
 
 def load_vocoder(spec, cfg):
     """spec None / 'griffinlim' -> Griffin-Lim; else a MelGAN best_netG.pt (or folder) or a HiFi-GAN
-    generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop)."""
+    generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop), every
+    sound within full scale (peak_limit)."""
     if spec is None or str(spec).lower() in ('griffinlim', 'griffin-lim', 'griffin_lim'):
-        return lambda mel: np.asarray(griffin_lim(_as_mel_batch(mel, cfg), cfg), np.float32)
+        return lambda mel: peak_limit(griffin_lim(_as_mel_batch(mel, cfg), cfg))
     spec = str(spec)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"{spec}: no such vocoder file or folder")
     is_melgan = (os.path.isfile(os.path.join(spec, 'best_netG.pt')) if os.path.isdir(spec)
-                 else 'generator' not in _torch_load(spec))
+                 else 'generator' not in torch_load(spec))
     gen = load_melgan(spec) if is_melgan else load_hifigan(spec)
     sr = cfg.sample_rate if is_melgan else gen.h['sampling_rate']
     if gen.hop_length != cfg.hop_length or sr != cfg.sample_rate:
@@ -901,8 +957,16 @@ def load_vocoder(spec, cfg):
     def vocode(mel):
         mel = _as_mel_batch(mel, cfg)
         x = torch.from_numpy(mel).float() if is_melgan else _hifigan_input(mel, gen.h, cfg)
-        return gen(x).squeeze(1).numpy().astype(np.float32)                 # (B, T*hop)
+        return peak_limit(gen(x).squeeze(1).numpy())                          # (B, T*hop)
     return vocode
+
+def peak_limit(wave, ceiling=0.99):
+    """wave (..., T) -> float32, each sound that peaks above full scale (1.0) scaled down to peak at
+    `ceiling`; the others unchanged. Griffin-Lim's level is not controlled (a quarter of generated
+    sounds peaked above 1.0) and a 16-bit file would clip them. A plain gain (fixed here)."""
+    wave = np.asarray(wave, np.float32)
+    peak = np.abs(wave).max(-1, keepdims=True)  # (..., 1)
+    return wave * np.where(peak > 1.0, ceiling / np.maximum(peak, 1e-12), 1.0).astype(np.float32)
 
 def _as_mel_batch(mel, cfg):
     mel = np.asarray(mel.detach().cpu() if torch.is_tensor(mel) else mel, dtype=np.float32)

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import ModelConfig, VisualEchoes, cross_modal_losses, random_corruption
+from tokenizers import ROOT, repo_path, torch_load
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -81,10 +82,10 @@ min_lr = 0.0  # as MAE/MAGE
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
 dtype = 'auto'  # 'float32', 'bfloat16' or 'float16'; 'auto': bf16 on a GPU that has it (SPEC 4), float32 on CPU
 compile = True  # torch.compile the model (PyTorch 2.0+)
-peak_flops = 312e12  # FLOP/s the MFU is measured against (A100 bf16; bench.py measures yours)
+peak_flops = 0.0  # FLOP/s the MFU is measured against; 0: an A100's bf16 312e12 on cuda, no MFU on other devices (bench.py measures yours)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
-exec(open('configurator.py').read())  # overrides from command line or config file
+exec(open(os.path.join(ROOT, 'configurator.py')).read())  # overrides from command line or config file
 config = {k: globals()[k] for k in config_keys}  # will be useful for logging and the checkpoint
 # -----------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ if ptdtype is None:
 ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 
 # data: uint16 token arrays read through np.load(mmap_mode='r'), one row per clip
-data_dir = data_dir or os.path.join('data', dataset)
+data_dir = data_dir or repo_path(os.path.join('data', dataset))  # from the current directory, else the repo's
 meta_path = os.path.join(data_dir, 'meta.json')
 if dataset == 'toy' and not os.path.exists(meta_path):  # the embedded dataset makes itself
     if master_process:
@@ -207,7 +208,13 @@ elif init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"{ckpt_path} not found: nothing to resume (train with --init_from=scratch first)")
     print(f"Resuming training from {ckpt_path}")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    try:  # a truncated file or one that needs unpickling: one line, not a traceback
+        checkpoint = torch_load(ckpt_path)
+    except ValueError as e:
+        fail(e)
+    resume_keys = ('model', 'optimizer', 'scaler', 'model_args', 'iter_num', 'best_val_loss', 'rng', 'data_state')
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in resume_keys):
+        fail(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
     # the checkpoint defines the model; the data must have the same token layout
     for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size'):
         if checkpoint['model_args'][k] != model_args[k]:
@@ -217,9 +224,12 @@ elif init_from == 'resume':
     best_val_loss = checkpoint['best_val_loss']
 else:
     fail(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
-model = VisualEchoes(ModelConfig(**model_args))
-if checkpoint is not None:
-    model.load_state_dict(checkpoint['model'])
+try:
+    model = VisualEchoes(ModelConfig(**model_args))
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint['model'])
+except (TypeError, RuntimeError) as e:  # a checkpoint with other config keys or shapes
+    fail(f"{ckpt_path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})")
 model.to(device)
 if master_process:
     print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
@@ -341,6 +351,7 @@ signal.signal(signal.SIGINT, request_stop)
 
 # training loop
 tokens_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size * (L_a + L_v)
+peak_flops = peak_flops or (312e12 if device_type == 'cuda' else 0.0)  # no known peak for a CPU: no MFU
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,} "
           f"({batch_size * gradient_accumulation_steps * ddp_world_size} clips)")
@@ -428,11 +439,12 @@ while True:
     if iter_num % log_interval == 0 and master_process:
         # get loss as float. note: this is a CPU-GPU sync point
         lossf = loss.item() * gradient_accumulation_steps
-        if local_iter_num >= 5:  # let the training loop settle a bit
+        if local_iter_num >= 5 and peak_flops:  # let the training loop settle a bit
             mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+        mfu_text = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ''  # only once measured
         print(f"iter {iter_num}: loss {lossf:.4f} (audio {losses['audio'].item():.4f}, image {losses['image'].item():.4f}), "
-              f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s, mfu {running_mfu * 100:.2f}%")
+              f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
     iter_num += 1
     local_iter_num += 1
 
