@@ -451,7 +451,7 @@ class ConvVQTokenizer(nn.Module):
 
     @classmethod
     def load(cls, path):
-        obj = _torch_load(path)
+        obj = torch_load(path)
         if not isinstance(obj, dict) or obj.get("type") != "conv_vq":
             raise ValueError(f"{path}: not a conv VQ tokenizer file")
         tok = cls(obj["channels"], obj["size"], obj["patch"], obj["codebook_size"], obj["value_range"], obj["width"])
@@ -484,7 +484,7 @@ def load_tokenizer(spec):
         raise FileNotFoundError(f"{spec}: no such tokenizer file or folder")
     if os.path.isdir(spec) or spec.endswith('.ckpt'):
         return VQGANTokenizer.load(spec)
-    kind = _torch_load(spec).get("type") if spec.endswith('.pt') else None
+    kind = torch_load(spec).get("type") if spec.endswith('.pt') else None
     return ConvVQTokenizer.load(spec) if kind == "conv_vq" else PatchKMeansTokenizer.load(spec)
 
 def check_tokenizer_matches(meta_modality, tokenizer):

@@ -278,7 +278,7 @@ def test_vggsound_clip_namings(tmp_path, capsys):
     (tmp_path / 'vggsound.csv').write_text('\n'.join(rows) + '\n')
     args = ['videos', str(clips), '--out', str(tmp_path / 'out'), '--csv', str(tmp_path / 'vggsound.csv'), '--size', '32',
             '--frames', '2', '--seconds', '1', '--mel_frames', '80', '--image_patch', '8', '--image_codebook', '8',
-            '--audio_codebook', '8', '--workers', '2']
+            '--audio_codebook', '8', '--workers', '2', '--image_tokenizer', 'kmeans', '--audio_tokenizer', 'kmeans']
     assert data.main(args) == 0, capsys.readouterr().err
     meta = json.load(open(tmp_path / 'out' / 'meta.json'))
     got = {i: meta['classes'][l] for d in meta['splits'].values() for i, l in zip(d['ids'], d['labels'])}
