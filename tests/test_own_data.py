@@ -19,11 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the token layout of `data.py pairs --seconds S --size P`
 
 
-@pytest.mark.parametrize('seconds, size, frames, image_patch', [
-    (2.0, 64, 160, 8), (10.0, 256, 848, 16), (1.0, 32, 80, 4), (3.7, 100, 304, 10), (0.5, 48, 32, 6), (4.0, 128, 336, 16)])
-def test_layout_is_derived_for_any_length_and_size(seconds, size, frames, image_patch):
+@pytest.mark.parametrize('seconds, size, frames, image_patch, audio_patch', [
+    (2.0, 64, 168, 8, 8), (10.0, 256, 848, 16, 16), (1.0, 32, 80, 4, 8), (3.7, 100, 312, 10, 8), (0.5, 48, 40, 6, 8),
+    (6.0, 128, 512, 16, 16)])
+def test_layout_is_derived_for_any_length_and_size(seconds, size, frames, image_patch, audio_patch):
     cfg, ip, ap = data.layout(size, seconds)
-    assert (cfg.frames, ip) == (frames, (image_patch, image_patch))
+    assert (cfg.frames, ip, ap) == (frames, (image_patch, image_patch), (16, audio_patch))
     assert cfg.frames % ap[1] == 0 and cfg.frames <= cfg.frames_all  # whole token columns inside the clip
     assert cfg.n_mels % ap[0] == 0 and size % ip[0] == 0
     assert cfg.frames_all - cfg.frames < ap[1]  # no whole column left out
@@ -36,8 +37,8 @@ def test_codebook_grows_with_the_data():
 
 
 @pytest.mark.parametrize('args, flag, valid', [
-    (['--seconds', '2', '--mel_frames', '171'], '--mel_frames 171', 'e.g. 160'),
-    (['--seconds', '2', '--mel_frames', '848'], '--mel_frames 848', 'e.g. 160'),
+    (['--seconds', '2', '--mel_frames', '171'], '--mel_frames 171', 'e.g. 168'),
+    (['--seconds', '2', '--mel_frames', '848'], '--mel_frames 848', 'e.g. 168'),
     (['--seconds', '0.1'], '--seconds 0.1', 'at least'),
     (['--seconds', 'nan'], '--seconds nan', 'e.g. 2'),
     (['--size', '67'], '--size 67', 'e.g. 64'),
@@ -91,7 +92,7 @@ TINY = dict(n_layer=2, n_head=2, n_embd=32, decoder_n_layer=1, decoder_n_head=2,
             image_codebook_size=8, dropout=0.0, drop_ratio=0.0)
 
 
-def train_tiny(coupled, steps=300, seed=0):
+def train_tiny(coupled, steps=600, seed=0):
     """Audio = image (coupled) or independent of it; returns the model and a fresh batch."""
     torch.manual_seed(seed)
     model = VisualEchoes(ModelConfig(**TINY))
