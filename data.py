@@ -82,6 +82,26 @@ def image_array(path, size):
     left, top = (W - size) // 2, (H - size) // 2
     return np.array(im.crop((left, top, left + size, top + size)))
 
+PAIR_VIEWS = 8  # fixed here: image views stored per pair (README, "A recipe for new data"); 1 = the picture alone
+
+def image_views(path, size, n, seed):
+    """n views of a picture, uint8 (n, size, size, 3). The middle one (n // 2) is image_array's; the
+    others are random crops of 70-100% of its centre square's area (aspect 3/4 to 4/3, no flips: they
+    would mirror text) resized to `size`. A pair has one picture where a video has frames; training
+    picks one of them per step, as the paper picks a frame, so the model cannot learn a pair's
+    sound from the exact ids of one picture (fixed here)."""
+    plain = image_array(path, size)
+    if n == 1:
+        return plain[None]
+    big = Image.fromarray(image_array(path, 2 * size))  # crops keep detail: cut from twice the size
+    rng, S, views = np.random.default_rng(seed), 2 * size, []
+    for _ in range(n - 1):
+        area, aspect = rng.uniform(0.7, 1.0), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        w, h = min(S, round(S * np.sqrt(area * aspect))), min(S, round(S * np.sqrt(area / aspect)))
+        x, y = rng.integers(S - w + 1), rng.integers(S - h + 1)
+        views.append(np.array(big.crop((x, y, x + w, y + h)).resize((size, size), Image.BICUBIC)))
+    return np.stack(views[:n // 2] + [plain] + views[n // 2:])
+
 def load_image(path, size):
     """Image file -> float tensor (3, size, size) in [-1, 1] (SPEC 1)."""
     return torch.from_numpy(image_array(path, size)).permute(2, 0, 1).float() / 127.5 - 1
@@ -753,7 +773,8 @@ def _decode_item(job):
         if len(item['paths']) == 1:
             imgs, wave = decode_video(item['paths'][0], size, frames, cfg)
         else:
-            imgs = image_array(item['paths'][0], size)[None]
+            seed = int(hashlib.sha1(item['id'].encode()).hexdigest()[:8], 16)  # the same views on every run
+            imgs = image_views(item['paths'][0], size, frames, seed)
             wave = load_audio(item['paths'][1], cfg.sample_rate, cfg.clip_seconds)
         mel = mel_spectrogram(wave, cfg)[:, :cfg.frames]
         if item['split'] != 'train':  # evaluation compares against exactly these
@@ -872,11 +893,11 @@ def _check_source(out, source, write):
 
 def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer=DEFAULT_TOKENIZER,
             audio_tokenizer=DEFAULT_TOKENIZER, image_codebook=None, audio_codebook=None, image_patch=None,
-            audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337):
+            audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337, views=PAIR_VIEWS):
     """Prepare a folder of videos or image+audio pairs into `out`. cfg: the MelConfig (clip length,
     mel frames); patches and codebooks left None are derived (layout, codebook_for).
-    Returns the number of skipped items."""
-    frames = frames if kind == 'videos' else 1
+    views: image views per pair (image_views). Returns the number of skipped items."""
+    frames = frames if kind == 'videos' else views
     cfg, image_patch, audio_patch = layout(size, cfg.clip_seconds, cfg.frames, image_patch, audio_patch) if cfg \
         else layout(size, MelConfig().clip_seconds, None, image_patch, audio_patch)
     items, skipped = list_items(kind, folder, labels_csv)
@@ -1038,6 +1059,7 @@ def main(argv):
     p.add_argument('--workers', type=int, default=None, help='decoding processes (default: all cores)')
     p.add_argument('--size', type=int, default=256, help='image size (square)')
     p.add_argument('--frames', type=int, default=10, help='frames per video clip')
+    p.add_argument('--views', type=int, default=PAIR_VIEWS, help='image views per pair: the picture and random crops of it (1: the picture alone)')
     p.add_argument('--seconds', type=float, default=10.0, help='audio clip length, s')
     p.add_argument('--mel_frames', type=int, default=None, help='mel frames kept for tokenization (default: all whole token columns)')
     for m in ('image', 'audio'):
@@ -1063,12 +1085,12 @@ def main(argv):
         for flag, v in (('--image_codebook', a.image_codebook), ('--audio_codebook', a.audio_codebook)):
             if v is not None and not 2 <= v <= 65536:
                 raise ValueError(f"{flag} {v}: must be between 2 and 65536 codes, e.g. 512")
-        if a.frames < 1 or (a.workers is not None and a.workers < 1):
-            raise ValueError(f"--frames and --workers must be at least 1")
+        if a.frames < 1 or a.views < 1 or (a.workers is not None and a.workers < 1):
+            raise ValueError(f"--frames, --views and --workers must be at least 1")
         cfg, ip, ap = layout(a.size, a.seconds, a.mel_frames, ip, ap)  # every layout flag checked before any work
         n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, cfg,
                             a.image_tokenizer, a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip, ap,
-                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed)
+                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed, views=a.views)
         return int(n_skipped > 0)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -55,6 +55,12 @@ class ModelConfig:
     # unconditional pass. The rest are masked as the paper does. README, "A recipe for new data".
     given_prob: float = 0.0
     null_prob: float = 0.0
+    # fixed here ('random', False = the paper). 'codes': each modality's embedding rows start from its
+    # tokenizer's code vectors (init_embeddings_from_codes), so codes that look alike start alike.
+    # drop_masked_only: the dropped positions are masked ones (MAGE), so every unmasked token reaches
+    # the encoder; the paper drops positions regardless of the mask. README, "A recipe for new data".
+    embedding_init: str = 'random'
+    drop_masked_only: bool = False
 
     @property
     def audio_len(self):
@@ -183,6 +189,24 @@ class VisualEchoes(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    @torch.no_grad()
+    def init_embeddings_from_codes(self, modality, vectors):
+        """Rows [:C] of the modality's table <- its tokenizer's code vectors (C, d) (a k-means centroid,
+        a VQGAN codebook entry), projected onto their top principal directions and scaled to the
+        table's init std (0.02); columns past d keep their random init. Fixed here: with little data
+        a model cannot learn from scratch which of 1024 ids look alike; the output head reuses the
+        table, so a prediction near the right code also scores better."""
+        table = getattr(self, f'{modality}_embedding').weight  # (C + 1, D)
+        C = table.shape[0] - 1
+        if vectors.dim() != 2 or vectors.shape[0] != C:
+            raise ValueError(f"{modality} code vectors: expected ({C}, d), got {tuple(vectors.shape)}")
+        v = vectors.float().cpu()
+        v = v - v.mean(0)
+        U, S, _ = torch.linalg.svd(v, full_matrices=False)
+        k = min(table.shape[1], S.numel())
+        e = U[:, :k] * S[:k]  # (C, k) principal components, largest first
+        table[:C, :k] = (e / e.std().clamp_min(1e-8) * 0.02).to(table)
+
     def get_num_params(self):
         return sum(p.numel() for p in self.parameters())
 
@@ -308,10 +332,14 @@ def random_corruption(audio, image, config, generator=None):
         masked = random_positions(n_masked, B, L, generator, ids.device)  # (B, L)
         inputs.append(ids.masked_fill(masked, mask_id))
         targets.append(ids.masked_fill(~masked, -1))
-        # the drop is drawn independently of the mask: masked and unmasked positions are dropped alike
-        n_keep = L - round(config.drop_ratio * L)
         noise = torch.rand(B, L, generator=generator, device=ids.device)
-        keeps.append(noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values + offset)  # (B, n_keep)
+        n_drop = round(config.drop_ratio * L)
+        if config.drop_masked_only:  # MAGE: drop masked positions only (as many as every sample has)
+            n_drop = min(n_drop, int(n_masked.min()))
+            noise = noise - masked.float()  # masked positions sort first, so they are the ones dropped
+        else:  # the paper: drawn independently of the mask, masked and unmasked positions alike
+            noise = -noise
+        keeps.append(noise.argsort(dim=1)[:, n_drop:].sort(dim=1).values + offset)  # (B, L - n_drop)
         offset += L
     return inputs[0], inputs[1], torch.cat(keeps, dim=1), tuple(targets)
 

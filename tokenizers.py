@@ -215,6 +215,10 @@ class PatchKMeansTokenizer(nn.Module):
             raise ValueError(f"PatchKMeansTokenizer.decode: ids must be in [0, {self.codebook_size})")
         return self.from_patches(self.codebook[ids.long()])
 
+    def code_vectors(self):
+        """(C, D): what each id stands for, here its centroid patch (model.py's embedding_init='codes')."""
+        return self.codebook.clone()
+
     def describe(self):
         return {"type": "patch_kmeans", "path": self.path, "codebook_size": self.codebook_size,
                 "grid": list(self.grid), "patch": list(self.patch), "channels": self.channels,
@@ -433,6 +437,10 @@ class ConvVQTokenizer(nn.Module):
             opt.step()
             sched.step()
         return tok.eval().requires_grad_(False)
+
+    def code_vectors(self):
+        """(C, d): each id's FSQ code, its digits scaled to [-1, 1] (model.py's embedding_init='codes')."""
+        return self.lookup(torch.arange(self.codebook_size).view(-1, 1, 1)).flatten(1)
 
     def describe(self):
         weights = torch.cat([p.flatten() for p in self.parameters()])
@@ -692,6 +700,10 @@ class VQGANTokenizer(nn.Module):
         x = x[:, :, :self.size[0], :self.size[1]]  # undo the ceil-padding of odd sizes
         x = (x + 1) / 2 if self.is_mel else x
         return x.clamp(*self.value_range) if clamp else x
+
+    def code_vectors(self):
+        """(C, embed_dim): the codebook entries (model.py's embedding_init='codes')."""
+        return self.quantize.embedding.weight.detach().clone()
 
     def describe(self):
         return {"type": "vqgan", "path": self.path, "config": self.config_path,

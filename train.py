@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import ModelConfig, VisualEchoes, cross_modal_losses, random_corruption
-from tokenizers import ROOT, repo_path, torch_load
+from tokenizers import ROOT, load_tokenizer, repo_path, torch_load
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -66,6 +66,8 @@ drop_ratio = 0.5
 label_smoothing = 0.1
 given_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality left whole (model.py)
 null_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality fully masked
+embedding_init = 'random'  # fixed here, 'random' = the paper; 'codes': token embeddings start from the tokenizers' code vectors
+drop_masked_only = False  # fixed here, False = the paper; True: drop only masked positions (MAGE)
 # adamw optimizer (SPEC 4, as MAGE)
 learning_rate = 3e-4  # peak lr: 1.5e-4 * effective_batch / 256 (SPEC 4), here 8 GPUs x 64
 max_iters = 356_000  # total optimizer steps (~1000 epochs of 182,563 clips at 512 per step)
@@ -230,6 +232,16 @@ try:
         model.load_state_dict(checkpoint['model'])
 except (TypeError, RuntimeError) as e:  # a checkpoint with other config keys or shapes
     fail(f"{ckpt_path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})")
+if checkpoint is None and embedding_init == 'codes':  # rows from what each token id stands for
+    if dataset_meta is None:
+        fail(f"embedding_init='codes' needs the dataset's tokenizers; dataset {dataset!r} has none")
+    for m in ('audio', 'image'):
+        try:
+            model.init_embeddings_from_codes(m, load_tokenizer(dataset_meta[m]['tokenizer']).code_vectors())
+        except (KeyError, OSError, ValueError) as e:
+            fail(f"{meta_path}: cannot load the {m} tokenizer for embedding_init='codes' ({e})")
+elif checkpoint is None and embedding_init != 'random':
+    fail(f"embedding_init must be 'random' or 'codes', got {embedding_init!r}")
 model.to(device)
 if master_process:
     print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
