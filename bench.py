@@ -44,7 +44,7 @@ sample_iters = 30  # N decoding steps (paper: 30)
 timed_steps = 1  # paper size on a CPU: steps actually timed per setting (after a warm-up step), then scaled to sample_iters
 tokenizer_batch = 4  # images / mels per encode call with the real-size VQGANs
 video_clips = 16  # 10 s test clips made with ffmpeg's lavfi sources for the video benchmark
-exec(open('configurator.py').read())  # overrides from command line or config file
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())  # overrides from command line or config file
 # -----------------------------------------------------------------------------
 torch.manual_seed(seed)
 device_type = device.split(':')[0]

@@ -1,14 +1,16 @@
 """
 Poor Man's Configurator, after nanoGPT. A script defines its config as plain globals, then runs
-    exec(open('configurator.py').read())
-which reads sys.argv: first any config files (plain Python assignments, e.g. config/toy.py), then
---key=value overrides, e.g.
+    exec(open(os.path.join(ROOT, 'configurator.py')).read())
+(by its path in the repo, so scripts run from any directory) which reads sys.argv: first any config
+files (plain Python assignments, e.g. config/toy.py, found from the current directory, else in the
+repo), then --key=value overrides, e.g.
 $ python train.py config/toy.py --batch_size=32 --compile=False
 Values are literal-evaluated (a str key also takes a bare word) and must keep the default's type;
 an int is accepted for a float key. An unknown key, a wrong type or a missing file is an error:
 one line on stderr, exit code 2. It is not a module: names here start with _ so they can't clobber
 the script's config globals (the script takes its config snapshot before exec'ing this file).
 """
+import os
 import sys
 from ast import literal_eval
 
@@ -33,6 +35,8 @@ def _checked(key, value, where):
 
 for _arg in sys.argv[1:]:
     if not _arg.startswith('--'):  # a config file: plain assignments, run with the globals in view
+        if not os.path.exists(_arg) and '__file__' in globals():  # config/x.py from any directory: the repo's
+            _arg = os.path.join(os.path.dirname(os.path.abspath(__file__)), _arg)
         try:
             with open(_arg) as _f:
                 _source = _f.read()

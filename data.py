@@ -9,6 +9,7 @@ Turns audio-visual material into the token format train.py reads (see README, "D
 3) real material: parallel decoding, shard-wise resumable writes, skipped.tsv, merge
 """
 import os
+import io
 import re
 import sys
 import csv
@@ -20,6 +21,8 @@ import tempfile
 import time
 import subprocess
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 
 import numpy as np
@@ -28,13 +31,14 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from tokenizers import MelConfig, mel_spectrogram, PatchKMeansTokenizer, load_tokenizer
+from tokenizers import MelConfig, mel_spectrogram, ConvVQTokenizer, PatchKMeansTokenizer, load_tokenizer
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
 MIN_SIDE, MAX_PIXELS = 16, 8192 * 8192   # fixed here: smaller/larger images are skipped as unusable
 MIN_AUDIO_SECONDS = 0.1
 SPLITS = ('train', 'val', 'test')
+DEFAULT_TOKENIZER = 'kmeans'  # for both modalities: 'kmeans' (patch k-means) or 'vq' (a conv VQ autoencoder); README
 
 class BadInput(ValueError):
     """An item that cannot be used: skipped and listed in skipped.tsv, never fatal."""
@@ -78,22 +82,47 @@ def image_array(path, size):
     left, top = (W - size) // 2, (H - size) // 2
     return np.array(im.crop((left, top, left + size, top + size)))
 
+PAIR_VIEWS = 8  # fixed here: image views stored per pair (README, "A recipe for new data"); 1 = the picture alone
+
+def image_views(path, size, n, seed):
+    """n views of a picture, uint8 (n, size, size, 3). The middle one (n // 2) is image_array's; the
+    others are random crops of 70-100% of its centre square's area (aspect 3/4 to 4/3, no flips: they
+    would mirror text) resized to `size`. A pair has one picture where a video has frames; training
+    picks one of them per step, as the paper picks a frame, so the model cannot learn a pair's
+    sound from the exact ids of one picture (fixed here)."""
+    plain = image_array(path, size)
+    if n == 1:
+        return plain[None]
+    big = Image.fromarray(image_array(path, 2 * size))  # crops keep detail: cut from twice the size
+    rng, S, views = np.random.default_rng(seed), 2 * size, []
+    for _ in range(n - 1):
+        area, aspect = rng.uniform(0.7, 1.0), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        w, h = min(S, round(S * np.sqrt(area * aspect))), min(S, round(S * np.sqrt(area / aspect)))
+        x, y = rng.integers(S - w + 1), rng.integers(S - h + 1)
+        views.append(np.array(big.crop((x, y, x + w, y + h)).resize((size, size), Image.BICUBIC)))
+    return np.stack(views[:n // 2] + [plain] + views[n // 2:])
+
 def load_image(path, size):
     """Image file -> float tensor (3, size, size) in [-1, 1] (SPEC 1)."""
     return torch.from_numpy(image_array(path, size)).permute(2, 0, 1).float() / 127.5 - 1
 
 def load_audio(path, sample_rate, seconds):
     """Audio file -> float32 (round(sample_rate * seconds),): channels averaged (SPEC 1), resampled,
-    zero-padded or cut. Raises BadInput for undecodable, too short, silent or non-finite audio."""
+    zero-padded or cut. Only the first `seconds` are read: an hour-long file costs one clip.
+    Raises BadInput for a missing or undecodable file, too short, silent or non-finite audio."""
     try:
-        x, sr = sf.read(path, dtype='float32', always_2d=True)  # (T, C)
+        with sf.SoundFile(path) as f:
+            sr = f.samplerate
+            x = f.read(frames=int(np.ceil(seconds * sr)), dtype='float32', always_2d=True)  # (T, C)
     except Exception as e:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file") from None
-        x, sr = _ffmpeg_audio(path, str(e))  # formats libsndfile lacks (some mp3, m4a)
+        try:
+            os.stat(path)  # a missing file, a broken link or a symlink loop: say which
+        except OSError as err:
+            raise BadInput(f"{path}: cannot open ({err.strerror})") from None
+        x, sr = _ffmpeg_audio(path, seconds, str(e))  # formats libsndfile lacks (some mp3, m4a)
     if x.shape[0] < MIN_AUDIO_SECONDS * sr:
         raise BadInput(f"{path}: audio too short ({x.shape[0] / sr:.3f} s < {MIN_AUDIO_SECONDS} s)")
-    x = x[:int(np.ceil(seconds * sr))].mean(1)  # mono by averaging, as the released VGGSound mels
+    x = x.mean(1)  # mono by averaging, as the released VGGSound mels
     if not np.all(np.isfinite(x)):
         raise BadInput(f"{path}: audio contains NaN or infinite samples")
     if not np.any(x):
@@ -123,12 +152,14 @@ def _ffmpeg(args, what):
         raise BadInput(f"{what}: ffmpeg failed ({msg[:160]})")
     return r
 
-def _ffmpeg_audio(path, why):
+def _ffmpeg_audio(path, seconds, why):
+    """The first `seconds` of any audio ffmpeg decodes; ffmpeg's own error when it cannot (libsndfile's
+    can mislead, e.g. "File does not exist" for a garbage mp3)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            _ffmpeg(['-v', 'error', '-i', path, '-vn', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
+            _ffmpeg(['-v', 'error', '-i', path, '-vn', '-t', f'{seconds}', '-c:a', 'pcm_f32le', f'{tmp}/a.wav'], path)
             return sf.read(f'{tmp}/a.wav', dtype='float32', always_2d=True)
-        except (BadInput, FileNotFoundError, RuntimeError):
+        except (FileNotFoundError, RuntimeError):  # no ffmpeg, or no audio in what it wrote
             raise BadInput(f"{path}: cannot decode audio ({why[:100]})") from None
 
 def probe_video(path):
@@ -309,6 +340,18 @@ def save_png(path, img):
 def save_text(path, text):
     _replace(path, lambda f: f.write(text), 'w')
 
+def save_skipped(out, rows):
+    # item<TAB>reason, quoted as the csv module does: a tab or newline in a file name stays in its row
+    buf = io.StringIO()
+    csv.writer(buf, delimiter='\t', lineterminator='\n').writerows([('item', 'reason'), *rows])
+    save_text(f'{out}/skipped.tsv', buf.getvalue())
+
+def read_skipped(d):
+    if not os.path.exists(f'{d}/skipped.tsv'):
+        return []
+    with open(f'{d}/skipped.tsv', newline='') as f:
+        return [tuple(r) for r in list(csv.reader(f, delimiter='\t'))[1:]]
+
 def save_meta(out, meta):
     _replace(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
 
@@ -319,6 +362,28 @@ def is_complete(out):
         return all(os.path.exists(f'{out}/{s}_{m}.npy') for s in meta['splits'] for m in ('audio', 'image'))
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+# what the learned class probes (evaluate.py) see: at most PROBE_ITEMS labelled train items, pictures
+# shrunk to 64 px and mels pooled to at most 256 frames, so they stay small even for VGGSound
+PROBE_ITEMS, PROBE_SIZE, PROBE_FRAMES = 5000, 64, 256
+
+def probe_image_input(images):
+    """uint8 (N, S, S, 3) -> uint8 (N, 64, 64, 3) (bicubic, antialiased when shrinking)."""
+    if images.shape[1] == PROBE_SIZE or len(images) == 0:
+        return np.asarray(images, np.uint8).reshape(-1, PROBE_SIZE, PROBE_SIZE, 3)
+    return np.stack([np.asarray(Image.fromarray(im).resize((PROBE_SIZE, PROBE_SIZE), Image.BICUBIC)) for im in images])
+
+def probe_mel_input(mels):
+    """float (N, n_mels, T) in [0, 1] -> float16 (N, n_mels, T // k), k = ceil(T / 256) frames averaged."""
+    k = -(-mels.shape[-1] // PROBE_FRAMES)
+    T = mels.shape[-1] // k * k
+    return mels[..., :T].reshape(*mels.shape[:-1], T // k, k).mean(-1).astype(np.float16)
+
+def save_probe_set(out, images, mels, labels):
+    """The probes' training set: probe_image.npy, probe_mel.npy, probe_labels.npy (class ids)."""
+    save_npy(f'{out}/probe_image.npy', probe_image_input(images))
+    save_npy(f'{out}/probe_mel.npy', probe_mel_input(mels))
+    save_npy(f'{out}/probe_labels.npy', np.asarray(labels, np.int16))
 
 def modality_meta(tok, **extra):
     return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, 'tokenizer': tok.describe(), **extra}
@@ -337,6 +402,15 @@ def encode_mels(tok, mels, batch=64):
     """float (N, n_mels, frames) in [0, 1] -> uint16 ids (N, h*w)."""
     ids = [tok.encode(torch.from_numpy(mels[i:i + batch])[:, None].float()) for i in range(0, len(mels), batch)]
     return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, math.prod(tok.grid)), np.uint16)
+
+def _map(pool, fn, jobs, out):
+    """pool.map on forked workers. A worker that dies (as the OOM killer's SIGKILL leaves it) breaks
+    a ProcessPoolExecutor, where multiprocessing.Pool.map would wait for it forever: a clear error."""
+    try:
+        return list(pool.map(fn, jobs))
+    except BrokenProcessPool:
+        raise ValueError(f"{out}: a worker process died (killed by the system: out of memory?); the chunks "
+                         f"written are kept, rerun to resume (fewer --workers use less memory)") from None
 
 def _warm_up(cfg):
     # librosa sets itself up lazily on first use (seconds): do it once here, before forking workers
@@ -371,8 +445,8 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
               for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
     jobs = [(seed, s, i, labels[s][i:i + 200], data_dir) for s in SPLITS for i in range(0, len(labels[s]), 200)]
     _warm_up(TOY_MEL)
-    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
-        res = pool.map(_toy_batch, jobs)
+    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
+        res = _map(pool, _toy_batch, jobs, data_dir)
     images = {s: np.concatenate([r[0] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     mels = {s: np.concatenate([r[1] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     print(f"toy: made {n_train}/{n_val}/{n_test} train/val/test pairs in {time.time() - t0:.0f} s, fitting tokenizers")
@@ -382,6 +456,7 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
                                          patch=(16, 16), seed=seed)                 # 5 x 10 grid
     image_tok.save(f'{data_dir}/tokenizer_image.pt')
     audio_tok.save(f'{data_dir}/tokenizer_audio.pt')
+    save_probe_set(data_dir, images['train'], mels['train'], labels['train'])
     meta = {'name': 'toy', 'frames': 1, 'classes': TOY_CLASSES, 'probe': 'toy',
             'audio': modality_meta(audio_tok, mel=asdict(TOY_MEL)),
             'image': modality_meta(image_tok, size=TOY_SIZE), 'splits': {}}
@@ -412,6 +487,211 @@ def bench_toy(data_dir='data/toy', split='test', n=160):
             'audio_roundtrip': acc(probe_audio(rt_waves, cfg.sample_rate))}
 
 # -----------------------------------------------------------------------------
+# 2b) "digits": a realistic benchmark made from real material (fixed here). A printed digit paired
+# with the same digit spoken, 10 classes. The class is a small part of what varies: the picture's
+# font (56 Debian font packages: book, display, mono, handwriting), size, position, rotation and
+# colours over a plain, gradient or photographic background (scikit-image's photographs); the
+# sound's voice (flite and festival speech synthesisers), speed, pitch, onset, loudness, channel
+# colour and noise floor. Test items use only fonts, voices and photographs that train never uses,
+# so the test split measures generalisation to unseen sources. The nuisances are drawn independently
+# of each other and of the class. It is written as a folder of pairs (<id>.png + <id>.flac,
+# labels.csv) and then tokenized by `prepare('pairs', ...)`, exactly as a user's own pairs are.
+
+DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
+DIGIT_VOICES = {'kal16': 'flite', 'awb': 'flite', 'slt': 'flite', 'cmu_us_slt_arctic_hts': 'festival',
+                'rms': 'flite', 'ked_diphone': 'festival'}             # voice -> synthesiser
+DIGIT_TEST_VOICES = ('rms', 'ked_diphone')                              # unseen in train: two male voices
+DIGIT_FONT_PACKAGES = (  # Debian packages; a package (one designer or foundry) is one source
+    'fonts-dejavu-core fonts-liberation fonts-cantarell fonts-open-sans fonts-comfortaa fonts-quicksand '
+    'fonts-cabin fonts-tuffy fonts-league-spartan fonts-sora fonts-adf-gillius fonts-adf-switzera '
+    'fonts-adf-verana fonts-go fonts-bebas-neue fonts-f500 fonts-crosextra-caladea fonts-ebgaramond '
+    'fonts-oldstandard fonts-adf-accanthis fonts-adf-baskervald fonts-adf-berenis fonts-adf-libris '
+    'fonts-adf-romande fonts-adf-tribun fonts-adf-universalis fonts-gfs-didot fonts-gfs-baskerville '
+    'fonts-levien-museum fonts-prociono fonts-linuxlibertine fonts-inconsolata fonts-hermit fonts-monoid '
+    'fonts-mononoki fonts-agave fonts-humor-sans fonts-breip fonts-femkeklaver fonts-isabella '
+    'fonts-tomsontalks fonts-dkg-handwriting fonts-comic-neue fonts-kristi fonts-rufscript fonts-staypuft '
+    'fonts-radisnoir fonts-blankenburg fonts-lindenhill fonts-yanone-kaffeesatz fonts-beteckna '
+    'fonts-averia-gwf fonts-adf-mekanus fonts-adf-oldania fonts-adf-ikarius fonts-adf-irianis').split()
+DIGIT_TEST_FONTS = ('fonts-liberation fonts-ebgaramond fonts-mononoki fonts-comic-neue fonts-adf-verana '
+                    'fonts-kristi fonts-gfs-didot fonts-sora fonts-dkg-handwriting fonts-yanone-kaffeesatz '
+                    'fonts-adf-romande fonts-averia-gwf').split()               # 12 of 56, every style
+DIGIT_PHOTOS = ('astronaut.png brick.png camera.png chelsea.png coffee.png coins.png grass.png gravel.png '
+                'hubble_deep_field.jpg ihc.png moon.png rocket.jpg').split()
+DIGIT_TEST_PHOTOS = ('motorcycle_left.png', 'retina.jpg', 'cell.png', 'clock_motion.png')
+DIGIT_SECONDS, DIGIT_SIZE, DIGIT_CANVAS = 2.0, 64, 128   # clip length; picture side (drawn at 128, then shrunk)
+DIGIT_STRETCH, DIGIT_F0 = (0.85, 1.0, 1.25), (0.85, 1.0, 1.2)  # synthesised speed and pitch variants
+DIGIT_NEEDS = ("apt-get install flite festival festvox-kdlpc16k festvox-us-slt-hts " + ' '.join(DIGIT_FONT_PACKAGES)
+               + "; pip install scikit-image")
+
+def _digit_sources(split):
+    """(voices, font files by package, photo paths) of a split ('test' or the others)."""
+    import importlib.util
+    test = split == 'test'
+    voices = [v for v in DIGIT_VOICES if (v in DIGIT_TEST_VOICES) == test]
+    fonts = {}
+    for pkg in DIGIT_FONT_PACKAGES:
+        if (pkg in DIGIT_TEST_FONTS) == test:
+            files = subprocess.run(['dpkg', '-L', pkg], capture_output=True, text=True).stdout.split('\n')
+            fonts[pkg] = sorted(f for f in files if f.lower().endswith(('.ttf', '.otf')) and os.path.isfile(f))
+    spec = importlib.util.find_spec('skimage')
+    photo_dir = os.path.join(spec.submodule_search_locations[0], 'data') if spec else ''
+    photos = [os.path.join(photo_dir, p) for p in (DIGIT_TEST_PHOTOS if test else DIGIT_PHOTOS)]
+    return voices, fonts, photos
+
+def _check_digit_material():
+    """Everything the benchmark needs, checked before any work: one error naming what is missing."""
+    missing = [e for e in ('flite', 'text2wave', 'dpkg') if shutil.which(e) is None]
+    for split in ('train', 'test'):
+        _, fonts, photos = _digit_sources(split)
+        missing += [pkg for pkg, files in fonts.items() if not files]
+        missing += [os.path.basename(p) for p in photos if not os.path.isfile(p)][:1]
+    if missing:
+        raise FileNotFoundError(f"the digits benchmark needs {', '.join(missing)}: {DIGIT_NEEDS}")
+
+def _usable_fonts(files):
+    """Font files that draw ten distinct digits (some decorative fonts lack them or share shapes)."""
+    from PIL import ImageFont, ImageDraw
+    ok = []
+    for f in files:
+        try:
+            font = ImageFont.truetype(f, 48)
+        except OSError:
+            continue
+        shapes = set()
+        for d in '0123456789\ue000':  # a private-use char draws the font's "missing glyph" box
+            im = Image.new('L', (96, 96))
+            ImageDraw.Draw(im).text((48, 48), d, font=font, fill=255, anchor='mm')
+            shapes.add(im.tobytes())
+        if len(shapes) == 11:
+            ok.append(f)
+    return ok
+
+def _speak(job):
+    """Worker: one voice -> wavs of every word at every speed (and, for flite, pitch) variant."""
+    voice, speech_dir = job
+    variants = [(d, si, fi) for d in range(10) for si in range(len(DIGIT_STRETCH)) for fi in range(len(DIGIT_F0))]
+    path = lambda d, si, fi: f'{speech_dir}/{voice}_{d}_{si}_{fi}.wav'
+    if DIGIT_VOICES[voice] == 'flite':
+        base_f0 = {'kal16': 105, 'awb': 100, 'slt': 165, 'rms': 100}[voice]  # their own mean pitch, Hz
+        for d, si, fi in variants:
+            subprocess.run(['flite', '-voice', voice, '--setf', f'duration_stretch={DIGIT_STRETCH[si]}',
+                            '--setf', f'int_f0_target_mean={base_f0 * DIGIT_F0[fi]:.0f}', '-t', DIGIT_WORDS[d],
+                            '-o', path(d, si, fi)], check=True, capture_output=True)
+        return voice
+    # festival, one process per voice: speed here; its voices ignore an f0 target, so every pitch
+    # variant is the same file and the pitch varies by the resampling in _digit_wave only
+    script = [f'(voice_{voice})']
+    for d, si, fi in variants:
+        script += [f"(Parameter.set 'Duration_Stretch {DIGIT_STRETCH[si]})",
+                   f'(utt.save.wave (utt.synth (Utterance Text "{DIGIT_WORDS[d]}")) "{path(d, si, fi)}" \'riff)']
+    with open(f'{speech_dir}/{voice}.scm', 'w') as f:
+        f.write('\n'.join(script) + '\n')
+    subprocess.run(['festival', '-b', f'{speech_dir}/{voice}.scm'], check=True, capture_output=True)
+    return voice
+
+def _digit_wave(rng, speech, sr):
+    """A spoken word (float, any rate already resampled to sr) -> DIGIT_SECONDS of sound: pitch and
+    speed shifted together (a resampling, +-2 semitones), channel tilt, level, onset, noise floor."""
+    import librosa
+    n = int(DIGIT_SECONDS * sr)
+    shift = 2 ** (rng.uniform(-2, 2) / 12)
+    x = librosa.resample(speech, orig_sr=sr * shift, target_sr=sr)[:int(0.9 * n)]  # played `shift` x faster
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1 / sr)
+    x = np.fft.irfft(spec * ((f + 100) / 1000) ** rng.uniform(-0.6, 0.6), len(x))  # microphone/room colour
+    x *= 10 ** (rng.uniform(-26, -4) / 20) / (np.abs(x).max() + 1e-9)               # peak level, dBFS
+    start = int(rng.uniform(0, 0.9 * n - len(x)))  # the word ends inside the tokenized frames
+    noise = np.cumsum(rng.normal(size=n)) if rng.random() < 0.5 else rng.normal(size=n)  # brown or white
+    noise = (noise - noise.mean()) / (noise.std() + 1e-9) * 10 ** (rng.uniform(-70, -38) / 20)
+    wave = noise
+    wave[start:start + len(x)] += x
+    return wave.astype(np.float32)
+
+def _digit_background(rng, photos):
+    """-> float (128, 128, 3) in [0, 1]: a photograph crop, a plain colour or a two-colour gradient."""
+    kind = rng.choice(['photo', 'plain', 'gradient'], p=[0.4, 0.3, 0.3])
+    if kind == 'photo':
+        with Image.open(photos[rng.integers(len(photos))]) as im:
+            im = im.convert('RGB')
+            side = int(rng.uniform(0.25, 1.0) * min(im.size))
+            x0, y0 = rng.integers(im.size[0] - side + 1), rng.integers(im.size[1] - side + 1)
+            im = im.crop((x0, y0, x0 + side, y0 + side)).resize((DIGIT_CANVAS, DIGIT_CANVAS), Image.BICUBIC)
+        return np.asarray(im, np.float32) / 255 * rng.uniform(0.6, 1.1)
+    a, b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3) if kind == 'gradient' else None
+    if b is None:
+        return np.broadcast_to(a, (DIGIT_CANVAS, DIGIT_CANVAS, 3)).astype(np.float32)
+    t = np.linspace(0, 1, DIGIT_CANVAS)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None]) / 2 + 0.5  # (128, 128) in [0, 1]
+    return (a + (b - a) * ramp[..., None]).astype(np.float32)
+
+def _digit_image(rng, digit, fonts, photos):
+    """-> uint8 (64, 64, 3): the digit in a random font, size, place, angle and colour on a background."""
+    from PIL import ImageFont, ImageDraw
+    pkg = sorted(fonts)[rng.integers(len(fonts))]
+    font = ImageFont.truetype(fonts[pkg][rng.integers(len(fonts[pkg]))], 160)
+    glyph = Image.new('L', (320, 320))
+    ImageDraw.Draw(glyph).text((160, 160), str(digit), font=font, fill=255, anchor='mm')
+    glyph = glyph.rotate(rng.uniform(-15, 15), Image.BICUBIC)
+    glyph = glyph.crop(glyph.getbbox())
+    h = rng.uniform(0.45, 0.85) * DIGIT_CANVAS                       # glyph height, px
+    w = min(h * glyph.width / glyph.height, 0.9 * DIGIT_CANVAS)
+    glyph = glyph.resize((max(1, round(w)), max(1, round(h))), Image.BICUBIC)
+    x0, y0 = rng.integers(DIGIT_CANVAS - glyph.width + 1), rng.integers(DIGIT_CANVAS - glyph.height + 1)
+    mask = np.zeros((DIGIT_CANVAS, DIGIT_CANVAS, 1), np.float32)
+    mask[y0:y0 + glyph.height, x0:x0 + glyph.width, 0] = np.asarray(glyph, np.float32) / 255
+    bg = _digit_background(rng, photos)
+    luma = lambda c: c @ np.array([0.299, 0.587, 0.114], np.float32)
+    back = luma(bg[mask[..., 0] > 0.5].mean(0))                      # the background behind the glyph
+    while True:  # an ink colour that stands out from what is behind it
+        ink = rng.uniform(0, 1, 3).astype(np.float32)
+        if abs(luma(ink) - back) > 0.3:
+            break
+    img = np.clip(bg * (1 - mask) + ink * mask, 0, 1)
+    img = Image.fromarray((img * 255).round().astype(np.uint8)).resize((DIGIT_SIZE, DIGIT_SIZE), Image.LANCZOS)
+    return np.asarray(img)
+
+def _digit_batch(args):
+    """Worker: items of one split -> <id>.png and <id>.flac written into `folder`."""
+    seed, split, start, labels, folder, speech_dir, fonts = args
+    voices, _, photos = _digit_sources(split)
+    sr = TOY_MEL.sample_rate
+    rows = []
+    for j, digit in enumerate(labels):
+        rng = np.random.default_rng([seed, SPLITS.index(split), start + j])
+        id_ = f'{split}{start + j:05d}'
+        voice, si, fi = voices[rng.integers(len(voices))], rng.integers(len(DIGIT_STRETCH)), rng.integers(len(DIGIT_F0))
+        speech = load_audio(f'{speech_dir}/{voice}_{digit}_{si}_{fi}.wav', sr, DIGIT_SECONDS)
+        speech = np.trim_zeros(speech)  # the synthesiser's own silence; the onset is drawn here
+        save_png(f'{folder}/{id_}.png', _digit_image(rng, digit, fonts, photos))
+        _replace(f'{folder}/{id_}.flac', lambda f: sf.write(f, _digit_wave(rng, speech, sr), sr, format='FLAC'))
+        rows.append(f'{id_},{DIGIT_WORDS[digit]},{split},{voice}')
+    return rows
+
+def make_digits(out, seed=1337, n_train=4000, n_val=400, n_test=500, workers=None):
+    """Write the digits benchmark's pairs into out/pairs, then tokenize them into `out` as
+    `data.py pairs out/pairs --out out --seconds 2 --size 64` would. Returns the skipped count."""
+    _check_digit_material()
+    folder = f'{out}/pairs'
+    if not os.path.exists(f'{folder}/labels.csv'):
+        t0 = time.time()
+        os.makedirs(folder, exist_ok=True)
+        labels = {s: np.random.default_rng([seed, i]).permutation(np.arange(n) % 10)  # balanced
+                  for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
+        with tempfile.TemporaryDirectory() as speech_dir, mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
+            list(tqdm(pool.imap_unordered(_speak, [(v, speech_dir) for v in DIGIT_VOICES]), total=len(DIGIT_VOICES), desc='voices'))
+            fonts = {s: _digit_sources(s)[1] for s in ('train', 'test')}
+            fonts = {s: {p: fs for p, fs in zip(f, pool.map(_usable_fonts, f.values())) if fs} for s, f in fonts.items()}
+            jobs = [(seed, s, i, labels[s][i:i + 100], folder, speech_dir, fonts['test' if s == 'test' else 'train'])
+                    for s in SPLITS for i in range(0, len(labels[s]), 100)]
+            rows = [r for rs in tqdm(pool.imap(_digit_batch, jobs), total=len(jobs), desc='pairs') for r in rs]
+        save_text(f'{folder}/sources.csv', 'id,label,split,voice\n' + '\n'.join(rows) + '\n')
+        save_text(f'{folder}/labels.csv', 'id,label,split\n' + '\n'.join(r.rsplit(',', 1)[0] for r in rows) + '\n')
+        print(f"digits: {len(rows)} pairs written to {folder} in {time.time() - t0:.0f} s")
+    return prepare('pairs', folder, out, size=DIGIT_SIZE, cfg=layout(DIGIT_SIZE, DIGIT_SECONDS)[0],
+                   workers=workers, seed=seed)
+
+# -----------------------------------------------------------------------------
 # 3) real material: list items, decode in parallel, tokenize, write shard-wise, resume, merge
 
 VIDEO_EXTS = ('.mp4', '.mkv', '.webm', '.avi', '.mov')
@@ -423,7 +703,8 @@ def _split_of(id_, val_pct=5, test_pct=5):
 
 def _read_labels(path, kind):
     """videos: VGGSound rows `youtube_id,start_seconds,label,split`; pairs: `id,label[,split]`.
-    -> {id: (label, split or None)}, keyed as clips are named (`ytid_000030`, `ytid_30`, `ytid`)."""
+    -> {id: (label, split or None)}, keyed as clips are named (`ytid_000030`, `ytid_30`, `ytid`;
+    list_items looks SpecVQGAN's `ytid_30000_40000` up as `ytid_30`)."""
     try:
         rows = [[c.strip() for c in r] for r in csv.reader(open(path, newline='')) if r]
     except OSError as e:
@@ -453,17 +734,28 @@ def list_items(kind, folder, labels_csv=None):
     if labels_csv is None and kind == 'pairs' and os.path.exists(f'{folder}/labels.csv'):
         labels_csv = f'{folder}/labels.csv'
     table = _read_labels(labels_csv, kind) if labels_csv else None
+    hint = ''
+    if table and kind == 'videos':  # how clips must be named, from the CSV's first row (ytid_000030)
+        ytid, s = next(iter(table)).rsplit('_', 1)
+        s = int(s)
+        hint = f" (a row {ytid},{s} names the clip {ytid}_{s:06d}, {ytid}_{s} or {ytid}_{s * 1000}_{s * 1000 + 10000})"
     items, skipped = [], []
     for id_, paths in by_id.items():
+        shown = os.fsencode(id_).decode('utf-8', 'backslashreplace')  # bad\xff for a non-UTF-8 name
+        if shown != id_:  # ids are text: the part names, skipped.tsv and meta.json are UTF-8
+            skipped.append((shown, f"{os.path.join(folder, shown)}: file name is not valid UTF-8 (rename it)"))
+            continue
         if kind == 'pairs':
             imgs, auds = [p for p in paths if p.lower().endswith(IMAGE_EXTS)], [p for p in paths if p.lower().endswith(AUDIO_EXTS)]
             paths = imgs + auds
         if (len(imgs) != 1 or len(auds) != 1) if kind == 'pairs' else len(paths) > 1:
             skipped.append((id_, f"{paths[0]}: unpaired or ambiguous ({', '.join(os.path.basename(p) for p in paths)})"))
             continue
-        label, split = table.get(id_, (None, None)) if table else (None, None)
+        ms = re.fullmatch(r'(.+)_(\d+)_(\d+)', id_)  # SpecVQGAN's <ytid>_<start ms>_<end ms>: <ytid>_<start s>
+        keys = [id_] + ([f'{ms[1]}_{int(ms[2]) // 1000}'] if ms and kind == 'videos' else [])
+        label, split = next((table[k] for k in keys if k in table), (None, None)) if table else (None, None)
         if table and label is None:
-            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}"))
+            skipped.append((id_, f"{paths[0]}: no row for {id_} in {labels_csv}{hint}"))
             continue
         if not split:
             split = _split_of(id_)
@@ -481,7 +773,8 @@ def _decode_item(job):
         if len(item['paths']) == 1:
             imgs, wave = decode_video(item['paths'][0], size, frames, cfg)
         else:
-            imgs = image_array(item['paths'][0], size)[None]
+            seed = int(hashlib.sha1(item['id'].encode()).hexdigest()[:8], 16)  # the same views on every run
+            imgs = image_views(item['paths'][0], size, frames, seed)
             wave = load_audio(item['paths'][1], cfg.sample_rate, cfg.clip_seconds)
         mel = mel_spectrogram(wave, cfg)[:, :cfg.frames]
         if item['split'] != 'train':  # evaluation compares against exactly these
@@ -493,66 +786,174 @@ def _decode_item(job):
     except Exception as e:  # a surprise in one file must not stop the other 200k
         return item['id'], None, None, f"{item['paths'][0]}: {type(e).__name__}: {str(e)[:120]}"
 
+# token layout defaults for any clip length and picture size (fixed here; README, "Bring your own
+# paired data"): every flag that is not given is derived, every flag is checked before any work
+
+AUDIO_PATCH_ROWS = 16  # mel bands per audio token row: 80 mels -> 5 rows, as the SpecVQGAN codebook
+
+def image_patch_for(size):
+    """The patch side for pictures of `size` px: a divisor in 2..16 whose grid is closest to 8 x 8
+    (16 x 16 for 256 px, the paper's grid), the larger patch on ties."""
+    sides = [p for p in range(16, 1, -1) if size % p == 0]
+    if not sides:
+        raise ValueError(f"--size {size}: no patch of 2 to 16 px divides it; use a multiple of 8, e.g. {max(16, round(size / 8) * 8)}")
+    return min(sides, key=lambda p: abs(size // p - 8))
+
+def audio_patch_for(cfg, most_tokens=300):
+    """(rows, columns) of mel bins per audio token: 16 rows, as the SpecVQGAN codebook; 8 frames
+    (93 ms) a column, which kept the class of 86% of the digits benchmark's words through a k-means
+    round trip where 16 frames kept 67-71% (README), unless that makes over `most_tokens` tokens
+    (a 10 s clip: 16 frames, 5 x 53 tokens, the paper's grid)."""
+    rows = cfg.n_mels // AUDIO_PATCH_ROWS
+    return (AUDIO_PATCH_ROWS, 8 if rows * (cfg.frames_all // 8) <= most_tokens else 16)
+
+def codebook_for(n_train, tokens_per_item):
+    """Codes for a learned codebook: a power of two with about 500 train tokens per code (a code
+    seen fewer times is fitted to noise), between 64 and 1024 (the paper's)."""
+    return int(2 ** np.clip(round(np.log2(max(1, n_train * tokens_per_item) / 500)), 6, 10))
+
+def layout(size, seconds, mel_frames=None, image_patch=None, audio_patch=None):
+    """Check the flags and derive what is not given -> (MelConfig, image_patch, audio_patch).
+    Raises ValueError naming the flag and a valid value."""
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"--seconds {seconds}: must be a positive number of seconds, e.g. 2")
+    if size < MIN_SIDE:
+        raise ValueError(f"--size {size}: pictures need at least {MIN_SIDE} px a side, e.g. 64")
+    cfg = MelConfig(clip_seconds=float(seconds))
+    ip = tuple(image_patch) if image_patch else (image_patch_for(size),) * 2
+    ap = tuple(audio_patch) if audio_patch else audio_patch_for(cfg)
+    if size % ip[0] or size % ip[1]:
+        raise ValueError(f"--image_patch {ip[0]}x{ip[1]} does not divide --size {size}: use e.g. {image_patch_for(size)}")
+    if cfg.n_mels % ap[0]:
+        raise ValueError(f"--audio_patch {ap[0]}x{ap[1]}: its rows must divide the {cfg.n_mels} mel bands, e.g. 16x{ap[1]}")
+    most = cfg.frames_all // ap[1] * ap[1]  # whole token columns inside the clip
+    if most == 0:
+        need = (ap[1] + 2) * cfg.hop_length / cfg.sample_rate
+        raise ValueError(f"--seconds {seconds}: too short for one {ap[1]}-frame token column, use at least {need:.2f}")
+    frames = most if mel_frames is None else mel_frames
+    if frames % ap[1] or not 0 < frames <= cfg.frames_all:
+        raise ValueError(f"--mel_frames {frames}: must be a multiple of the audio patch's {ap[1]} columns and at most "
+                         f"the {cfg.frames_all} frames that {seconds:g} s give, e.g. {most}")
+    return MelConfig(clip_seconds=float(seconds), frames=frames), ip, ap
+
 def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
-    """spec 'kmeans': patch k-means fitted on train items (once: reused on resume); else a file."""
+    """spec 'kmeans' (patch k-means) or 'vq' (a conv VQ autoencoder): fitted on train items once and
+    saved, so a resumed run reuses them; else a tokenizer file or VQGAN folder."""
     toks, todo = {}, []
     for m in ('image', 'audio'):
-        if specs[m] != 'kmeans':
+        if specs[m] not in ('kmeans', 'vq'):
             toks[m] = load_tokenizer(specs[m])
         elif os.path.exists(f'{out}/tokenizer_{m}.pt'):
-            toks[m] = PatchKMeansTokenizer.load(f'{out}/tokenizer_{m}.pt')
+            toks[m] = load_tokenizer(f'{out}/tokenizer_{m}.pt')
         else:
             todo.append(m)
     if todo:
-        got = [r for r in pool.imap(_decode_item, [(it, *job_args) for it in fit]) if r[3] is None]
+        res = _map(pool, _decode_item, [(it, *job_args) for it in fit], out)
+        got = [r for r in res if r[3] is None]
         if not got:
-            raise ValueError("no usable train item to fit the k-means tokenizers on")
+            raise ValueError(f"no usable train item to fit the tokenizers on ({len(fit)} tried; "
+                             f"{res[0][3] if res else 'no item is in the train split'})")
         x = {'image': torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2) / 127.5 - 1,
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
         for m in todo:
-            toks[m] = PatchKMeansTokenizer.fit(x[m].float(), codebooks[m], patch=patches[m], seed=seed)
+            kind = PatchKMeansTokenizer if specs[m] == 'kmeans' else ConvVQTokenizer
+            t0 = time.time()
+            toks[m] = kind.fit(x[m].float(), codebooks[m], patch=patches[m], seed=seed)
             toks[m].save(f'{out}/tokenizer_{m}.pt')
+            print(f"{m} tokenizer: {specs[m]}, {codebooks[m]} codes, grid {toks[m].grid[0]}x{toks[m].grid[1]} "
+                  f"({patches[m][0]}x{patches[m][1]} patches), fitted on {len(got)} train items in {time.time() - t0:.0f} s")
     return toks
 
-def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer='kmeans',
-            audio_tokenizer='kmeans', image_codebook=1024, audio_codebook=1024, image_patch=(16, 16),
-            audio_patch=(16, 16), shard=(0, 1), workers=None, chunk=64, fit_items=256, seed=1337):
-    """Prepare a folder of videos or image+audio pairs into `out`. Returns the number of skipped items."""
-    cfg, frames = cfg or MelConfig(), frames if kind == 'videos' else 1
-    if cfg.frames > cfg.frames_all:
-        raise ValueError(f"mel frames {cfg.frames} > the {cfg.frames_all} that {cfg.clip_seconds} s give")
-    if is_complete(out):
-        print(f"{out}: already prepared (delete it to redo)")
-        return 0
+def _source(items, settings):
+    """What the parts are made from: every item (id, label, split, and each file's name, size and
+    mtime, so a replaced file counts) and the settings, with a fingerprint of it all."""
+    def stamp(p):
+        st = os.stat(p) if os.path.exists(p) else os.lstat(p)  # (a broken link is skipped later, by its reader)
+        return os.path.basename(p), st.st_size, st.st_mtime_ns
+    listing = [(it['id'], it['label'], it['split'], [stamp(p) for p in it['paths']]) for it in items]
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as they are read back
+    return {'fingerprint': hashlib.sha1(json.dumps([listing, settings]).encode()).hexdigest()[:16],
+            'items': len(items), 'settings': settings}
+
+def _check_source(out, source, write):
+    """Parts are joined only when made from the same inputs and settings: the first run writes
+    parts/source.json, a rerun must match it or stop (nothing of the user's is deleted)."""
+    path = f'{out}/parts/source.json'
+    if os.path.exists(path):
+        old = json.load(open(path))
+        if old['fingerprint'] != source['fingerprint']:
+            changed = [k for k, v in source['settings'].items() if old['settings'].get(k) != v]
+            why = (f"other settings ({', '.join(changed)})" if changed else
+                   f"other inputs ({old['items']} items then, {source['items']} now, or changed files)")
+            raise ValueError(f"{out}: made from {why}; delete {out} to redo it, or choose another --out")
+    elif write:  # a fresh run; parts without source.json (an older version's) cannot be checked
+        if any(f.endswith('.npz') for f in os.listdir(f'{out}/parts')):
+            raise ValueError(f"{out}/parts: parts of unknown inputs (no source.json); delete {out} to redo it")
+        save_text(path, json.dumps(source, indent=1))
+
+def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer=DEFAULT_TOKENIZER,
+            audio_tokenizer=DEFAULT_TOKENIZER, image_codebook=None, audio_codebook=None, image_patch=None,
+            audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337, views=PAIR_VIEWS):
+    """Prepare a folder of videos or image+audio pairs into `out`. cfg: the MelConfig (clip length,
+    mel frames); patches and codebooks left None are derived (layout, codebook_for).
+    views: image views per pair (image_views). Returns the number of skipped items."""
+    frames = frames if kind == 'videos' else views
+    cfg, image_patch, audio_patch = layout(size, cfg.clip_seconds, cfg.frames, image_patch, audio_patch) if cfg \
+        else layout(size, MelConfig().clip_seconds, None, image_patch, audio_patch)
+    items, skipped = list_items(kind, folder, labels_csv)
+    settings = dict(kind=kind, size=size, frames=frames, mel=asdict(cfg), image_tokenizer=image_tokenizer,
+                    audio_tokenizer=audio_tokenizer, image_codebook=image_codebook, audio_codebook=audio_codebook,
+                    image_patch=image_patch, audio_patch=audio_patch, shard=shard, chunk=chunk, fit_items=fit_items, seed=seed)
+    source = _source(items, settings)
+    if is_complete(out):  # its skipped items still count: exit code 1, as the first run
+        _check_source(out, source, write=False)
+        skipped = json.load(open(f'{out}/meta.json')).get('source', {}).get('skipped', 0)
+        print(f"{out}: already prepared (delete it to redo)" + (f"; {skipped} skipped, see {out}/skipped.tsv" if skipped else ''))
+        return skipped
     try:  # an unwritable output is a clear error before any work
         for d in ('parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):
             os.makedirs(f'{out}/{d}', exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e:
         raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
-    items, skipped = list_items(kind, folder, labels_csv)
+    if not items:  # nothing usable (say, no clip matches the CSV): list them all, and say why
+        save_skipped(out, skipped)
+        raise ValueError(f"{folder}: no usable item, {len(skipped)} skipped (see {out}/skipped.tsv): {skipped[0][1]}")
+    _check_source(out, source, write=True)
     if kind == 'videos':
         ffmpeg_exe()  # missing ffmpeg is a clear error up front
     classes = sorted({it['label'] for it in items if it['label'] is not None}) or None
     train = [it for it in items if it['split'] == 'train']  # the same fit sample in every shard
+    fit_items = min(fit_items, 2 ** 30 // (4 * max(3 * size * size, cfg.n_mels * cfg.frames)))  # <= 1 GB of floats
+    grids = {'image': (size // image_patch[0]) * (size // image_patch[1]),
+             'audio': (cfg.n_mels // audio_patch[0]) * (cfg.frames // audio_patch[1])}
+    codebooks = {'image': image_codebook or codebook_for(len(train), grids['image']),
+                 'audio': audio_codebook or codebook_for(len(train), grids['audio'])}
     fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
+    labelled = [it for it in train if it['label'] is not None]  # the learned probes' training set
+    for i in np.random.default_rng(seed + 1).permutation(len(labelled))[:PROBE_ITEMS]:
+        labelled[i]['probe'] = True
     items, skipped, job_args = items[shard[0]::shard[1]], skipped[shard[0]::shard[1]], (size, frames, cfg, out)
     _warm_up(cfg)
-    with mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
         toks = _tokenizers({'image': image_tokenizer, 'audio': audio_tokenizer}, out, fit, pool, job_args,
-                           {'image': image_codebook, 'audio': audio_codebook}, {'image': image_patch, 'audio': audio_patch}, seed)
+                           codebooks, {'image': image_patch, 'audio': audio_patch}, seed)
         bar = tqdm(total=len(items), desc=f'{kind} -> {out}', unit='clip' if kind == 'videos' else 'pair')
         for c in range(0, len(items), chunk):
             batch = items[c:c + chunk]
             part = f"{out}/parts/{c // chunk:06d}-{hashlib.sha1(' '.join(it['id'] for it in batch).encode()).hexdigest()[:8]}.npz"
             if not os.path.exists(part):  # a chunk is written whole or not at all: resume skips done ones
-                res = pool.map(_decode_item, [(it, *job_args) for it in batch])
+                res = _map(pool, _decode_item, [(it, *job_args) for it in batch], out)
                 ok = [(r, it) for r, it in zip(res, batch) if r[3] is None]
                 image = np.stack([r[1] for r, _ in ok]) if ok else np.zeros((0, frames, size, size, 3), np.uint8)
                 audio = np.stack([r[2] for r, _ in ok]) if ok else np.zeros((0, cfg.n_mels, cfg.frames), np.float32)
+                in_probe = np.array([it.get('probe', False) for _, it in ok], bool)
                 arrays = {'ids': [it['id'] for _, it in ok], 'splits': [it['split'] for _, it in ok],
                           'labels': [it['label'] or '' for _, it in ok],
                           'image': encode_images(toks['image'], image), 'audio': encode_mels(toks['audio'], audio),
+                          'probe_image': probe_image_input(image[in_probe, frames // 2]),
+                          'probe_mel': probe_mel_input(audio[in_probe]),
+                          'probe_labels': [it['label'] for _, it in ok if it.get('probe')],
                           'skipped': np.array([(r[0], r[3]) for r in res if r[3] is not None], dtype=str).reshape(-1, 2)}
                 _replace(part, lambda f: np.savez(f, **{k: np.asarray(v, dtype=str) if isinstance(v, list) else v
                                                         for k, v in arrays.items()}))
@@ -564,7 +965,7 @@ def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
     """Join the parts into the split arrays, skipped.tsv and meta.json (last)."""
     parts = [np.load(f'{out}/parts/{f}') for f in sorted(os.listdir(f'{out}/parts')) if f.endswith('.npz')]
     skipped = skipped + [tuple(s) for p in parts for s in p['skipped']]
-    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(f'{i}\t{r}\n' for i, r in skipped))
+    save_skipped(out, skipped)
     cat = lambda key: np.concatenate([p[key] for p in parts])
     ids, splits, labels = (cat(k) for k in ('ids', 'splits', 'labels')) if parts else [np.zeros(0, str)] * 3
     if len(ids) == 0:
@@ -579,6 +980,10 @@ def _assemble(out, kind, skipped, classes, frames, size, cfg, toks, shard):
         save_npy(f'{out}/{s}_image.npy', image[sel].reshape(-1, frames, image.shape[-1]))
         meta['splits'][s] = {'n': int(sel.sum()), 'ids': ids[sel].tolist(),
                              'labels': [classes.index(l) if classes and l else None for l in labels[sel]]}
+    if classes and sum(len(p['probe_labels']) for p in parts):
+        save_npy(f'{out}/probe_image.npy', cat('probe_image'))
+        save_npy(f'{out}/probe_mel.npy', cat('probe_mel'))
+        save_npy(f'{out}/probe_labels.npy', np.array([classes.index(l) for l in cat('probe_labels')], np.int16))
     save_meta(out, meta)
     _summary(out, meta, skipped)
     return len(skipped)
@@ -588,7 +993,7 @@ def _summary(out, meta, skipped):
     print(f"{out}: {sum(n.values())} items ({', '.join(f'{s} {v}' for s, v in n.items())})")
     why = {}
     for _, r in skipped:  # grouped by the reason without the file name and details
-        key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1])
+        key = re.sub(r'\s*\(.*', '', r.split(': ', 1)[-1], flags=re.S)  # (a name may hold a newline)
         why[key] = why.get(key, 0) + 1
     if skipped:
         print(f"skipped {len(skipped)} (see {out}/skipped.tsv): " + '; '.join(f'{v} {k}' for k, v in why.items()))
@@ -612,7 +1017,7 @@ def merge(inputs, out):
         if len(set(ids)) != len(ids):
             raise ValueError(f"the inputs share items of split {s}: were they made with different --shard K/N?")
         meta['splits'][s] = {'n': len(ids), 'ids': ids, 'labels': [l for m in metas for l in m['splits'][s]['labels']]}
-    rows = [l for d in inputs if os.path.exists(f'{d}/skipped.tsv') for l in open(f'{d}/skipped.tsv').read().splitlines()[1:]]
+    rows = [r for d in inputs for r in read_skipped(d)]
     meta['source']['skipped'] = len(rows)
     for s in SPLITS:
         for sub in ('wav', 'frame'):
@@ -622,18 +1027,31 @@ def merge(inputs, out):
                     shutil.copy2(f'{d}/{s}_{sub}/{f}', f'{out}/{s}_{sub}/{f}')
         for m in ('audio', 'image'):
             save_npy(f'{out}/{s}_{m}.npy', np.concatenate([np.load(f'{d}/{s}_{m}.npy') for d in inputs]))
-    save_text(f'{out}/skipped.tsv', 'item\treason\n' + ''.join(r + '\n' for r in rows))
+    for name in ('probe_image', 'probe_mel', 'probe_labels'):  # the probes' train set: every shard's share
+        parts = [np.load(f'{d}/{name}.npy') for d in inputs if os.path.exists(f'{d}/{name}.npy')]
+        if parts:
+            save_npy(f'{out}/{name}.npy', np.concatenate(parts))
+    save_skipped(out, rows)
     save_meta(out, meta)
-    _summary(out, meta, [r.split('\t', 1) for r in rows])
+    _summary(out, meta, rows)
     return len(rows)
 
 # -----------------------------------------------------------------------------
 # command line: errors are one line on stderr and exit code 2; exit code 1 means some items were skipped
 
+def parse_patch(flag, text):
+    """'16x8' or '16' -> (16, 8) / (16, 16); None stays None (derived)."""
+    if text is None:
+        return None
+    m = re.fullmatch(r'(\d+)(?:x(\d+))?', text)
+    if not m or int(m[1]) < 1 or int(m[2] or m[1]) < 1:
+        raise ValueError(f"{flag} {text}: expected H or HxW in pixels, e.g. 16x16")
+    return int(m[1]), int(m[2] or m[1])
+
 def main(argv):
     import argparse
     p = argparse.ArgumentParser(description=__doc__.split('\n1)')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('command', choices=['toy', 'videos', 'pairs', 'merge'])
+    p.add_argument('command', choices=['toy', 'digits', 'videos', 'pairs', 'merge'])
     p.add_argument('inputs', nargs='*', help='the input folder (videos, pairs) or the shard outputs (merge)')
     p.add_argument('--out', required=True, help='output dataset folder, e.g. data/vggsound')
     p.add_argument('--csv', default=None, help='labels: VGGSound csv (videos) or id,label[,split] (pairs; default FOLDER/labels.csv)')
@@ -641,12 +1059,14 @@ def main(argv):
     p.add_argument('--workers', type=int, default=None, help='decoding processes (default: all cores)')
     p.add_argument('--size', type=int, default=256, help='image size (square)')
     p.add_argument('--frames', type=int, default=10, help='frames per video clip')
+    p.add_argument('--views', type=int, default=PAIR_VIEWS, help='image views per pair: the picture and random crops of it (1: the picture alone)')
     p.add_argument('--seconds', type=float, default=10.0, help='audio clip length, s')
-    p.add_argument('--mel_frames', type=int, default=848, help='mel frames kept for tokenization')
+    p.add_argument('--mel_frames', type=int, default=None, help='mel frames kept for tokenization (default: all whole token columns)')
     for m in ('image', 'audio'):
-        p.add_argument(f'--{m}_tokenizer', default='kmeans', help="'kmeans' (fit on train) or a tokenizer file / VQGAN folder")
-        p.add_argument(f'--{m}_codebook', type=int, default=1024, help='k-means codebook size')
-        p.add_argument(f'--{m}_patch', default='16x16', help='k-means patch, H or HxW')
+        p.add_argument(f'--{m}_tokenizer', default=DEFAULT_TOKENIZER,
+                       help="'vq' or 'kmeans' (fitted on train), or a tokenizer file / VQGAN folder")
+        p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
+        p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
     p.add_argument('--seed', type=int, default=1337)
     p.error = lambda msg: sys.exit(print(f"error: {msg} (see --help)", file=sys.stderr) or 2)  # one line
     a = p.parse_args(argv)
@@ -654,18 +1074,23 @@ def main(argv):
         if a.command == 'toy':
             print(f"{prepare_toy(a.out, seed=a.seed)}: ready")
             return 0
+        if a.command == 'digits':
+            return int(make_digits(a.out, seed=a.seed, workers=a.workers) > 0)
         if a.command == 'merge':
             return int(merge(a.inputs, a.out) > 0)
         shard = re.fullmatch(r'(\d+)/(\d+)', a.shard)
         if len(a.inputs) != 1 or not shard or not int(shard[1]) < int(shard[2]):
             raise ValueError(f"{a.command} takes one input folder and --shard K/N with 0 <= K < N")
-        patches = [re.fullmatch(r'(\d+)(?:x(\d+))?', s) for s in (a.image_patch, a.audio_patch)]
-        if not all(patches):
-            raise ValueError("--image_patch/--audio_patch: expected H or HxW, e.g. 16x16")
-        ip, ap = ((int(m[1]), int(m[2] or m[1])) for m in patches)
-        n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, MelConfig(clip_seconds=a.seconds, frames=a.mel_frames),
+        ip, ap = (parse_patch(f'--{m}_patch', s) for m, s in (('image', a.image_patch), ('audio', a.audio_patch)))
+        for flag, v in (('--image_codebook', a.image_codebook), ('--audio_codebook', a.audio_codebook)):
+            if v is not None and not 2 <= v <= 65536:
+                raise ValueError(f"{flag} {v}: must be between 2 and 65536 codes, e.g. 512")
+        if a.frames < 1 or a.views < 1 or (a.workers is not None and a.workers < 1):
+            raise ValueError(f"--frames, --views and --workers must be at least 1")
+        cfg, ip, ap = layout(a.size, a.seconds, a.mel_frames, ip, ap)  # every layout flag checked before any work
+        n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, cfg,
                             a.image_tokenizer, a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip, ap,
-                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed)
+                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed, views=a.views)
         return int(n_skipped > 0)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

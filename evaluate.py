@@ -216,9 +216,123 @@ def load_metric_net(kind, path):
         name, url = PUBLIC_WEIGHTS[kind]
         raise FileNotFoundError(f"{path}: {kind} weights not found; download the public {name} from {url}")
     net = {"panns16k": lambda: Cnn14(16000), "panns32k": lambda: Cnn14(32000), "vggish": VGGish}[kind]()
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from tokenizers import torch_load  # one-line errors: a truncated file is told from a pickled one
+    sd = torch_load(path)
     net.load_state_dict(sd["model"] if "model" in sd else sd)  # PANNs wrap the weights in "model"
     return net.eval()
+
+# -----------------------------------------------------------------------------
+# learned class probes for any labelled dataset (fixed here): two small CNNs fitted once on the real
+# train split (data.py's probe set) and cached beside it. They score generated sounds and pictures
+# (the image->audio "alignment accuracy" of MDSGen and Diff-Foley), and their accuracy on real test
+# items and on tokenizer round trips gives the ceilings the generated results sit under.
+
+PROBE_VERSION = 1  # bump when the probe's architecture or training changes: cached probes are refitted
+
+
+class ProbeNet(nn.Module):
+    """A small CNN: (B, C, H, W) -> class logits. Each item is standardised first (level, contrast),
+    then pooled 2x (the probes need shape, not fine detail); four conv blocks; mean and max over
+    the last axis (time for mels) after averaging the other."""
+    def __init__(self, channels, n_classes, width=16):
+        super().__init__()
+        layers, c = [nn.AvgPool2d(2)], channels
+        for i, w in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU()]
+            layers += [nn.MaxPool2d(2)] if i < 3 else []
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(2 * c, n_classes))
+
+    def forward(self, x):
+        x = (x - x.mean((1, 2, 3), keepdim=True)) / (x.std((1, 2, 3), keepdim=True) + 1e-5)
+        h = self.features(x).mean(2)  # (B, c, W / 16)
+        return self.head(torch.cat([h.mean(2), h.amax(2)], 1))
+
+
+def probe_tensor(x, kind):
+    """Probe inputs as stored by data.py -> float (B, C, H, W): mels (B, n_mels, T) get a channel,
+    pictures (B, 64, 64, 3) uint8 go channels-first in [0, 1]."""
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    return x[:, None] if kind == 'audio' else x.permute(0, 3, 1, 2) / 255
+
+
+def shift_augment(x, g, max_shift):
+    """Each item moved by up to max_shift (rows, columns), the edges repeated: where a word starts,
+    where a picture's object sits, and a little pitch, should not matter to the probe."""
+    dy, dx = max_shift
+    padded = F.pad(x, (dx, dx, dy, dy), mode='replicate')
+    H, W = x.shape[2:]
+    oy = torch.randint(0, 2 * dy + 1, (len(x),), generator=g)
+    ox = torch.randint(0, 2 * dx + 1, (len(x),), generator=g)
+    return torch.stack([p[:, a:a + H, b:b + W] for p, a, b in zip(padded, oy.tolist(), ox.tolist())])
+
+
+@torch.enable_grad()  # callers may run under no_grad
+def fit_probe(x, y, n_classes, kind, steps=1200, batch=64, seed=0):
+    """x (N, C, H, W) float, y (N,) class ids -> an eval-mode ProbeNet, trained with shifts."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = ProbeNet(x.shape[1], n_classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    shift = (2, x.shape[3] // 4) if kind == 'audio' else (x.shape[2] // 8, x.shape[3] // 8)
+    from tqdm import tqdm
+    for _ in tqdm(range(steps), desc=f'fitting the {kind} probe', leave=False):
+        ix = torch.randint(len(x), (batch,), generator=g)
+        loss = F.cross_entropy(net(shift_augment(x[ix], g, shift)), y[ix], label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+def load_probes(root, n_classes):
+    """{'audio': net, 'image': net}, fitted on root's probe set once and cached in root/probe_*.pt;
+    None if the dataset has no probe set (no labels)."""
+    try:
+        labels = torch.from_numpy(np.load(os.path.join(root, 'probe_labels.npy')).astype(np.int64))
+    except OSError:
+        return None
+    nets = {}
+    for kind, name in (('audio', 'probe_mel.npy'), ('image', 'probe_image.npy')):
+        x = np.load(os.path.join(root, name))
+        key = f'{PROBE_VERSION}-{n_classes}-{x.shape}-{hash_array(x)}-{hash_array(labels.numpy())}'
+        path = os.path.join(root, f'probe_{kind}.pt')
+        cached = torch.load(path, weights_only=True) if os.path.isfile(path) else {}
+        net = ProbeNet(probe_tensor(x[:1], kind).shape[1], n_classes)
+        if cached.get('key') == key:
+            net.load_state_dict(cached['model'])
+            nets[kind] = net.eval()
+            continue
+        nets[kind] = fit_probe(probe_tensor(x, kind), labels, n_classes, kind)
+        try:
+            save_atomic(path, lambda t: torch.save({'key': key, 'model': nets[kind].state_dict()}, t))
+        except OSError:  # a read-only dataset: the probe lives for this run only
+            pass
+    return nets
+
+
+def hash_array(a):
+    import hashlib
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def probe_predict(net, kind, paths, mel_cfg, chunk=64):
+    """Class ids (N,) the probe sees in wav or png files, read as data.py made the probe set."""
+    from data import probe_image_input, probe_mel_input
+    from tokenizers import mel_spectrogram
+    out = []
+    with timer(task_of(paths), 'score'):
+        for b in range(0, len(paths), chunk):
+            if kind == 'audio':
+                x = probe_mel_input(np.stack([mel_spectrogram(read_wav(p), mel_cfg)[:, :mel_cfg.frames] for p in paths[b:b + chunk]]))
+            else:
+                x = probe_image_input(np.stack([read_png(p) for p in paths[b:b + chunk]]))
+            out.append(net(probe_tensor(x, kind)).argmax(1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 # -----------------------------------------------------------------------------
 # the command. Default config values; config files and --key=value override them (configurator.py)
@@ -257,7 +371,7 @@ def timer(task, part):
 
 def task_of(paths):  # scoring time goes to the task whose folder holds the files; real files: 'reference'
     task = os.path.basename(os.path.dirname(paths[0])) if paths else ''
-    return task if task in ('i2a', 'a2i', 'cogen', 'inpaint') else 'reference'
+    return task if task in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip') else 'reference'
 
 
 def save_atomic(path, write):  # write(tmp_path), then rename: a killed run leaves no half file
@@ -287,21 +401,32 @@ def generate_missing(paths, make, desc):
 
 
 @torch.no_grad()
-def token_metrics(model, audio, image):
+def token_metrics(model, audio, image, majority):
     """Masked-token loss (label-smoothed, as in training) and accuracy per modality on (N, L) ids,
-    under the training corruption with a fixed seed; batches weighted by their masked counts."""
-    from model import random_corruption
-    g, sums = torch.Generator().manual_seed(seed), {m: np.zeros(3) for m in ('audio', 'image')}
+    under the training corruption with a fixed seed; batches weighted by their masked counts.
+    Beside them: the accuracy of always predicting the train split's most frequent code
+    (`majority` {modality: id}), and the cross-modal gain (model.cross_modal_losses) in nats."""
+    from model import cross_modal_losses, random_corruption
+    g, sums = torch.Generator().manual_seed(seed), {m: np.zeros(4) for m in ('audio', 'image')}
+    cross, n_items = {}, 0
     for b in range(0, len(audio), batch_size):
-        a_in, v_in, keep, targets = random_corruption(audio[b:b + batch_size], image[b:b + batch_size], model.config, g)
+        a, v = audio[b:b + batch_size].to(device), image[b:b + batch_size].to(device)
+        a_in, v_in, keep, targets = random_corruption(a.cpu(), v.cpu(), model.config, g)
         targets = tuple(t.to(device) for t in targets)
         logits, losses = model(a_in.to(device), v_in.to(device), keep.to(device), targets)
         for m, lg, tg in zip(('audio', 'image'), logits, targets):
             masked = tg >= 0
             n = masked.sum().item()
-            sums[m] += (losses[m].item() * n, (lg.argmax(-1)[masked] == tg[masked]).sum().item(), n)
-    return {f'{m}_{k}': v for m, (loss, hits, n) in sums.items() for k, v in
-            (('val_loss', loss / n), ('token_acc', hits / n))}
+            sums[m] += (losses[m].item() * n, (lg.argmax(-1)[masked] == tg[masked]).sum().item(),
+                        (tg[masked] == majority[m]).sum().item(), n)
+        for k, v_ in cross_modal_losses(model, a, v).items():  # per item, so weighted by the batch size
+            cross[k] = cross.get(k, 0.0) + v_ * len(a)
+        n_items += len(a)
+    out = {f'{m}_{k}': v for m, (loss, hits, major, n) in sums.items() for k, v in
+           (('val_loss', loss / n), ('token_acc', hits / n), ('token_acc_majority_code', major / n))}
+    for m in ('audio', 'image'):
+        out[f'{m}_cross_modal_gain_nats'] = (cross[f'{m}_alone'] - cross[f'{m}_given']) / n_items
+    return out
 
 
 def read_wav(path):
@@ -360,8 +485,9 @@ def network_metrics(gen_paths, real_paths):
 
 def load_split(ckpt):
     """The split's ids, labels and tokens: audio (N, L_a), image (N, L_v) (the middle frame)."""
+    from tokenizers import repo_path  # data/<dataset> from the current directory, else the repo's
     train_cfg = ckpt.get('config', {})
-    root = data_dir or train_cfg.get('data_dir') or os.path.join('data', train_cfg.get('dataset', ''))
+    root = data_dir or train_cfg.get('data_dir') or repo_path(os.path.join('data', train_cfg.get('dataset', '')))
     try:
         with open(os.path.join(root, 'meta.json')) as f:
             meta = json.load(f)
@@ -409,7 +535,7 @@ def main():
     run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
                                 + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
-    for sub in ('i2a', 'a2i', 'cogen', 'inpaint'):
+    for sub in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip'):
         os.makedirs(os.path.join(run, sub), exist_ok=True)
 
     # ---- generate what is missing: image->audio, audio->image, co-generation, one file per item
@@ -461,6 +587,16 @@ def main():
                 put_png(cogen[i] + '.png', x)
                 put_wav(cogen[i] + '.wav', w)
 
+    # the real test tokens decoded as generated ones are: the tokenizers' (and vocoder's) ceiling
+    roundtrip = [os.path.join(run, 'roundtrip', i) for i in ids]
+
+    def rt(idx):  # the wav is written last, so it marks the pair done
+        waves, images = decode_audio(audio[idx].to(device), 'roundtrip'), decode_image(image[idx].to(device), 'roundtrip')
+        with timer('roundtrip', 'write'):
+            for i, w, x in zip(idx, waves, images):
+                put_png(roundtrip[i] + '.png', x)
+                put_wav(roundtrip[i] + '.wav', w)
+
     def inpaint(idx):  # the middle of each real sound regenerated, the rest and the image given
         made = sample('inpaint', inpaint_audio, audio[idx].to(device), image[idx].to(device), c0, c1, generator=gen(idx))
         waves = decode_audio(made, 'inpaint')
@@ -473,7 +609,13 @@ def main():
                  (('i2a', i2a_wav, i2a), ('a2i', a2i_png, a2i), ('cogen', [c + '.wav' for c in cogen], co),
                   ('inpaint', inpaint_wav, inpaint))
                  if t in todo}
-        metrics = token_metrics(model, audio, image)
+        labelled = bool(meta.get('classes')) and all(l is not None for l in labels)
+        probes = load_probes(root, len(meta['classes'])) if labelled else None
+        if probes:
+            generate_missing([r + '.wav' for r in roundtrip], rt, 'round trips')
+        train_tokens = [np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r')[:10_000] for m in ('audio', 'image')]
+        majority = {m: int(np.bincount(np.asarray(t).ravel()).argmax()) for m, t in zip(('audio', 'image'), train_tokens)}
+        metrics = token_metrics(model, audio, image, majority)
 
     # ---- score the files on disk, so a resumed run scores exactly what it kept
     real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
@@ -483,6 +625,22 @@ def main():
         metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(i2a_wav, mel_cfg), real_stats)
     if 'a2i' in todo:
         metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(a2i_png), thumbnails(real_png))
+    if probes:  # learned class probes: accuracy against the labels, ceilings first
+        y = np.array(labels)
+        hear = lambda paths: probe_predict(probes['audio'], 'audio', paths, mel_cfg)
+        see = lambda paths: probe_predict(probes['image'], 'image', paths, mel_cfg)
+        metrics['probe_audio_acc_real'] = float((hear(real_wav) == y).mean())
+        metrics['probe_image_acc_real'] = float((see(real_png) == y).mean())
+        metrics['probe_audio_acc_roundtrip'] = float((hear([r + '.wav' for r in roundtrip]) == y).mean())
+        metrics['probe_image_acc_roundtrip'] = float((see([r + '.png' for r in roundtrip]) == y).mean())
+        if 'i2a' in todo:  # the image->audio alignment accuracy (MDSGen, Diff-Foley)
+            metrics['i2a_acc'] = float((hear(i2a_wav) == y).mean())
+        if 'a2i' in todo:
+            metrics['a2i_acc'] = float((see(a2i_png) == y).mean())
+        if 'cogen' in todo:  # no condition, no label: do the sound and the picture agree?
+            metrics['cogen_agreement'] = float((hear([c + '.wav' for c in cogen]) == see([c + '.png' for c in cogen])).mean())
+        if 'inpaint' in todo:
+            metrics['inpaint_acc'] = float((hear(inpaint_wav) == y).mean())
     if meta.get('probe'):  # analytic class probes (the embedded toy dataset)
         from data import probe_audio, probe_image
         p_audio = lambda waves: probe_audio(np.stack(waves), sr).cpu().numpy()

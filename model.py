@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tokenizers import torch_load
+
 MODALITIES = ('audio', 'image')  # the order of the sequence (paper: [f_a, f_v])
 
 
@@ -51,6 +53,18 @@ class ModelConfig:
     mask_ratio_max: float = 1.0
     drop_ratio: float = 0.5       # paper: half of each modality's positions skip the encoder
     label_smoothing: float = 0.1  # fixed here, as MAGE
+    # fixed here (0, 0 = the paper): shares of samples that train the two passes of guided generation
+    # as they run. 'given': one modality (either, at random) left whole, as a condition is at inference
+    # (the paper's masking always hides >= 20% of both); 'null': one modality fully masked, as in the
+    # unconditional pass. The rest are masked as the paper does. README, "A recipe for new data".
+    given_prob: float = 0.0
+    null_prob: float = 0.0
+    # fixed here ('random', False = the paper). 'codes': each modality's embedding rows start from its
+    # tokenizer's code vectors (init_embeddings_from_codes), so codes that look alike start alike.
+    # drop_masked_only: the dropped positions are masked ones (MAGE), so every unmasked token reaches
+    # the encoder; the paper drops positions regardless of the mask. README, "A recipe for new data".
+    embedding_init: str = 'random'
+    drop_masked_only: bool = False
 
     @property
     def audio_len(self):
@@ -179,6 +193,24 @@ class VisualEchoes(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    @torch.no_grad()
+    def init_embeddings_from_codes(self, modality, vectors):
+        """Rows [:C] of the modality's table <- its tokenizer's code vectors (C, d) (a k-means centroid,
+        a VQGAN codebook entry), projected onto their top principal directions and scaled to the
+        table's init std (0.02); columns past d keep their random init. Fixed here: with little data
+        a model cannot learn from scratch which of 1024 ids look alike; the output head reuses the
+        table, so a prediction near the right code also scores better."""
+        table = getattr(self, f'{modality}_embedding').weight  # (C + 1, D)
+        C = table.shape[0] - 1
+        if vectors.dim() != 2 or vectors.shape[0] != C:
+            raise ValueError(f"{modality} code vectors: expected ({C}, d), got {tuple(vectors.shape)}")
+        v = vectors.float().cpu()
+        v = v - v.mean(0)
+        U, S, _ = torch.linalg.svd(v, full_matrices=False)
+        k = min(table.shape[1], S.numel())
+        e = U[:, :k] * S[:k]  # (C, k) principal components, largest first
+        table[:C, :k] = (e / e.std().clamp_min(1e-8) * 0.02).to(table)
+
     def get_num_params(self):
         return sum(p.numel() for p in self.parameters())
 
@@ -292,20 +324,54 @@ def random_corruption(audio, image, config, generator=None):
     inputs with [MASK] at masked positions, keep (B, K) sorted positions the encoder sees,
     targets (audio, image) with -1 at positions that are not masked."""
     inputs, targets, keeps, offset = [], [], [], 0
-    for ids, mask_id in ((audio, config.audio_mask_id), (image, config.image_mask_id)):
+    B, mode = audio.size(0), None
+    if config.given_prob or config.null_prob:  # (no draws otherwise: the paper's setting stays bit-exact)
+        # per sample: 0 as the paper, 1 one modality given whole, 2 one fully masked
+        u = torch.rand(B, generator=generator, device=audio.device)
+        mode = (u >= 1 - config.given_prob - config.null_prob).long() + (u >= 1 - config.null_prob).long()  # (B,)
+        chosen = torch.rand(B, generator=generator, device=audio.device) < 0.5  # (B,) True: the audio is the one
+    for m, (ids, mask_id) in enumerate(((audio, config.audio_mask_id), (image, config.image_mask_id))):
         B, L = ids.shape
         ratio = truncated_normal(B, config.mask_ratio_mu, config.mask_ratio_std, config.mask_ratio_min,
                                  config.mask_ratio_max, generator, ids.device)  # (B,)
         n_masked = torch.ceil(ratio * L).long().clamp(1, L)  # ceil(r * L) (SPEC 2)
+        if mode is not None:
+            this = chosen if m == 0 else ~chosen  # (B,) samples whose given or null modality this is
+            n_masked = torch.where(this & (mode == 1), 0, torch.where(this & (mode == 2), L, n_masked))
         masked = random_positions(n_masked, B, L, generator, ids.device)  # (B, L)
         inputs.append(ids.masked_fill(masked, mask_id))
         targets.append(ids.masked_fill(~masked, -1))
-        # the drop is drawn independently of the mask: masked and unmasked positions are dropped alike
-        n_keep = L - round(config.drop_ratio * L)
         noise = torch.rand(B, L, generator=generator, device=ids.device)
-        keeps.append(noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values + offset)  # (B, n_keep)
+        n_drop = round(config.drop_ratio * L)
+        if config.drop_masked_only:  # MAGE: drop masked positions only (as many as every sample has)
+            n_drop = min(n_drop, int(n_masked.min()))
+            noise = noise - masked.float()  # masked positions sort first, so they are the ones dropped
+        else:  # the paper: drawn independently of the mask, masked and unmasked positions alike
+            noise = -noise
+        keeps.append(noise.argsort(dim=1)[:, n_drop:].sort(dim=1).values + offset)  # (B, L - n_drop)
         offset += L
     return inputs[0], inputs[1], torch.cat(keeps, dim=1), tuple(targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# Diagnostics (fixed here): does the model use the other modality? (train.py's eval, evaluate.py)
+
+@torch.no_grad()
+def cross_modal_losses(model, audio, image):
+    """Cross-entropy (nats per token, no label smoothing) of each modality fully masked, with the
+    other modality given and with it fully masked too; the encoder sees every position (as in
+    generation). audio (B, La), image (B, Lv) clean ids. The gain, 'alone' minus 'given', is what
+    the other modality tells the model: near 0 for a model that ignores it, as in a failed run.
+    Returns {'audio_given', 'audio_alone', 'image_given', 'image_alone'} floats."""
+    cfg = model.config
+    no_audio = torch.full_like(audio, cfg.audio_mask_id)
+    no_image = torch.full_like(image, cfg.image_mask_id)
+    # one batch of three: (sound masked, picture given), (sound given, picture masked), both masked
+    logits_a, logits_v = model(torch.cat([no_audio, audio, no_audio]), torch.cat([image, no_image, no_image]))[0]
+    ce = lambda lg, ids: F.cross_entropy(lg.float().flatten(0, 1), ids.flatten()).item()
+    B = audio.size(0)
+    return {'audio_given': ce(logits_a[:B], audio), 'audio_alone': ce(logits_a[2 * B:], audio),
+            'image_given': ce(logits_v[B:2 * B], image), 'image_alone': ce(logits_v[2 * B:], image)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,14 +379,17 @@ def random_corruption(audio, image, config, generator=None):
 
 def load_model(path, device='cpu'):
     """Rebuild the model from a train.py checkpoint. Returns (model in eval mode, checkpoint dict)."""
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    try:  # one-line errors for a truncated file and for one that needs unpickling
+        checkpoint = torch_load(path)
     except FileNotFoundError:
         raise FileNotFoundError(f'{path}: no such checkpoint (train one with train.py)') from None
     if not isinstance(checkpoint, dict) or 'model_args' not in checkpoint or 'model' not in checkpoint:
         raise ValueError(f'{path}: not a visual-echoes checkpoint (no model/model_args)')
-    model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
-    model.load_state_dict(checkpoint['model'])
+    try:
+        model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
+        model.load_state_dict(checkpoint['model'])
+    except (TypeError, RuntimeError) as e:  # unknown config keys, other shapes
+        raise ValueError(f'{path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})') from None
     return model.to(device).eval(), checkpoint
 
 

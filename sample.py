@@ -7,9 +7,11 @@ $ python sample.py --audio dog.wav                     # -> dog.png, dog_mel.png
 $ python sample.py --cogen --num_samples 4             # -> cogen_0.wav, cogen_0.png, cogen_0_mel.png, ...
 $ python sample.py --audio x.wav --image y.jpg --inpaint 3.0:5.5   # -> x_inpaint.wav, x_inpaint_mel.png
 $ python sample.py --audio x.wav --image y.jpg --duration 30       # -> x_continued.wav: x.wav, continued
-The checkpoint is out/ckpt.pt (--out_dir); files go to the current directory (--output).
+The checkpoint is out/ckpt.pt (--out_dir), else the one trained out*/ckpt.pt here or in the repo.
+Files go to the current directory (--output); an existing one is replaced only with --overwrite,
+and an input never is.
 """
-import argparse, math, os, shutil, subprocess, sys, tempfile
+import argparse, glob, math, os, re, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from PIL import Image, ImageDraw
 
 import model as M
 from data import ffmpeg_exe, load_audio, load_image
-from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram
+from tokenizers import ROOT, MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram, peak_limit
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, like every other bad input
@@ -32,8 +34,9 @@ p.add_argument('--audio', nargs='+', default=[], help='condition sound(s): gener
 p.add_argument('--cogen', action='store_true', help='generate image and sound pairs together')
 p.add_argument('--inpaint', metavar='A:B', help='regenerate seconds A to B of --audio, guided by --image')
 p.add_argument('--duration', type=float, help='seconds of sound: longer than a clip = continuation (of --audio if given)')
-p.add_argument('--out_dir', default='out', help='directory holding ckpt.pt (or the checkpoint file)')
+p.add_argument('--out_dir', default=None, help='directory holding ckpt.pt (or the file); default out, else the one out*/ckpt.pt')
 p.add_argument('--output', default='.', help='directory the files are written to')
+p.add_argument('--overwrite', action='store_true', help='replace existing output files (inputs are never replaced)')
 p.add_argument('--num_samples', type=int, default=1, help='samples per input (pairs for --cogen)')
 p.add_argument('--seed', type=int, default=1337)
 p.add_argument('--steps', type=int, default=30, help='decoding iterations N (paper: 30)')
@@ -46,6 +49,7 @@ p.add_argument('--dtype', default='auto', help='float32, bfloat16, float16, or a
                '(else float16) and on CPUs with native bf16 (else float32)')
 p.add_argument('--compile', action='store_true', help='torch.compile the model for the unmasking loop')
 p.add_argument('--video', action='store_true', help='also write NAME.mp4, the still image with its sound (ffmpeg)')
+MAX_SECONDS = 600  # --duration cap (fixed here): 10 minutes of sound is already ~120 windows of the paper's model
 
 # magma-like colormap, 6 anchors linearly interpolated: no matplotlib (fixed here)
 CMAP = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], np.float32)
@@ -66,9 +70,25 @@ def panel(image, mel, span=None, height=256):
         ImageDraw.Draw(out).rectangle([a, 0, b - 1, height - 1], outline='white', width=2)
     return out
 
+def find_checkpoint(out_dir):
+    """--out_dir's ckpt.pt (or the file), as nanoGPT; without it out/ckpt.pt, else the one trained
+    out*/ckpt.pt here or in the repo (the quick start writes out-toy/), said aloud."""
+    if out_dir is not None:
+        return out_dir if os.path.isfile(out_dir) else os.path.join(out_dir, 'ckpt.pt')
+    if os.path.isfile(os.path.join('out', 'ckpt.pt')):
+        return os.path.join('out', 'ckpt.pt')
+    found = {os.path.realpath(f): os.path.normpath(f) for d in ('.', ROOT) for f in glob.glob(os.path.join(d, 'out*', 'ckpt.pt'))}
+    if len(found) > 1:
+        raise ValueError(f'{len(found)} trained checkpoints, choose one with --out_dir: {", ".join(sorted(found.values()))}')
+    if not found:
+        raise FileNotFoundError('out/ckpt.pt: no such checkpoint (train one, e.g. python train.py config/toy.py, or give --out_dir)')
+    path = found.popitem()[1]
+    print(f'using {path}, the only trained checkpoint (--out_dir to choose)')
+    return path
+
 def load_all(args):
     """The model, its dataset meta, mel config and both tokenizers, checked against each other."""
-    path = args.out_dir if os.path.isfile(args.out_dir) else os.path.join(args.out_dir, 'ckpt.pt')
+    path = find_checkpoint(args.out_dir)
     try:
         model, ckpt = M.load_model(path, args.device)
     except (ValueError, FileNotFoundError):
@@ -79,10 +99,7 @@ def load_all(args):
     if not meta:
         raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
     for m in ('audio', 'image'):
-        spec = dict(meta[m]['tokenizer'])  # its path is relative to the repo root: run from anywhere
-        if spec.get('path') and not os.path.exists(spec['path']):
-            spec['path'] = os.path.join(os.path.dirname(os.path.abspath(__file__)), spec['path'])
-        tok = toks[m] = load_tokenizer(spec)
+        tok = toks[m] = load_tokenizer(meta[m]['tokenizer'])  # (a path relative to the repo root works from anywhere)
         check_tokenizer_matches(meta[m], tok)
         want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
         if [*tok.grid, tok.codebook_size] != want:
@@ -100,20 +117,25 @@ def main(args):
     pair = bool(img_in and aud_in)
     if pair != bool(args.inpaint or aud_in and dur) or pair and (len(img_in), len(aud_in)) != (1, 1) or args.inpaint and dur:
         raise ValueError('--audio with --image needs one of each and one of --inpaint A:B or --duration S')
-    if dur is not None and (dur <= 0 or not img_in):
-        raise ValueError('--duration takes a positive number of seconds, and an --image to guide the sound')
-    if n < 1 or args.steps < 1:
-        raise ValueError('--num_samples and --steps must be at least 1')
+    if dur is not None and not (0 < dur <= MAX_SECONDS and img_in):  # (False for nan)
+        raise ValueError(f'--duration {dur}: takes seconds, more than 0 and at most {MAX_SECONDS} (a cap, '
+                         f'fixed here), and an --image to guide the sound')
+    check_numbers(args)
+    _, ctx = M.autocast_context(args.device, args.dtype)  # raises on an unknown --dtype
     for f in img_in + aud_in:
         if not os.path.isfile(f):
             raise FileNotFoundError(f'{f}: no such file')
     stems = [Path(f).stem for f in (aud_in or img_in)] or ['cogen']
     if len(set(stems)) < len(stems):
         raise ValueError(f'two inputs have the same name ({" ".join(stems)}): their outputs would collide')
+    suffix = '_inpaint' if args.inpaint else '_continued' if aud_in and dur else ''
+    names = [s + suffix if n == 1 else f'{s}{suffix}_{j}' for s in stems for j in range(n)]
+    makes_wave = bool(img_in or args.cogen)  # else audio->image: the given sound, no wav
+    exts = ['.wav'] * makes_wave + ['.png'] * (not img_in) + ['_mel.png'] + ['.mp4'] * (args.video and makes_wave)
+    check_output(args, [name + e for name in names for e in exts], img_in + aud_in)
     ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
-    _, ctx = M.autocast_context(args.device, args.dtype)  # raises on an unknown --dtype
     model, meta, mel_cfg, toks = load_all(args)
-    vocoder = load_vocoder(args.vocoder, mel_cfg) if img_in or args.cogen else None
+    vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
     h, w = toks['audio'].grid
     fps = mel_cfg.sample_rate / mel_cfg.hop_length  # mel frames per second
     clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
@@ -139,18 +161,18 @@ def main(args):
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
               guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
     net = M.compile_for_generation(model, args.device) if args.compile else model
-    span, image, suffix = None, None, ''
+    span, image = None, None
     with ctx:  # the model only: the tokenizers and the vocoder below stay float32
         if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
             c0, c1 = M.time_range_to_columns(a, b, sec_per_col, w, margin=1)
             audio = M.inpaint_audio(net, audio_ids, image_ids, c0, c1, **kw)
-            span, suffix = (a * fps, b * fps), '_inpaint'
+            span = (a * fps, b * fps)
         elif dur and dur > clip_s:  # window by window, each starting with the end of the previous one
             overlap = w // 2  # half a window of context (fixed here)
             n_windows = 1 + math.ceil((dur - clip_s) / ((w - overlap) * sec_per_col))
             windows = M.continue_audio(net, image_ids, n_windows, overlap, first_window=audio_ids, **kw)
             audio = torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2)
-            a, b, suffix = clip_s, math.inf, '_continued' if aud_in else ''  # for splice: the given clip first
+            a, b = clip_s, math.inf  # for splice: the given clip first
         elif img_in:
             audio = M.image_to_audio(net, image_ids, **kw)
         elif aud_in:
@@ -171,9 +193,9 @@ def main(args):
             mel, wave = mel[:, :, :math.ceil(dur * fps)], wave[:, :round(dur * mel_cfg.sample_rate)]
         if aud_in:  # the given sound outside [a, b], the generated one inside (fixed here)
             wave = splice(np.stack(waves).repeat(n, 0), wave, a, b, mel_cfg.sample_rate)
+            wave = peak_limit(wave)  # the vocoder's part is within full scale, a float input may not be
     shown = rep(torch.stack(images)) if images else toks['image'].decode(image)  # (B, 3, S, S) in [-1, 1]
     shown = ((shown.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    names = [s + suffix if n == 1 else f'{s}{suffix}_{j}' for s in stems for j in range(n)]
     write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate, ffmpeg)
 
 def splice(given, made, a, b, sr, fade=0.02):
@@ -184,13 +206,56 @@ def splice(given, made, a, b, sr, fade=0.02):
     inside = np.clip(np.minimum(t - a, b - t) / fade + 0.5, 0, 1)  # 1 inside the range, 0 outside
     return (inside * made + (1 - inside) * given).astype(np.float32)
 
-def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
-    """Every file goes to a temporary name first; all are renamed only once all exist."""
+def check_numbers(args):
+    """Every number finite and in range before any work (argparse's float takes nan and inf)."""
+    limits = dict(cfg=(0, math.inf), temperature=(0, math.inf), choice_temperature=(0, math.inf),  # 0: none/argmax
+                  num_samples=(1, math.inf), steps=(1, math.inf), seed=(0, 2 ** 63 - 1))
+    for name, (low, high) in limits.items():
+        value = getattr(args, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f'--{name} {value}: must be a finite number >= {low}' + (f' and <= {high}' if high < math.inf else ''))
+
+TMP = '.sample-{pid}-'  # prefix of this run's temporary files in the output folder (a dead run's are removed)
+
+def check_output(args, files, inputs):
+    """The output folder is writable, no input would be replaced, an existing file only with
+    --overwrite; temporary files left by killed runs are removed. All before any work."""
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    pending, scratch = [], tempfile.mkdtemp()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'--output {out}: is a file, not a folder')
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / (TMP.format(pid=os.getpid()) + 'check')).touch()
+        (out / (TMP.format(pid=os.getpid()) + 'check')).unlink()
+    except OSError as e:
+        raise ValueError(f'--output {out}: cannot write files there ({e.strerror})') from None
+    for f in out.glob('.sample-*'):  # a SIGKILL can leave some: remove those whose run is gone
+        m = re.match(r'\.sample-(\d+)-', f.name)
+        if m and not alive(int(m[1])):
+            f.unlink(missing_ok=True)
+    given = {os.path.realpath(f) for f in inputs}
+    for f in (out / name for name in files):
+        if os.path.realpath(f) in given:
+            raise ValueError(f'{f}: is an input and would be replaced by an output; choose another --output')
+        if f.exists() and not args.overwrite:
+            raise ValueError(f'{f}: exists; --overwrite replaces it, or choose another --output')
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
+
+def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
+    """Every file goes to a temporary name in the output folder first (.sample-<pid>-...); all are
+    renamed only once all exist. A killed run's leftovers are removed by the next (check_output)."""
+    out, prefix = Path(args.output), TMP.format(pid=os.getpid())
+    pending, still = [], out / f'{prefix}still.png'  # the video's picture: at the panel's size, toy images are tiny
     def tmp(name, what):
-        pending.append((out / f'.{name}.tmp', out / name, what))
+        pending.append((out / f'{prefix}{name}.tmp', out / name, what))
         return pending[-1][0]
     try:
         for j, name in enumerate(names):
@@ -201,20 +266,19 @@ def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
                 Image.fromarray(gen_image[j]).save(tmp(f'{name}.png', 'generated image'), format='PNG')
             panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png', 'image | mel-spectrogram'), format='PNG')
             if ffmpeg and wave is not None:  # the still image with its sound; -t, as -shortest overshoots a loop
-                still = os.path.join(scratch, 'still.png')  # at the panel's size: toy images are tiny
                 Image.fromarray(shown[j]).resize((256, 256), Image.BICUBIC).save(still)
-                cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', still, '-i', str(wav), '-c:v',
+                cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', str(still), '-i', str(wav), '-c:v',
                        'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', f'{len(wave[j]) / sr:.3f}',
                        '-f', 'mp4', str(tmp(f'{name}.mp4', 'video'))]
                 if subprocess.run(cmd, capture_output=True).returncode != 0:
                     raise ValueError(f'ffmpeg failed to write {out / name}.mp4')
         for t, final, what in pending:
+            replaced = final.exists()
             os.replace(t, final)
-            print(f'wrote {final} ({what})')
+            print(f'wrote {final} ({what}{"; replaced the old file, --overwrite" if replaced else ""})')
     finally:  # on any failure, no partial outputs
-        for t, _, _ in pending:
+        for t in [t for t, _, _ in pending] + [still]:
             t.unlink(missing_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 def cli(argv=None):
     """The command line: 0 on success, 2 with a one-line `error: ...` on bad input (no traceback)."""

@@ -7,7 +7,10 @@ Everything that turns pixels and waveforms into token ids and back. Frozen durin
 All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.safe_load.
 """
 import os
+import re
 import glob
+import math
+import pickle
 import json
 import hashlib
 import functools
@@ -70,8 +73,10 @@ def mel_spectrogram(wave, cfg):
         raise ValueError(f"mel_spectrogram: expected a float waveform (T,) or (B, T), got {wave.dtype} {wave.shape}")
     if wave.shape[-1] < cfg.n_fft or not np.all(np.isfinite(wave)):
         raise ValueError(f"mel_spectrogram: waveform too short ({wave.shape[-1]} < n_fft) or not finite")
+    # the clip's edges are padded by reflection, as in the release the codebook and vocoder were
+    # trained on (librosa's default is now zeros; only the first two frames differ)
     spec = np.abs(librosa.stft(wave.astype(np.float32), n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                               window='hann', center=True, pad_mode='constant'))  # (..., 513, 1+T//hop)
+                               window='hann', center=True, pad_mode='reflect'))  # (..., 513, 1+T//hop)
     mel = np.einsum('mf,...ft->...mt', _mel_basis(cfg), spec)
     mel = 20 * np.log10(np.maximum(mel, 1e-5)) - 20        # dB, minus a 20 dB reference level
     mel = np.clip((mel + 100) / 100, 0.0, 1.0)               # [-100, 0] dB -> [0, 1]
@@ -151,15 +156,34 @@ def _fingerprint(t):
     # shapes is still caught as a mismatch
     return hashlib.sha1(t.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:16]
 
-def _torch_load(path):
+ROOT = os.path.dirname(os.path.abspath(__file__))  # the repo root
+
+def repo_path(path):
+    """`path` when it exists from the current directory (or is absolute), else the same path under the
+    repo root: the scripts find data/, out*/ and tokenizer files from any directory."""
+    if os.path.isabs(path) or os.path.exists(path) or os.path.abspath(path) == os.path.join(ROOT, path):
+        return path
+    return os.path.join(ROOT, path)
+
+def torch_load(path):
+    """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
+    a whole one that holds pickled objects (only the latter can be fixed by re-saving its tensors)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # e.g. a Lightning checkpoint that pickled its hyper-parameters
-        raise ValueError(f"{path}: not a torch file loadable with weights_only=True ({type(e).__name__}); if you "
-                         f"trust the file, keep only its tensors: torch.save(torch.load(path, weights_only=False)"
-                         f"['state_dict'], 'model.ckpt')")
+    except Exception as e:
+        # the weights-only unpickler names the class it refused ("Unsupported global: GLOBAL x.Y"); any
+        # other failure (a zip without its directory, random bytes, EOF) means the bytes are damaged
+        refused = re.search(r'GLOBAL ([\w.]+)', str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if refused is None:
+            first = re.split(r'(?<=\w)\. ', str(e).strip())[0][:100]  # its first sentence
+            why = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            raise ValueError(f"{path}: truncated or corrupt, not a readable torch file ({why}); "
+                             f"download or copy it again") from None
+        raise ValueError(f"{path}: holds a pickled {refused[1]}, which weights_only=True refuses; if you trust "
+                         f"the file, keep only its tensors: torch.save(torch.load(path, weights_only=False)"
+                         f"['state_dict'], 'model.ckpt')") from None
 
 # -----------------------------------------------------------------------------
 # patch k-means tokenizer (fixed here: the weights-free default tokenizer)
@@ -227,6 +251,10 @@ class PatchKMeansTokenizer(nn.Module):
             raise ValueError(f"PatchKMeansTokenizer.decode: ids must be in [0, {self.codebook_size})")
         return self.from_patches(self.codebook[ids.long()])
 
+    def code_vectors(self):
+        """(C, D): what each id stands for, here its centroid patch (model.py's embedding_init='codes')."""
+        return self.codebook.clone()
+
     def describe(self):
         return {"type": "patch_kmeans", "path": self.path, "codebook_size": self.codebook_size,
                 "grid": list(self.grid), "patch": list(self.patch), "channels": self.channels,
@@ -243,7 +271,7 @@ class PatchKMeansTokenizer(nn.Module):
 
     @classmethod
     def load(cls, path):
-        obj = _torch_load(path)
+        obj = torch_load(path)
         if not isinstance(obj, dict) or obj.get("type") != "patch_kmeans":
             raise ValueError(f"{path}: not a patch k-means tokenizer file")
         tok = cls(obj["codebook"], obj["patch"], obj["channels"], obj["size"], obj["value_range"])
@@ -304,6 +332,178 @@ def _one_thread():
         torch.set_num_threads(n)
 
 # -----------------------------------------------------------------------------
+# ConvVQTokenizer: a small convolutional VQ autoencoder trained here on CPU (fixed here). The learned
+# alternative to the patch k-means for users without the released VQGANs: its decoder sees the
+# neighbouring codes, so a code can stand for a shape (a stroke, a formant) rather than a mean patch.
+# The codes are FSQ's (finite scalar quantization, Mentzer et al. 2023): a few bounded encoder
+# channels, each rounded to a handful of levels, the code id their mixed-radix number. It has no
+# learned codebook that could collapse onto a few codes (a plain VQ-VAE's did here within 5 steps),
+# and no auxiliary loss: reconstruction alone trains it.
+
+class ResBlock2d(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.block = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+                                   nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.block(x)
+
+def _stage_strides(patch):
+    """(ph, pw) -> one (sh, sw) per stage: 2 while the factor is even, then its odd rest at once."""
+    def split(f):
+        s = []
+        while f % 2 == 0 and f > 1:
+            s, f = s + [2], f // 2
+        return s + [f] if f > 1 else s
+    h, w = split(patch[0]), split(patch[1])
+    return [(h[i] if i < len(h) else 1, w[i] if i < len(w) else 1) for i in range(max(len(h), len(w), 1))]
+
+def _down(cin, cout, stride):
+    # kernel s + 2 (even s) or s (odd s), so an axis shrinks exactly by its stride
+    k = [3 if s == 1 else s + 2 if s % 2 == 0 else s for s in stride]
+    p = [1 if s == 1 or s % 2 == 0 else 0 for s in stride]
+    return nn.Conv2d(cin, cout, k, stride, p)
+
+def fsq_levels(codebook_size):
+    """2^n codes -> levels per channel, n bits spread evenly over ceil(n / 3) channels:
+    256 -> (8, 8, 4), 512 -> (8, 8, 8), 1024 -> (8, 8, 4, 4)."""
+    n = int(codebook_size).bit_length() - 1
+    if codebook_size < 2 or codebook_size != 2 ** n:
+        raise ValueError(f"a conv VQ tokenizer takes a power of two codes (e.g. 512), not {codebook_size}")
+    d = -(-n // 3)
+    return tuple(2 ** (n // d + (i < n % d)) for i in range(d))
+
+class ConvVQTokenizer(nn.Module):
+    """Encoder (strided convs, residual blocks on the two coarsest grids) -> FSQ codes -> decoder
+    (nearest upsampling + convs). Inputs in value_range; ids row-major."""
+
+    def __init__(self, channels, size, patch, codebook_size, value_range, width=16):
+        super().__init__()
+        self.channels, self.size, self.patch = int(channels), tuple(size), tuple(patch)
+        self.codebook_size, self.value_range = int(codebook_size), tuple(float(v) for v in value_range)
+        self.levels, self.width, self.path = fsq_levels(codebook_size), width, None
+        self.grid = (self.size[0] // self.patch[0], self.size[1] // self.patch[1])
+        strides, d = _stage_strides(self.patch), len(self.levels)
+        w = [min(width * 2 ** i, 4 * width) for i in range(len(strides) + 1)]  # channels per grid
+        coarse = len(strides) - 2  # residual blocks only on the two coarsest grids: CPU-cheap
+        enc = [nn.Conv2d(channels, w[0], 3, padding=1)]
+        for i, s in enumerate(strides):
+            enc += [_down(w[i], w[i + 1], s)] + ([ResBlock2d(w[i + 1])] if i >= coarse else [nn.SiLU()])
+        self.encoder = nn.Sequential(*enc, nn.GroupNorm(8, w[-1]), nn.SiLU(), nn.Conv2d(w[-1], d, 1))
+        dec = [nn.Conv2d(d, w[-1], 3, padding=1), ResBlock2d(w[-1])]
+        for i in reversed(range(len(strides))):
+            dec += [nn.Upsample(scale_factor=strides[i], mode='nearest'), nn.Conv2d(w[i + 1], w[i], 3, padding=1)]
+            dec += [ResBlock2d(w[i])] if i > coarse else [nn.SiLU()]
+        self.decoder = nn.Sequential(*dec, nn.GroupNorm(8, w[0]), nn.SiLU(), nn.Conv2d(w[0], channels, 3, padding=1))
+        L = torch.tensor(self.levels, dtype=torch.float32)
+        self.register_buffer('L', L.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('radix', torch.cumprod(torch.cat([torch.ones(1), L[:-1]]), 0).long().view(1, -1, 1, 1),
+                             persistent=False)  # digit weights of the mixed-radix id
+
+    def _scale(self, x):  # value_range -> [-1, 1] and back
+        lo, hi = self.value_range
+        return (x - lo) / (hi - lo) * 2 - 1
+
+    def _unscale(self, y):
+        lo, hi = self.value_range
+        return (y + 1) / 2 * (hi - lo) + lo
+
+    def quantize(self, x):
+        """x (B, C, H, W) in [-1, 1] -> codes (B, d, h, w) in [-1, 1] (straight-through rounding, so
+        the decoder's gradient reaches the encoder), ids (B, h, w)."""
+        half = (self.L - 1) * (1 + 1e-3) / 2
+        offset = (self.L % 2 == 0).float() / 2  # even level counts sit half a step off zero (FSQ)
+        z = torch.tanh(self.encoder(x) + torch.atanh(offset / half)) * half - offset  # bounded to L levels
+        digits = z + (z.round() - z).detach()  # (B, d, h, w), integers in [-L//2, L//2 - 1 or L//2]
+        ids = ((digits.detach().round().long() + (self.L // 2).long()) * self.radix).sum(1)
+        return digits / (self.L // 2), ids
+
+    def lookup(self, ids):  # (B, h, w) -> codes (B, d, h, w)
+        digits = (ids[:, None] // self.radix) % self.L.long() - (self.L // 2).long()
+        return digits.float() / (self.L // 2)
+
+    @torch.no_grad()
+    def encode(self, x):
+        """x (B, C, H, W) in value_range -> ids (B, h*w) int64, row-major."""
+        _check_input(x, 'ConvVQTokenizer.encode', self.channels, self.size, self.value_range)
+        return self.quantize(self._scale(x.float()))[1].flatten(1)
+
+    @torch.no_grad()
+    def decode(self, ids):
+        """ids (B, h*w) -> (B, C, H, W) in value_range."""
+        h, w = self.grid
+        if ids.dim() != 2 or ids.shape[1] != h * w:
+            raise ValueError(f"ConvVQTokenizer.decode: expected ids (B, {h * w}), got {tuple(ids.shape)}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(f"ConvVQTokenizer.decode: ids must be in [0, {self.codebook_size})")
+        return self._unscale(self.decoder(self.lookup(ids.long().reshape(-1, h, w))).clamp(-1, 1))
+
+    @classmethod
+    @torch.enable_grad()  # callers may run under no_grad
+    def fit(cls, x, codebook_size, patch=(8, 8), seed=0, steps=800, batch=16, crop=64, lr=2e-3, value_range=None):
+        """Train on x (N, C, H, W) float in value_range (1-channel mels: [0, 1], pictures: [-1, 1]),
+        L1 + L2 reconstruction. Returns the tokenizer in eval mode."""
+        if not torch.is_tensor(x) or x.dim() != 4:
+            raise ValueError(f"ConvVQTokenizer.fit: expected a tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
+        C, H, W = x.shape[1:]
+        if H % patch[0] or W % patch[1]:
+            raise ValueError(f"ConvVQTokenizer.fit: input {H}x{W} is not divisible by patch {patch[0]}x{patch[1]}")
+        value_range = value_range or ((0.0, 1.0) if C == 1 else (-1.0, 1.0))
+        _check_input(x, 'ConvVQTokenizer.fit', C, (H, W), value_range)
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        tok = cls(C, (H, W), patch, codebook_size, value_range)
+        # big inputs train on random crop x crop windows (whole patches): the net is convolutional,
+        # so a 256 px picture or a 10 s mel costs what a 64 px one does
+        ch, cw = (d if d <= 1.5 * crop else max(p, crop // p * p) for d, p in ((H, patch[0]), (W, patch[1])))
+        opt = torch.optim.Adam(tok.parameters(), lr=lr)
+        warmup_cosine = lambda t: min(1, (t + 1) / 50) * 0.5 * (1 + math.cos(math.pi * t / steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
+        from tqdm import tqdm
+        tok.train()
+        for _ in tqdm(range(steps), desc=f'fitting a {codebook_size}-code VQ tokenizer', leave=False):
+            ix = torch.randint(len(x), (batch,), generator=g)
+            y0, x0 = (int(torch.randint(d - c + 1, (1,), generator=g)) for d, c in ((H, ch), (W, cw)))
+            xb = tok._scale(x[ix, :, y0:y0 + ch, x0:x0 + cw].float())
+            y = tok.decoder(tok.quantize(xb)[0])
+            loss = (y - xb).abs().mean() + (y - xb).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        return tok.eval().requires_grad_(False)
+
+    def code_vectors(self):
+        """(C, d): each id's FSQ code, its digits scaled to [-1, 1] (model.py's embedding_init='codes')."""
+        return self.lookup(torch.arange(self.codebook_size).view(-1, 1, 1)).flatten(1)
+
+    def describe(self):
+        weights = torch.cat([p.flatten() for p in self.parameters()])
+        return {"type": "conv_vq", "path": self.path, "codebook_size": self.codebook_size, "grid": list(self.grid),
+                "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
+                "value_range": list(self.value_range), "fingerprint": _fingerprint(weights)}
+
+    def save(self, path):
+        obj = {"type": "conv_vq", "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
+               "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
+               "value_range": list(self.value_range), "codebook_size": self.codebook_size, "width": self.width}
+        tmp = path + '.tmp'
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+        self.path = os.path.normpath(path)
+
+    @classmethod
+    def load(cls, path):
+        obj = torch_load(path)
+        if not isinstance(obj, dict) or obj.get("type") != "conv_vq":
+            raise ValueError(f"{path}: not a conv VQ tokenizer file")
+        tok = cls(obj["channels"], obj["size"], obj["patch"], obj["codebook_size"], obj["value_range"], obj["width"])
+        _load_exact(tok, obj["state_dict"], path, path)
+        tok.path = os.path.normpath(path)
+        return tok.eval().requires_grad_(False)
+
+# -----------------------------------------------------------------------------
 # building tokenizers from a path or a describe() dict, and checking them against meta.json
 
 def load_tokenizer(spec):
@@ -312,20 +512,24 @@ def load_tokenizer(spec):
         kind, path = spec.get("type"), spec.get("path")
         if not path:
             raise ValueError(f"tokenizer description has no file path: {spec}")
+        path = repo_path(path)  # recorded relative to the repo root when data.py ran there
         if kind == "patch_kmeans":
             return PatchKMeansTokenizer.load(path)
+        if kind == "conv_vq":
+            return ConvVQTokenizer.load(path)
         if kind == "vqgan":
             tok = VQGANTokenizer.load(path, spec.get("config"))
             if spec.get("size"):
                 tok.set_size(*spec["size"])  # so decode() works before any encode()
             return tok
-        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans' or 'vqgan')")
+        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans', 'conv_vq' or 'vqgan')")
     spec = str(spec)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"{spec}: no such tokenizer file or folder")
     if os.path.isdir(spec) or spec.endswith('.ckpt'):
         return VQGANTokenizer.load(spec)
-    return PatchKMeansTokenizer.load(spec)
+    kind = torch_load(spec).get("type") if spec.endswith('.pt') else None
+    return ConvVQTokenizer.load(spec) if kind == "conv_vq" else PatchKMeansTokenizer.load(spec)
 
 def check_tokenizer_matches(meta_modality, tokenizer):
     """meta_modality: meta.json["audio"] or ["image"]. Raises ValueError if the tokenizer differs."""
@@ -533,6 +737,10 @@ class VQGANTokenizer(nn.Module):
         x = (x + 1) / 2 if self.is_mel else x
         return x.clamp(*self.value_range) if clamp else x
 
+    def code_vectors(self):
+        """(C, embed_dim): the codebook entries (model.py's embedding_init='codes')."""
+        return self.quantize.embedding.weight.detach().clone()
+
     def describe(self):
         return {"type": "vqgan", "path": self.path, "config": self.config_path,
                 "codebook_size": self.codebook_size, "grid": list(self.grid), "size": list(self.size),
@@ -548,7 +756,7 @@ class VQGANTokenizer(nn.Module):
                 config['model']['params']['ddconfig']
             except Exception as e:
                 raise ValueError(f"{config_path}: not a VQGAN config with model.params.ddconfig ({e})")
-        obj = _torch_load(ckpt_path)
+        obj = torch_load(ckpt_path)
         sd = obj.get('state_dict', obj) if isinstance(obj, dict) else None
         if not isinstance(sd, dict):
             raise ValueError(f"{ckpt_path}: no state_dict in checkpoint")
@@ -645,7 +853,7 @@ def load_melgan(path):
     args.yml is only cross-checked when it is plain YAML (the release pickles a Namespace)."""
     if os.path.isdir(path):
         path = os.path.join(path, 'best_netG.pt')
-    sd = _torch_load(path)
+    sd = torch_load(path)
     if not isinstance(sd, dict) or 'model.1.weight_v' not in sd:
         raise ValueError(f"{path}: not a MelGAN generator state_dict (no model.1.weight_v)")
     n_mels, ngf = sd['model.1.weight_v'].shape[1], sd['model.1.weight_v'].shape[0] // 16
@@ -718,18 +926,49 @@ def load_hifigan(path):
         if not names:
             raise FileNotFoundError(f"{path}: no HiFi-GAN generator file (generator*, g_*) in it")
         path = os.path.join(path, names[-1])
-    obj = _torch_load(path)
+    obj = torch_load(path)
     if not isinstance(obj, dict) or 'generator' not in obj:
         raise ValueError(f"{path}: not a HiFi-GAN checkpoint (no 'generator' entry)")
     cfg_path = os.path.join(os.path.dirname(path), 'config.json')
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{cfg_path}: HiFi-GAN config.json not found next to {path}")
-    with open(cfg_path) as f:
-        h = json.load(f)
+    try:
+        with open(cfg_path) as f:
+            h = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+    _check_hifigan_config(h, cfg_path)
     gen = HiFiGANGenerator(h)
     _load_exact(gen, fold_weight_norm(obj['generator']), path, cfg_path)
     gen.h = h
     return gen.eval()
+
+def _check_hifigan_config(h, path):
+    """Lists that do not fit each other are an error at load: zip() would silently drop entries, and an
+    even resblock kernel or a kernel-rate difference that is odd changes the output's length."""
+    def positive_ints(v):
+        return isinstance(v, list) and len(v) > 0 and all(type(i) is int and i > 0 for i in v)
+    rates, kernels = h.get('upsample_rates'), h.get('upsample_kernel_sizes')
+    rk, rd, c0 = h.get('resblock_kernel_sizes'), h.get('resblock_dilation_sizes'), h.get('upsample_initial_channel')
+    if not (positive_ints(rates) and positive_ints(kernels) and positive_ints(rk) and isinstance(rd, list)
+            and all(positive_ints(d) for d in rd) and type(c0) is int and type(h.get('sampling_rate')) is int):
+        problem = ("upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes (lists of positive integers), "
+                   "resblock_dilation_sizes (lists of them), upsample_initial_channel and sampling_rate are needed")
+    elif len(rates) != len(kernels):
+        problem = f"{len(rates)} upsample_rates but {len(kernels)} upsample_kernel_sizes"
+    elif any(k < u or (k - u) % 2 for u, k in zip(rates, kernels)):
+        problem = f"each upsample kernel minus its rate must be even and >= 0: rates {rates}, kernels {kernels}"
+    elif len(rk) != len(rd):
+        problem = f"{len(rk)} resblock_kernel_sizes but {len(rd)} resblock_dilation_sizes"
+    elif any(k % 2 == 0 for k in rk):
+        problem = f"resblock_kernel_sizes must be odd, got {rk}"
+    elif str(h.get('resblock')) not in ('1', '2'):
+        problem = f"resblock must be '1' or '2', got {h.get('resblock')!r}"
+    elif c0 % 2 ** len(rates):
+        problem = f"upsample_initial_channel {c0} does not halve {len(rates)} times"
+    else:
+        return
+    raise ValueError(f"{path}: {problem}")
 
 def _hifigan_input(mel, h, cfg):
     """[0, 1] SpecVQGAN mel -> HiFi-GAN's natural-log mel. When the filterbanks differ, go through
@@ -745,14 +984,15 @@ def _hifigan_input(mel, h, cfg):
 
 def load_vocoder(spec, cfg):
     """spec None / 'griffinlim' -> Griffin-Lim; else a MelGAN best_netG.pt (or folder) or a HiFi-GAN
-    generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop)."""
+    generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop), every
+    sound within full scale (peak_limit)."""
     if spec is None or str(spec).lower() in ('griffinlim', 'griffin-lim', 'griffin_lim'):
-        return lambda mel: np.asarray(griffin_lim(_as_mel_batch(mel, cfg), cfg), np.float32)
+        return lambda mel: peak_limit(griffin_lim(_as_mel_batch(mel, cfg), cfg))
     spec = str(spec)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"{spec}: no such vocoder file or folder")
     is_melgan = (os.path.isfile(os.path.join(spec, 'best_netG.pt')) if os.path.isdir(spec)
-                 else 'generator' not in _torch_load(spec))
+                 else 'generator' not in torch_load(spec))
     gen = load_melgan(spec) if is_melgan else load_hifigan(spec)
     sr = cfg.sample_rate if is_melgan else gen.h['sampling_rate']
     if gen.hop_length != cfg.hop_length or sr != cfg.sample_rate:
@@ -765,8 +1005,16 @@ def load_vocoder(spec, cfg):
     def vocode(mel):
         mel = _as_mel_batch(mel, cfg)
         x = torch.from_numpy(mel).float() if is_melgan else _hifigan_input(mel, gen.h, cfg)
-        return gen(x).squeeze(1).numpy().astype(np.float32)                 # (B, T*hop)
+        return peak_limit(gen(x).squeeze(1).numpy())                          # (B, T*hop)
     return vocode
+
+def peak_limit(wave, ceiling=0.99):
+    """wave (..., T) -> float32, each sound that peaks above full scale (1.0) scaled down to peak at
+    `ceiling`; the others unchanged. Griffin-Lim's level is not controlled (a quarter of generated
+    sounds peaked above 1.0) and a 16-bit file would clip them. A plain gain (fixed here)."""
+    wave = np.asarray(wave, np.float32)
+    peak = np.abs(wave).max(-1, keepdims=True)  # (..., 1)
+    return wave * np.where(peak > 1.0, ceiling / np.maximum(peak, 1e-12), 1.0).astype(np.float32)
 
 def _as_mel_batch(mel, cfg):
     mel = np.asarray(mel.detach().cpu() if torch.is_tensor(mel) else mel, dtype=np.float32)

@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import ModelConfig, VisualEchoes, autocast_context, random_corruption
+from model import ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, random_corruption
+from tokenizers import ROOT, load_tokenizer, repo_path, torch_load
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -62,6 +63,10 @@ mask_ratio_min = 0.2
 mask_ratio_max = 1.0
 drop_ratio = 0.5
 label_smoothing = 0.1
+given_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality left whole (model.py)
+null_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality fully masked
+embedding_init = 'random'  # fixed here, 'random' = the paper; 'codes': token embeddings start from the tokenizers' code vectors
+drop_masked_only = False  # fixed here, False = the paper; True: drop only masked positions (MAGE)
 # adamw optimizer (SPEC 4, as MAGE)
 learning_rate = 3e-4  # peak lr: 1.5e-4 * effective_batch / 256 (SPEC 4), here 8 GPUs x 64
 max_iters = 356_000  # total optimizer steps (~1000 epochs of 182,563 clips at 512 per step)
@@ -78,10 +83,10 @@ min_lr = 0.0  # as MAE/MAGE
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
 dtype = 'auto'  # 'float32', 'bfloat16' or 'float16'; 'auto': bf16 on a GPU that has it, else fp16 (SPEC 4); float32 on CPU
 compile = True  # torch.compile the model (PyTorch 2.0+)
-peak_flops = 312e12  # FLOP/s the MFU is measured against (A100 bf16; bench.py measures yours)
+peak_flops = 0.0  # FLOP/s the MFU is measured against; 0: an A100's bf16 312e12 on cuda, no MFU on other devices (bench.py measures yours)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
-exec(open('configurator.py').read())  # overrides from command line or config file
+exec(open(os.path.join(ROOT, 'configurator.py')).read())  # overrides from command line or config file
 config = {k: globals()[k] for k in config_keys}  # will be useful for logging and the checkpoint
 # -----------------------------------------------------------------------------
 
@@ -117,7 +122,7 @@ except ValueError as e:
     fail(str(e))
 
 # data: uint16 token arrays read through np.load(mmap_mode='r'), one row per clip
-data_dir = data_dir or os.path.join('data', dataset)
+data_dir = data_dir or repo_path(os.path.join('data', dataset))  # from the current directory, else the repo's
 meta_path = os.path.join(data_dir, 'meta.json')
 if dataset == 'toy' and not os.path.exists(meta_path):  # the embedded dataset makes itself
     if master_process:
@@ -162,6 +167,10 @@ def load_tokens(split):
 
 
 splits = {} if dataset == 'random' else {split: load_tokens(split) for split in ('train', 'val')}
+# the most frequent code of each modality in (up to 10k clips of) train: the accuracy a model that
+# predicts it everywhere gets, printed beside the masked-token accuracy (a collapsed run shows equal)
+majority_code = {m: int(np.bincount(a[:10_000].ravel()).argmax()) for m, a in zip(('audio', 'image'), splits['train'])} \
+    if splits else {}
 
 
 def get_batch(split, generator):
@@ -195,7 +204,13 @@ elif init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"{ckpt_path} not found: nothing to resume (train with --init_from=scratch first)")
     print(f"Resuming training from {ckpt_path}")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    try:  # a truncated file or one that needs unpickling: one line, not a traceback
+        checkpoint = torch_load(ckpt_path)
+    except ValueError as e:
+        fail(e)
+    resume_keys = ('model', 'optimizer', 'scaler', 'model_args', 'iter_num', 'best_val_loss', 'rng', 'data_state')
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in resume_keys):
+        fail(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
     # the checkpoint defines the model; the data must have the same token layout
     for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size'):
         if checkpoint['model_args'][k] != model_args[k]:
@@ -205,9 +220,22 @@ elif init_from == 'resume':
     best_val_loss = checkpoint['best_val_loss']
 else:
     fail(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
-model = VisualEchoes(ModelConfig(**model_args))
-if checkpoint is not None:
-    model.load_state_dict(checkpoint['model'])
+try:
+    model = VisualEchoes(ModelConfig(**model_args))
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint['model'])
+except (TypeError, RuntimeError) as e:  # a checkpoint with other config keys or shapes
+    fail(f"{ckpt_path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})")
+if checkpoint is None and embedding_init == 'codes':  # rows from what each token id stands for
+    if dataset_meta is None:
+        fail(f"embedding_init='codes' needs the dataset's tokenizers; dataset {dataset!r} has none")
+    for m in ('audio', 'image'):
+        try:
+            model.init_embeddings_from_codes(m, load_tokenizer(dataset_meta[m]['tokenizer']).code_vectors())
+        except (KeyError, OSError, ValueError) as e:
+            fail(f"{meta_path}: cannot load the {m} tokenizer for embedding_init='codes' ({e})")
+elif checkpoint is None and embedding_init != 'random':
+    fail(f"embedding_init must be 'random' or 'codes', got {embedding_init!r}")
 model.to(device)
 if master_process:
     print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
@@ -254,17 +282,20 @@ def estimate_loss():
         for split in ('train', 'val'):
             torch.manual_seed(42)
             generator = torch.Generator().manual_seed(42)
-            sums = dict(loss=0.0, audio=0.0, image=0.0, audio_acc=0.0, image_acc=0.0)
+            sums = {}
             for _ in range(eval_iters):
                 audio, image = get_batch(split, generator)
                 audio_in, image_in, keep, targets = random_corruption(audio, image, raw_model.config)
                 with ctx:
                     logits, losses = raw_model(audio_in, image_in, keep, targets)
+                    crossmodal = cross_modal_losses(raw_model, audio, image) if split == 'val' else {}
+                metrics = {k: losses[k].item() for k in ('loss', 'audio', 'image')} | crossmodal
                 for name, lg, tg in zip(('audio', 'image'), logits, targets):
                     masked = tg >= 0
-                    sums[f'{name}_acc'] += (lg.argmax(-1)[masked] == tg[masked]).float().mean().item()
-                for k in ('loss', 'audio', 'image'):
-                    sums[k] += losses[k].item()
+                    metrics[f'{name}_acc'] = (lg.argmax(-1)[masked] == tg[masked]).float().mean().item()
+                    metrics[f'{name}_majority'] = (tg[masked] == majority_code[name]).float().mean().item()
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
             out[split] = {k: v / eval_iters for k, v in sums.items()}
     raw_model.train()
     return out
@@ -326,6 +357,7 @@ signal.signal(signal.SIGINT, request_stop)
 
 # training loop
 tokens_per_iter = batch_size * gradient_accumulation_steps * ddp_world_size * (L_a + L_v)
+peak_flops = peak_flops or (312e12 if device_type == 'cuda' else 0.0)  # no known peak for a CPU: no MFU
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,} "
           f"({batch_size * gradient_accumulation_steps * ddp_world_size} clips)")
@@ -357,7 +389,13 @@ while True:
             evals = estimate_loss()
             t, v = evals['train'], evals['val']
             print(f"step {iter_num}: train loss {t['loss']:.4f}, val loss {v['loss']:.4f} "
-                  f"(audio {v['audio']:.4f} acc {v['audio_acc']:.4f}, image {v['image']:.4f} acc {v['image_acc']:.4f})")
+                  f"(audio {v['audio']:.4f} acc {v['audio_acc']:.4f} / majority code {v['audio_majority']:.4f}, "
+                  f"image {v['image']:.4f} acc {v['image_acc']:.4f} / majority code {v['image_majority']:.4f})")
+            # what each modality learns from the other, in nats per token: ~0 means it is ignored
+            print(f"step {iter_num}: cross-modal gain, whole modality masked: audio "
+                  f"{v['audio_alone'] - v['audio_given']:+.4f} ({v['audio_alone']:.3f} alone -> {v['audio_given']:.3f} "
+                  f"given the image), image {v['image_alone'] - v['image_given']:+.4f} ({v['image_alone']:.3f} alone "
+                  f"-> {v['image_given']:.3f} given the sound)")
             improved = v['loss'] < best_val_loss
             best_val_loss = min(best_val_loss, v['loss'])  # never overwritten by a worse value
         if ddp:  # rank 0 decides; every rank joins the RNG-state gather
@@ -407,11 +445,12 @@ while True:
     if iter_num % log_interval == 0 and master_process:
         # get loss as float. note: this is a CPU-GPU sync point
         lossf = loss.item() * gradient_accumulation_steps
-        if local_iter_num >= 5:  # let the training loop settle a bit
+        if local_iter_num >= 5 and peak_flops:  # let the training loop settle a bit
             mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+        mfu_text = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ''  # only once measured
         print(f"iter {iter_num}: loss {lossf:.4f} (audio {losses['audio'].item():.4f}, image {losses['image'].item():.4f}), "
-              f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s, mfu {running_mfu * 100:.2f}%")
+              f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
     iter_num += 1
     local_iter_num += 1
 

@@ -20,10 +20,14 @@ sys.path.insert(0, ROOT)
 import data  # noqa: E402
 from tokenizers import MelConfig, mel_spectrogram, load_tokenizer, check_tokenizer_matches  # noqa: E402
 
-FFMPEG = shutil.which('ffmpeg')
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason='ffmpeg not installed')
+try:  # the ffmpeg the project uses: the system's, else the imageio-ffmpeg wheel's binary
+    FFMPEG = data.ffmpeg_exe()
+except FileNotFoundError:
+    FFMPEG = None
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason='no ffmpeg (system or imageio-ffmpeg)')
 SMALL = dict(size=32, frames=4, cfg=MelConfig(clip_seconds=1.0, frames=80), image_codebook=8, audio_codebook=8,
-             image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16)
+             image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16,
+             image_tokenizer='kmeans', audio_tokenizer='kmeans')  # (k-means: fitted in a moment)
 
 def ffmpeg(*args):
     subprocess.run([FFMPEG, '-v', 'error', '-y', *args], check=True)
@@ -155,6 +159,40 @@ def test_load_audio_bad(tmp_path, case):
     with pytest.raises(ValueError, match='x.wav'):
         data.load_audio(path, 22050, 1.0)
 
+def peak_memory(f, *args):
+    """(result, peak bytes allocated while f ran): numpy's buffers are traced too."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        return f(*args), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+def test_load_audio_reads_only_one_clip(tmp_path):
+    # 60 s of stereo: the whole file as float32 is 10.6 MB, the 1 s asked for 0.18 MB
+    t = np.arange(60 * 22050) / 22050
+    sf.write(tmp_path / 'long.wav', 0.3 * np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1), 22050, subtype='PCM_16')
+    x, peak = peak_memory(data.load_audio, str(tmp_path / 'long.wav'), 22050, 1.0)
+    assert x.shape == (22050,) and peak < 2e6, peak
+
+@needs_ffmpeg
+def test_ffmpeg_audio_reads_only_one_clip(tmp_path):
+    ffmpeg('-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=22050:duration=60', '-c:a', 'aac', str(tmp_path / 'long.m4a'))
+    x, peak = peak_memory(data.load_audio, str(tmp_path / 'long.m4a'), 22050, 1.0)  # libsndfile has no m4a
+    assert x.shape == (22050,) and np.abs(x).max() > 0.05 and peak < 2e6, peak
+
+@needs_ffmpeg
+def test_skip_reasons_are_accurate(tmp_path):
+    open(tmp_path / 'garbage.mp3', 'wb').write(np.random.default_rng(0).bytes(30000))
+    os.symlink('b.wav', tmp_path / 'a.wav')  # a symlink loop
+    os.symlink('a.wav', tmp_path / 'b.wav')
+    with pytest.raises(data.BadInput) as e:
+        data.load_audio(str(tmp_path / 'garbage.mp3'), 22050, 1.0)
+    assert 'garbage.mp3: ffmpeg failed (' in str(e.value) and 'Invalid' in str(e.value)  # ffmpeg's reason (its wording varies by version)
+    assert 'does not exist' not in str(e.value)  # (libsndfile's misleading one)
+    with pytest.raises(data.BadInput, match='a.wav: cannot open .Too many levels of symbolic links'):
+        data.load_audio(str(tmp_path / 'a.wav'), 22050, 1.0)
+
 @needs_ffmpeg
 def test_load_audio_mp3(tmp_path):
     ffmpeg('-f', 'lavfi', '-i', 'sine=frequency=440:duration=1', str(tmp_path / 'x.mp3'))
@@ -186,8 +224,8 @@ def test_video_mel_matches_recipe(tmp_path):
            '-c:v', 'libx264', '-c:a', 'alac', '-shortest', str(tmp_path / 'v.mp4'))
     cfg = MelConfig()
     _, wave = data.decode_video(str(tmp_path / 'v.mp4'), 16, 2, cfg)
-    mel = mel_spectrogram(wave, cfg)
-    assert np.abs(mel - np.load(os.path.join(fx, 'mel.npy'))).max() < 1e-4
+    mel = mel_spectrogram(wave, cfg)  # (the fixture's two edge frames used zero padding: tokenizers tests)
+    assert np.abs(mel[:, 2:-2] - np.load(os.path.join(fx, 'mel.npy'))[:, 2:-2]).max() < 1e-4
 
 def make_videos(folder):
     """3 good clips and 6 bad ones; a VGGSound-style CSV."""
@@ -211,10 +249,11 @@ def test_prepare_videos_cli(tmp_path, capsys):
     out = str(tmp_path / 'out')
     args = ['videos', str(tmp_path / 'clips'), '--out', out, '--csv', str(tmp_path / 'clips' / 'vgg.csv'),
             '--size', '32', '--frames', '4', '--seconds', '1', '--mel_frames', '80', '--image_patch', '8',
-            '--image_codebook', '8', '--audio_codebook', '8', '--workers', '2']
+            '--image_codebook', '8', '--audio_codebook', '8', '--workers', '2', '--image_tokenizer', 'kmeans',
+            '--audio_tokenizer', 'kmeans']
     assert data.main(args) == 1  # finished, but something was skipped
     meta = json.load(open(f'{out}/meta.json'))
-    assert meta['frames'] == 4 and meta['classes'] == ['high', 'low'] and meta['audio']['grid'] == [5, 5]
+    assert meta['frames'] == 4 and meta['classes'] == ['high', 'low'] and meta['audio']['grid'] == [5, 10]  # 16 x 8 patches: derived
     assert sum(d['n'] for d in meta['splits'].values()) == 3 and meta['splits']['test']['ids'] == ['good2']
     assert np.load(f'{out}/test_image.npy').shape == (1, 4, 16) and os.path.exists(f'{out}/test_wav/good2.wav')
     assert np.array(Image.open(f'{out}/test_frame/good2.png')).shape == (32, 32, 3)
@@ -222,8 +261,35 @@ def test_prepare_videos_cli(tmp_path, capsys):
     assert sorted(skipped) == ['corrupt', 'noaudio', 'novideo', 'silent', 'truncated']
     assert 'no audio stream' in skipped['noaudio'] and 'no video stream' in skipped['novideo']
     assert 'silent' in skipped['silent'] and 'skipped 5' in capsys.readouterr().out
-    # a finished run is not redone
-    assert data.main(args) == 0 and 'already prepared' in capsys.readouterr().out
+    # a finished run is not redone, and its exit code still says something was skipped
+    assert data.main(args) == 1 and 'already prepared' in capsys.readouterr().out
+
+@needs_ffmpeg
+def test_vggsound_clip_namings(tmp_path, capsys):
+    """The official vggsound.csv rows (youtube_id,start_seconds,label,split) match clips named the
+    common ways: ytid_000010 (the download scripts), ytid_10, and SpecVQGAN's ytid_10000_20000."""
+    clips = tmp_path / 'clips'
+    clips.mkdir()
+    names = {'-0Bxy_z9ABC_000010': 'dog', 'ab_cd-efghi_30': 'cat', 'zz__yy--xx1_30000_40000': 'cow'}
+    for i, name in enumerate(names):
+        ffmpeg('-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=10', '-f', 'lavfi', '-i', f'sine=frequency={300 + 400 * i}',
+               '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-t', '1.5', str(clips / f'{name}.mp4'))
+    rows = ['-0Bxy_z9ABC,10,dog,train', 'ab_cd-efghi,30,cat,train', 'zz__yy--xx1,30,cow,test', 'other000000,0,owl,train']
+    (tmp_path / 'vggsound.csv').write_text('\n'.join(rows) + '\n')
+    args = ['videos', str(clips), '--out', str(tmp_path / 'out'), '--csv', str(tmp_path / 'vggsound.csv'), '--size', '32',
+            '--frames', '2', '--seconds', '1', '--mel_frames', '80', '--image_patch', '8', '--image_codebook', '8',
+            '--audio_codebook', '8', '--workers', '2', '--image_tokenizer', 'kmeans', '--audio_tokenizer', 'kmeans']
+    assert data.main(args) == 0, capsys.readouterr().err
+    meta = json.load(open(tmp_path / 'out' / 'meta.json'))
+    got = {i: meta['classes'][l] for d in meta['splits'].values() for i, l in zip(d['ids'], d['labels'])}
+    assert got == names and meta['splits']['test']['ids'] == ['zz__yy--xx1_30000_40000']
+    # no clip matches: said so, with the names a row expects, and skipped.tsv lists them
+    (tmp_path / 'other.csv').write_text('abcdefghijk,20,owl,train\n')
+    args[3:6] = [str(tmp_path / 'out2'), '--csv', str(tmp_path / 'other.csv')]
+    assert data.main(args) == 2
+    err = capsys.readouterr().err
+    assert 'no usable item, 3 skipped' in err and 'abcdefghijk_000020, abcdefghijk_20 or abcdefghijk_20000_30000' in err
+    assert len(data.read_skipped(str(tmp_path / 'out2'))) == 3
 
 # -----------------------------------------------------------------------------
 # paired files: bad inputs, resume, shards
@@ -257,6 +323,7 @@ def test_prepare_pairs_bad_inputs_and_resume(tmp_path, monkeypatch):
         assert any(l.startswith(name + '\t') and why in l for l in skipped.splitlines()), (name, skipped)
     meta = json.load(open(f'{ref}/meta.json'))
     assert [meta['splits'][s]['n'] for s in ('train', 'val', 'test')] == [8, 2, 2] and meta['frames'] == 1
+    assert data.prepare('pairs', str(tmp_path / 'in'), ref, chunk=4, **SMALL) == 7  # a rerun: done, 7 skipped
     # interrupted after two chunks: the rerun keeps them, does the rest, and gives the same dataset
     out, calls = str(tmp_path / 'out'), []
     real = data.encode_mels
@@ -269,9 +336,23 @@ def test_prepare_pairs_bad_inputs_and_resume(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **SMALL)
     assert not os.path.exists(f'{out}/meta.json')
-    parts = {f: os.stat(f'{out}/parts/{f}').st_mtime_ns for f in os.listdir(f'{out}/parts')}
+    parts = {f: os.stat(f'{out}/parts/{f}').st_mtime_ns for f in os.listdir(f'{out}/parts') if f.endswith('.npz')}
     assert len(parts) == 2
     monkeypatch.setattr(data, 'encode_mels', real)
+    # a pair added before the rerun: the parts were made from other inputs, never joined with new ones
+    shutil.copy(tmp_path / 'in' / 'p00.png', tmp_path / 'in' / 'a00.png')
+    shutil.copy(tmp_path / 'in' / 'p01.wav', tmp_path / 'in' / 'a00.wav')
+    labels = open(tmp_path / 'in' / 'labels.csv').read()
+    open(tmp_path / 'in' / 'labels.csv', 'a').write('a00,c0,train\n')
+    for d in (out, ref):  # interrupted, and finished
+        with pytest.raises(ValueError, match='made from other inputs .18 items then, 19 now'):
+            data.prepare('pairs', str(tmp_path / 'in'), d, chunk=4, **SMALL)
+    with pytest.raises(ValueError, match=r'made from other settings \(size\)'):
+        data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **{**SMALL, 'size': 64})
+    os.remove(tmp_path / 'in' / 'a00.png')
+    os.remove(tmp_path / 'in' / 'a00.wav')
+    open(tmp_path / 'in' / 'labels.csv', 'w').write(labels)
+    assert not os.path.exists(f'{out}/meta.json')
     data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **SMALL)
     assert all(os.stat(f'{out}/parts/{f}').st_mtime_ns == t for f, t in parts.items())
     m2 = json.load(open(f'{out}/meta.json'))
@@ -279,6 +360,39 @@ def test_prepare_pairs_bad_inputs_and_resume(tmp_path, monkeypatch):
         assert m2['splits'][s] == meta['splits'][s]
         for mod in ('audio', 'image'):
             assert (np.load(f'{out}/{s}_{mod}.npy') == np.load(f'{ref}/{s}_{mod}.npy')).all()
+
+DYING_WORKER = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import data
+from tokenizers import MelConfig
+decode = data._decode_item
+def dying(job):  # as the OOM killer would: SIGKILL in the middle of one item (a test one: not in the k-means fit)
+    if job[0]['id'] == 'p10':
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decode(job)
+data._decode_item = dying
+try:
+    data.prepare('pairs', sys.argv[2], sys.argv[3], chunk=4, size=32, cfg=MelConfig(clip_seconds=1.0, frames=80),
+                 image_codebook=8, audio_codebook=8, image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16,
+                 image_tokenizer='kmeans', audio_tokenizer='kmeans')  # as SMALL, so the rerun resumes
+except ValueError as e:
+    sys.exit(str(e))
+"""
+
+def test_a_dead_worker_ends_the_run(tmp_path):
+    """A worker killed mid-item (the OOM killer) ends the run with a clear error instead of hanging
+    (Pool.map waited forever); the chunks written are kept, and the rerun resumes from them."""
+    make_pairs(str(tmp_path / 'in'))
+    out = str(tmp_path / 'out')
+    (tmp_path / 'probe.py').write_text(DYING_WORKER)
+    r = subprocess.run([sys.executable, str(tmp_path / 'probe.py'), ROOT, str(tmp_path / 'in'), out],
+                       capture_output=True, text=True, timeout=120)  # (the old Pool.map: forever)
+    assert r.returncode == 1 and 'a worker process died' in r.stderr and 'rerun to resume' in r.stderr, r.stderr
+    parts = sorted(f for f in os.listdir(f'{out}/parts') if f.endswith('.npz'))
+    assert len(parts) == 3  # the chunks before p10's
+    assert data.prepare('pairs', str(tmp_path / 'in'), out, chunk=4, **SMALL) == 7
+    assert sorted(f for f in os.listdir(f'{out}/parts') if f.endswith('.npz'))[:3] == parts
 
 def test_shards_and_merge(tmp_path):
     make_pairs(str(tmp_path / 'in'))
@@ -296,6 +410,29 @@ def test_shards_and_merge(tmp_path):
     assert sorted(os.listdir(tmp_path / 'm' / 'test_wav')) == sorted(os.listdir(f'{ref}/test_wav'))
     with pytest.raises(ValueError, match='share items'):
         data.merge([str(tmp_path / 's0'), str(tmp_path / 's0')], str(tmp_path / 'm2'))
+
+def test_odd_file_names_are_handled_per_item(tmp_path, capsys):
+    """A name that is not valid UTF-8 is skipped with its reason, not the end of the run; tabs and
+    newlines in names stay in their row of skipped.tsv, and merge counts rows, not lines."""
+    make_pairs(str(tmp_path / 'in'), n=4)
+    d = os.fsencode(str(tmp_path / 'in'))
+    shutil.copy(d + b'/p00.png', d + b'/bad\xff.png')  # Latin-1 bytes: not UTF-8
+    shutil.copy(d + b'/p00.wav', d + b'/bad\xff.wav')
+    open(tmp_path / 'in' / 'tab\tname.png', 'w').write('not an image')
+    shutil.copy(tmp_path / 'in' / 'p01.wav', tmp_path / 'in' / 'tab\tname.wav')
+    shutil.copy(tmp_path / 'in' / 'p02.png', tmp_path / 'in' / 'new\nline.png')  # unpaired
+    os.remove(tmp_path / 'in' / 'labels.csv')
+    for k in (0, 1):
+        data.prepare('pairs', str(tmp_path / 'in'), str(tmp_path / f's{k}'), shard=(k, 2), **SMALL)
+    rows = {r[0]: r[1] for k in (0, 1) for r in data.read_skipped(str(tmp_path / f's{k}'))}
+    assert 'not valid UTF-8' in rows['bad\\xff'] and 'not a readable image' in rows['tab\tname']
+    assert 'unpaired' in rows['new\nline'] and len(rows) == 10  # + the 7 bad ones of make_pairs
+    capsys.readouterr()
+    assert data.merge([str(tmp_path / 's0'), str(tmp_path / 's1')], str(tmp_path / 'm')) == 10
+    summary = capsys.readouterr().out.strip().splitlines()[-1]  # one line, grouped by reason
+    assert summary.startswith('skipped 10') and 'unpaired or ambiguous' in summary and 'not valid UTF-8' in summary
+    assert sorted(r[0] for r in data.read_skipped(str(tmp_path / 'm'))) == sorted(rows)
+    assert json.load(open(tmp_path / 'm' / 'meta.json'))['source']['skipped'] == 10
 
 # -----------------------------------------------------------------------------
 # command-line errors: one line on stderr, exit code 2

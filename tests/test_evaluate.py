@@ -95,6 +95,10 @@ def test_bad_input_is_a_clear_error(env):
     configure(env, dtype='half')
     with pytest.raises(ValueError, match="dtype must be 'auto', 'float32', 'bfloat16' or 'float16'"):
         evaluate.main()
+    truncated = env / 'truncated_vggish.pth'
+    truncated.write_bytes((env / 'out' / 'ckpt.pt').read_bytes()[:1000])
+    with pytest.raises(ValueError, match='truncated or corrupt'):
+        evaluate.load_metric_net('vggish', str(truncated))
 
 
 def test_float32_has_its_own_folder(env):
@@ -121,3 +125,27 @@ def test_network_metrics_path(env, monkeypatch, tmp_path):
     configure(env, tasks='i2a,nothing')
     with pytest.raises(ValueError, match='tasks must be'):
         evaluate.main()
+
+
+def test_runs_from_any_directory(env, monkeypatch, tmp_path):
+    """A checkpoint trained with dataset='toy' (data/toy, tokenizer paths relative to the repo root)
+    evaluated from another directory: data/<dataset> and the tokenizers are found in the repo."""
+    import shutil
+    import tokenizers
+    repo = tmp_path / 'repo'  # stands in for the repo root
+    shutil.copytree(env / 'toy', repo / 'data' / 'toy')
+    meta = json.loads((repo / 'data' / 'toy' / 'meta.json').read_text())
+    for m in ('audio', 'image'):
+        meta[m]['tokenizer']['path'] = f'data/toy/tokenizer_{m}.pt'  # as data.py records it from the root
+    (repo / 'data' / 'toy' / 'meta.json').write_text(json.dumps(meta))
+    ckpt = torch.load(env / 'out' / 'ckpt.pt', weights_only=True)
+    ckpt['config'].update(dataset='toy', data_dir='')
+    ckpt['dataset_meta'] = {**meta, 'splits': {}}
+    os.makedirs(repo / 'out')
+    torch.save(ckpt, repo / 'out' / 'ckpt.pt')
+    monkeypatch.setattr(tokenizers, 'ROOT', str(repo), raising=False)
+    monkeypatch.chdir(tmp_path)  # not the root: data/toy is not here
+    configure(env, out_dir=str(repo / 'out'), tasks='a2i', data_dir='')
+    evaluate.main()
+    report = json.loads((repo / 'out' / RUN / 'metrics.json').read_text())
+    assert report['data_dir'] == str(repo / 'data' / 'toy') and report['n_items'] == N

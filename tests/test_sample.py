@@ -5,6 +5,7 @@ seconds on a loaded machine)."""
 import os
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import ModelConfig, VisualEchoes  # noqa: E402
 from tokenizers import MelConfig, PatchKMeansTokenizer, mel_spectrogram  # noqa: E402
+import data  # noqa: E402
 import sample  # noqa: E402
 
 MEL = MelConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=16, fmin=60.0, fmax=4000.0,
@@ -110,6 +112,12 @@ def check_wav(path, n_samples):
     assert (info.samplerate, info.channels, info.frames) == (MEL.sample_rate, 1, n_samples)
 
 
+def assert_within_full_scale(path):
+    # the untrained model's mels are loud: Griffin-Lim alone peaks far above 1.0 on them
+    x = sf.read(str(path), dtype='int16')[0].astype(int)
+    assert np.abs(x).max() <= 0.99 * 32768 + 1  # 16-bit: no sample at the rails, nothing clipped
+
+
 def test_image_to_audio_many_inputs(env):
     r = run(env, '--image', 'cat.jpg', 'gray.png', 'rgba.png', 'cmyk.jpg', '--num_samples', '2', out='i2a')
     assert r.returncode == 0, r.stderr
@@ -118,6 +126,7 @@ def test_image_to_audio_many_inputs(env):
     for n in names:
         check_wav(env / 'i2a' / f'{n}.wav', WAVE_LEN)
         assert Image.open(env / 'i2a' / f'{n}_mel.png').size == PANEL
+        assert_within_full_scale(env / 'i2a' / f'{n}.wav')
     assert f'wrote {env / "i2a" / "cat_0.wav"}' in r.stdout
 
 
@@ -148,6 +157,16 @@ def test_inpaint_keeps_the_sound_outside_the_range(env, cli):
     assert np.abs(made - given).max() > 0.05  # the range was regenerated
 
 
+def test_a_loud_given_sound_is_not_clipped(env, cli, tmp_path):
+    # a float wav above full scale, inpainted: the whole written sound is scaled down, not clipped
+    sf.write(tmp_path / 'loud.wav', 2 * np.sin(np.arange(MEL.num_samples) * 0.05).astype(np.float32),
+             MEL.sample_rate, subtype='FLOAT')
+    code, err = cli('--audio', str(tmp_path / 'loud.wav'), '--image', 'cat.jpg', '--inpaint', '0.3:0.5', out='loud')
+    assert code == 0, err
+    x = sf.read(env / 'loud' / 'loud_inpaint.wav', dtype='int16')[0].astype(int)
+    assert np.abs(x).max() <= 0.99 * 32768 + 1  # scaled to peak at 0.99
+
+
 def test_long_duration_by_continuation(env, cli):
     code, err = cli('--image', 'cat.jpg', '--duration', '2.5', out='long')
     assert code == 0, err
@@ -172,15 +191,20 @@ def test_seed_determinism(env, cli):
     assert wav[0] == wav[1] and wav[0] != wav[2]
 
 
-@pytest.mark.skipif(not __import__('shutil').which('ffmpeg'), reason='ffmpeg not installed')
+def has_ffmpeg():  # as the project finds it: the system's, else the imageio-ffmpeg wheel's binary
+    try:
+        return bool(data.ffmpeg_exe())
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not has_ffmpeg(), reason='no ffmpeg (system or imageio-ffmpeg)')
 def test_video(env, cli):
     code, err = cli('--image', 'cat.jpg', '--video', out='video')
     assert code == 0, err
     assert 'cat.mp4' in files(env / 'video') and (env / 'video' / 'cat.mp4').stat().st_size > 0
-    if __import__('shutil').which('ffprobe'):
-        r = subprocess.run(['ffprobe', '-v', 'error', '-show_entries', 'format=duration', '-of', 'csv=p=0',
-                            str(env / 'video' / 'cat.mp4')], capture_output=True, text=True)
-        assert abs(float(r.stdout) - WAVE_LEN / MEL.sample_rate) < 0.05  # as long as its sound
+    duration, has_video, has_audio = data.probe_video(str(env / 'video' / 'cat.mp4'))  # ffmpeg's listing, no ffprobe
+    assert has_video and has_audio and abs(duration - WAVE_LEN / MEL.sample_rate) < 0.05  # as long as its sound
 
 
 @pytest.mark.parametrize('args, ckpt, says', [
@@ -227,3 +251,98 @@ def test_bad_input_from_the_command_line(env):
         assert r.returncode == 2 and r.stdout == '', r
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('error: '), r.stderr
         assert files(env / 'bad_cli') == []
+
+
+@pytest.mark.parametrize('args, says', [
+    (['--image', 'cat.jpg', '--duration', 'inf'], '--duration inf'),
+    (['--image', 'cat.jpg', '--duration', 'nan'], '--duration nan'),
+    (['--image', 'cat.jpg', '--duration', '1e9'], 'at most 600'),  # capped, and the cap is said
+    (['--image', 'cat.jpg', '--cfg', 'nan'], '--cfg nan'),
+    (['--image', 'cat.jpg', '--cfg=-inf'], '--cfg -inf'),
+    (['--image', 'cat.jpg', '--temperature', '-1'], '--temperature -1'),
+    (['--image', 'cat.jpg', '--choice_temperature', 'nan'], '--choice_temperature nan'),
+    (['--image', 'cat.jpg', '--seed', '-1'], '--seed -1'),
+    (['--image', 'cat.jpg', '--output', 'cat.jpg'], 'is a file'),   # the output is a file
+    (['--image', 'cat.jpg', '--output', 'cat.jpg/sub'], 'cannot write'),  # under a file: unwritable
+])
+def test_every_number_and_the_output_checked_before_any_work(env, capsys, monkeypatch, args, says):
+    monkeypatch.chdir(env)
+    monkeypatch.setattr(sample, 'load_all', lambda args: pytest.fail('the model was loaded before the check'))
+    args = ['--out_dir', str(env / 'ckpt'), '--output', str(env / 'checked'), *args]  # a later --output wins
+    assert sample.cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and says in err[0], err
+    assert files(env / 'checked') == []
+
+
+def test_existing_files_need_overwrite_and_inputs_are_never_replaced(env, cli):
+    out = env / 'keep'
+    out.mkdir()
+    (out / 'cat.wav').write_bytes(b'the user\'s own sound')  # beside the image, as in the issue
+    Image.open(env / 'cat.jpg').save(out / 'cat.png')
+    Image.open(env / 'cat.jpg').save(out / 'cat_mel.png')
+    sf.write(out / 'cat_sound.wav', sf.read(env / 'x.wav')[0], MEL.sample_rate)
+    code, err = cli('--image', str(out / 'cat.png'), out='keep')
+    assert code == 2 and 'cat.wav: exists; --overwrite replaces it' in err
+    assert (out / 'cat.wav').read_bytes() == b'the user\'s own sound'
+    code, err = cli('--audio', str(out / 'cat_sound.wav'), '--overwrite', out='keep')  # -> cat_sound.png: new
+    assert code == 0, err
+    # cat.png's panel would be cat_mel.png, an input of this run: refused even with --overwrite
+    before = (out / 'cat_mel.png').read_bytes()
+    code, err = cli('--image', str(out / 'cat.png'), str(out / 'cat_mel.png'), '--overwrite', out='keep')
+    assert code == 2 and 'cat_mel.png: is an input' in err
+    assert (out / 'cat_mel.png').read_bytes() == before and (out / 'cat.wav').read_bytes() == b'the user\'s own sound'
+    code, err = cli('--image', str(out / 'cat.png'), '--overwrite', out='keep')  # asked for: replaced, and said
+    assert code == 0 and (out / 'cat.wav').read_bytes() != b'the user\'s own sound'
+
+
+FAKE_FFMPEG = '''#!/bin/sh
+echo $$ > "{mark}"
+exec sleep 60
+'''
+
+
+def test_sigkill_while_writing_leaves_nothing_behind(env, cli, tmp_path):
+    """sample.py killed while ffmpeg writes the video: nothing in the system temp folder, and the
+    temporary files it left in the output folder are removed by the next run."""
+    bin_dir, tmp_dir, mark = tmp_path / 'bin', tmp_path / 'tmp', tmp_path / 'started'
+    bin_dir.mkdir()
+    tmp_dir.mkdir()
+    (bin_dir / 'ffmpeg').write_text(FAKE_FFMPEG.format(mark=mark))  # hangs, as a slow encode would
+    (bin_dir / 'ffmpeg').chmod(0o755)
+    run_env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'TMPDIR': str(tmp_dir), 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.Popen([sys.executable, str(REPO / 'sample.py'), *argv(env, '--image', 'cat.jpg', '--video', out='killed')],
+                            cwd=env, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):
+            if mark.exists() and mark.read_text().strip():
+                break
+            assert proc.poll() is None, 'sample.py ended before it called ffmpeg'
+            time.sleep(0.1)
+        proc.kill()  # SIGKILL: no finally clause runs
+        proc.wait()
+    finally:
+        if mark.exists() and mark.read_text().strip():
+            os.kill(int(mark.read_text()), 9)
+    left = files(env / 'killed')
+    assert left and all(f.startswith(f'.sample-{proc.pid}-') for f in left), left  # named by the dead run
+    assert os.listdir(tmp_dir) == []  # no scratch folder in the system temp dir
+    code, err = cli('--image', 'cat.jpg', out='killed')  # the next run, without --video
+    assert code == 0 and files(env / 'killed') == ['cat.wav', 'cat_mel.png'], err
+
+
+def test_finds_the_one_trained_checkpoint(env, capsys, monkeypatch, tmp_path):
+    """Right after the quick start (out-toy/ckpt.pt, no out/), the bare command finds and names it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sample, 'ROOT', str(tmp_path / 'repo'), raising=False)  # the repo root's out*/ too
+    (tmp_path / 'repo' / 'out-toy').mkdir(parents=True)
+    (tmp_path / 'repo' / 'out-toy' / 'ckpt.pt').write_bytes((env / 'ckpt' / 'ckpt.pt').read_bytes())
+    args = ['--image', str(env / 'cat.jpg'), '--steps', '2', '--device', 'cpu']
+    assert sample.cli(args) == 0, capsys.readouterr().err
+    assert f"using {tmp_path / 'repo' / 'out-toy' / 'ckpt.pt'}, the only trained checkpoint" in capsys.readouterr().out
+    (tmp_path / 'out-small').mkdir()
+    (tmp_path / 'out-small' / 'ckpt.pt').write_bytes((env / 'ckpt' / 'ckpt.pt').read_bytes())
+    assert sample.cli(args + ['--output', 'two']) == 2
+    err = capsys.readouterr().err
+    assert '2 trained checkpoints' in err and 'out-small/ckpt.pt' in err and 'out-toy/ckpt.pt' in err, err
+    assert sample.cli(args + ['--output', 'two', '--out_dir', 'out-small']) == 0  # --out_dir as nanoGPT's

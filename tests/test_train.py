@@ -224,11 +224,34 @@ def test_compile_on_cpu(data_dir, tmp_path):
 
 def test_random_dataset(tmp_path):
     out_dir = str(tmp_path / 'out')
-    code, log = run(tiny_args('', out_dir, dataset='random', max_iters=2, audio_grid_h=3, audio_grid_w=4,
-                              image_grid_h=2, image_grid_w=2))
+    code, log = run(tiny_args('', out_dir, dataset='random', max_iters=7, audio_grid_h=3, audio_grid_w=4,
+                              image_grid_h=2, image_grid_w=2, peak_flops=1e9))
     assert code == 0, log
     assert re.search(r'number of parameters: [\d.]+M', log) and re.search(r'^iter 1: loss', log, re.M)
     assert not os.path.exists(os.path.join(out_dir, 'ckpt.pt'))  # random tokens: nothing to save
+    # MFU against the given peak, and only once measured (after 5 settling steps): never -100%
+    mfu = re.findall(r'^iter (\d+):.*?(?:mfu (\S+)%)?$', log, re.M)
+    assert [(int(i), bool(m)) for i, m in mfu] == [(i, i >= 5) for i in range(7)], log
+    assert all(float(m) > 0 for _, m in mfu[5:])
+
+
+def test_no_mfu_without_a_peak_for_the_device(reference):
+    # on a CPU with no --peak_flops there is nothing fair to measure against (not an A100's peak)
+    assert re.search(r'^iter 10: loss', reference['log'], re.M) and 'mfu' not in reference['log']
+
+
+def test_runs_from_any_directory(tmp_path, monkeypatch):
+    # from another directory: configurator.py and config/toy.py are the repo's, data/<dataset> is found
+    # from the current directory (explicit paths keep working)
+    write_token_dataset(tmp_path / 'data' / 'mine')
+    args = tiny_args('', str(tmp_path / 'out'), dataset='mine', max_iters=1, eval_interval=1000)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), 'config/toy.py', *args], cwd=tmp_path,
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and 'Overriding config with ' + os.path.join(ROOT, 'config/toy.py') in r.stdout, r.stderr
+    assert os.path.exists(tmp_path / 'out' / 'ckpt.pt')
+    from tokenizers import repo_path  # data/<dataset> not there: the repo's, as config/
+    monkeypatch.chdir(tmp_path)
+    assert repo_path('data/mine') == 'data/mine' and repo_path('data/other') == os.path.join(ROOT, 'data/other')
 
 
 def test_clear_errors(data_dir, tmp_path):
@@ -236,6 +259,15 @@ def test_clear_errors(data_dir, tmp_path):
     assert code == 2 and re.search(r'^error: .*nowhere/meta.json not found', log, re.M)
     code, log = run(tiny_args(data_dir, str(tmp_path / 'out'), init_from='resume'))
     assert code == 2 and re.search(r'^error: .*ckpt.pt not found', log, re.M)
+    # a truncated checkpoint and a foreign one (a vocoder's weights): one line, exit 2, no traceback
+    os.makedirs(tmp_path / 'trunc')
+    whole = open(os.path.join(ROOT, 'tests', 'fixtures', 'hifigan', 'generator'), 'rb').read()
+    (tmp_path / 'trunc' / 'ckpt.pt').write_bytes(whole[:len(whole) // 2])
+    os.makedirs(tmp_path / 'foreign')
+    (tmp_path / 'foreign' / 'ckpt.pt').write_bytes(whole)
+    for out, says in (('trunc', 'truncated or corrupt'), ('foreign', 'not a train.py checkpoint')):
+        code, log = run(tiny_args(data_dir, str(tmp_path / out), init_from='resume'))
+        assert code == 2 and re.search(rf'^error: .*{out}/ckpt.pt: {says}', log, re.M) and 'Traceback' not in log, log
     bad = write_token_dataset(tmp_path / 'bad')
     np.save(os.path.join(bad, 'val_image.npy'), np.zeros((16, 3, 5), dtype=np.uint16))  # wrong grid
     code, log = run(tiny_args(bad, str(tmp_path / 'out')))

@@ -1,0 +1,169 @@
+"""Learning from a user's own pairs (issue 13): derived token layouts and up-front checks, the
+cross-modal diagnostic, the learned class probes, the conv VQ tokenizer, the given/null masking."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import data
+import evaluate
+from model import ModelConfig, VisualEchoes, cross_modal_losses, random_corruption
+from tokenizers import ConvVQTokenizer, check_tokenizer_matches, load_tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# -----------------------------------------------------------------------------
+# the token layout of `data.py pairs --seconds S --size P`
+
+
+@pytest.mark.parametrize('seconds, size, frames, image_patch, audio_patch', [
+    (2.0, 64, 168, 8, 8), (10.0, 256, 848, 16, 16), (1.0, 32, 80, 4, 8), (3.7, 100, 312, 10, 8), (0.5, 48, 40, 6, 8),
+    (6.0, 128, 512, 16, 16)])
+def test_layout_is_derived_for_any_length_and_size(seconds, size, frames, image_patch, audio_patch):
+    cfg, ip, ap = data.layout(size, seconds)
+    assert (cfg.frames, ip, ap) == (frames, (image_patch, image_patch), (16, audio_patch))
+    assert cfg.frames % ap[1] == 0 and cfg.frames <= cfg.frames_all  # whole token columns inside the clip
+    assert cfg.n_mels % ap[0] == 0 and size % ip[0] == 0
+    assert cfg.frames_all - cfg.frames < ap[1]  # no whole column left out
+
+
+def test_codebook_grows_with_the_data():
+    assert data.codebook_for(4000, 64) == 512
+    assert data.codebook_for(200, 64) == 64  # few items: the smallest codebook
+    assert data.codebook_for(182_563, 256) == 1024  # VGGSound: the paper's
+
+
+@pytest.mark.parametrize('args, flag, valid', [
+    (['--seconds', '2', '--mel_frames', '171'], '--mel_frames 171', 'e.g. 168'),
+    (['--seconds', '2', '--mel_frames', '848'], '--mel_frames 848', 'e.g. 168'),
+    (['--seconds', '0.1'], '--seconds 0.1', 'at least'),
+    (['--seconds', 'nan'], '--seconds nan', 'e.g. 2'),
+    (['--size', '67'], '--size 67', 'e.g. 64'),
+    (['--size', '64', '--image_patch', '12'], '--image_patch 12x12', 'e.g. 8'),
+    (['--audio_patch', '15x16'], '--audio_patch 15x16', '16x16'),
+    (['--image_codebook', '1'], '--image_codebook 1', 'e.g. 512')])
+def test_bad_layout_flags_fail_before_any_work(tmp_path, capsys, args, flag, valid):
+    folder = tmp_path / 'pairs'
+    folder.mkdir()
+    out = tmp_path / 'out'
+    assert data.main(['pairs', str(folder), '--out', str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: {flag}') and valid in err and '\n' not in err
+    assert not out.exists()  # nothing was made
+
+
+# -----------------------------------------------------------------------------
+# training corruption: the given/null shares (fixed here; 0 and 0 are the paper's)
+
+def test_given_and_null_shares():
+    cfg = ModelConfig(audio_grid_h=2, audio_grid_w=5, audio_codebook_size=8, image_grid_h=3, image_grid_w=3,
+                      image_codebook_size=8, given_prob=0.3, null_prob=0.2)
+    a, v = torch.randint(8, (20_000, 10)), torch.randint(8, (20_000, 9))
+    a_in, v_in, _, (ta, tv) = random_corruption(a, v, cfg, torch.Generator().manual_seed(0))
+    na, nv = (a_in == 8).sum(1), (v_in == 8).sum(1)
+    assert abs((na == 0).float().mean() - 0.15) < 0.01 and abs((nv == 0).float().mean() - 0.15) < 0.01
+    assert not ((na == 0) & (nv == 0)).any()  # one modality at most is given whole
+    assert ((na == 10).float().mean() > 0.1) and ((nv == 9).float().mean() > 0.1)  # null share + the paper's r ~ 1
+    assert ((ta >= 0) == (a_in == 8)).all()  # loss exactly on the masked positions
+
+
+def test_paper_setting_draws_exactly_as_before():
+    """given_prob = null_prob = 0 draws the same random numbers as the paper's corruption always
+    did (per modality: B ratios, B x L mask noise, B x L drop noise), so old runs reproduce."""
+    cfg = ModelConfig(audio_grid_h=2, audio_grid_w=5, audio_codebook_size=8, image_grid_h=3, image_grid_w=3,
+                      image_codebook_size=8)
+    a, v = torch.randint(8, (64, 10)), torch.randint(8, (64, 9))
+    g = torch.Generator().manual_seed(3)
+    random_corruption(a, v, cfg, g)
+    expected = torch.Generator().manual_seed(3)
+    for L in (10, 9):
+        torch.rand(64, generator=expected), torch.rand(64, L, generator=expected), torch.rand(64, L, generator=expected)
+    assert torch.equal(g.get_state(), expected.get_state())
+
+
+# -----------------------------------------------------------------------------
+# the cross-modal gain: ~0 for a model that ignores the other modality, > 0 for one that uses it
+
+TINY = dict(n_layer=2, n_head=2, n_embd=32, decoder_n_layer=1, decoder_n_head=2, decoder_n_embd=32,
+            audio_grid_h=1, audio_grid_w=4, audio_codebook_size=8, image_grid_h=2, image_grid_w=2,
+            image_codebook_size=8, dropout=0.0, drop_ratio=0.0)
+
+
+def train_tiny(coupled, steps=600, seed=0):
+    """Audio = image (coupled) or independent of it; returns the model and a fresh batch."""
+    torch.manual_seed(seed)
+    model = VisualEchoes(ModelConfig(**TINY))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+
+    def batch(n=128):
+        image = torch.randint(8, (n, 4), generator=g)
+        audio = image.clone() if coupled else torch.randint(8, (n, 4), generator=g)
+        return audio, image
+    for _ in range(steps):
+        audio, image = batch()
+        a_in, v_in, keep, targets = random_corruption(audio, image, model.config, g)
+        loss = model(a_in, v_in, keep, targets)[1]['loss']
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), batch(512)
+
+
+def test_cross_modal_gain_tells_a_model_that_uses_the_other_modality():
+    model, (audio, image) = train_tiny(coupled=True)
+    x = cross_modal_losses(model, audio, image)
+    assert x['audio_alone'] - x['audio_given'] > 1.0  # log 8 = 2.08 nats at most
+    assert x['image_alone'] - x['image_given'] > 1.0
+    model, (audio, image) = train_tiny(coupled=False)
+    x = cross_modal_losses(model, audio, image)
+    assert abs(x['audio_alone'] - x['audio_given']) < 0.05 and abs(x['image_alone'] - x['image_given']) < 0.05
+    assert abs(x['audio_alone'] - np.log(8)) < 0.1  # independent uniform codes: nothing to learn
+
+
+# -----------------------------------------------------------------------------
+# learned class probes on a tiny labelled set, fitted once and cached
+
+def test_probes_learn_and_are_cached(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(240) % 4  # four toy classes: red/yellow/green/blue squares with their tones
+    images = np.stack([data.toy_image(rng, int(l)) for l in labels])
+    mels = data.mel_spectrogram(np.stack([data.toy_wave(rng, int(l)) for l in labels]), data.TOY_MEL)[:, :, :160]
+    data.save_probe_set(str(tmp_path), images[:200], mels[:200], labels[:200])
+    nets = evaluate.load_probes(str(tmp_path), 4)
+    for kind, x in (('audio', data.probe_mel_input(mels[200:])), ('image', data.probe_image_input(images[200:]))):
+        with torch.no_grad():
+            pred = nets[kind](evaluate.probe_tensor(x, kind)).argmax(1).numpy()
+        assert (pred == labels[200:]).mean() >= 0.9, kind
+        assert os.path.isfile(tmp_path / f'probe_{kind}.pt')
+    again = evaluate.load_probes(str(tmp_path), 4)  # from the cache: the same weights
+    assert all(torch.equal(a, b) for a, b in zip(nets['image'].state_dict().values(), again['image'].state_dict().values()))
+
+
+# -----------------------------------------------------------------------------
+# the conv VQ tokenizer
+
+def test_conv_vq_learns_and_round_trips_through_a_file(tmp_path):
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(np.stack([data.toy_image(rng, l % 16) for l in range(64)])).permute(0, 3, 1, 2) / 127.5 - 1
+    untrained = ConvVQTokenizer(3, (64, 64), (8, 8), 32, (-1, 1))
+    tok = ConvVQTokenizer.fit(x, 32, patch=(8, 8), steps=150, seed=0)
+    ids = tok.encode(x)
+    assert ids.shape == (64, 64) and tok.grid == (8, 8)
+    err = (tok.decode(ids) - x).abs().mean()
+    assert err < 0.5 * (untrained.decode(untrained.encode(x)) - x).abs().mean()
+    tok.save(str(tmp_path / 'tok.pt'))
+    again = load_tokenizer(str(tmp_path / 'tok.pt'))
+    assert torch.equal(again.encode(x), ids) and torch.equal(again.decode(ids), tok.decode(ids))
+    check_tokenizer_matches({'grid': [8, 8], 'codebook_size': 32, 'tokenizer': tok.describe()}, again)
+    assert load_tokenizer(again.describe()).describe()['fingerprint'] == tok.describe()['fingerprint']
+
+
+def test_conv_vq_any_patch_and_mels():
+    mel = torch.rand(8, 1, 80, 96)
+    tok = ConvVQTokenizer.fit(mel, 16, patch=(16, 12), steps=3)  # 12 = 2 x 2 x 3: an odd last stage
+    assert tok.grid == (5, 8) and tok.encode(mel).shape == (8, 40)
+    assert tok.decode(tok.encode(mel)).shape == mel.shape and tok.decode(tok.encode(mel)).min() >= 0
