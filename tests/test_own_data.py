@@ -167,3 +167,59 @@ def test_conv_vq_any_patch_and_mels():
     tok = ConvVQTokenizer.fit(mel, 16, patch=(16, 12), steps=3)  # 12 = 2 x 2 x 3: an odd last stage
     assert tok.grid == (5, 8) and tok.encode(mel).shape == (8, 40)
     assert tok.decode(tok.encode(mel)).shape == mel.shape and tok.decode(tok.encode(mel)).min() >= 0
+
+
+# -----------------------------------------------------------------------------
+# the recipe's options (fixed here; model.py's defaults are the paper's)
+
+def test_code_vectors_are_what_the_ids_stand_for():
+    x = torch.rand(40, 3, 16, 16) * 2 - 1
+    km = data.PatchKMeansTokenizer.fit(x, 8, patch=(8, 8))
+    assert torch.equal(km.code_vectors(), km.codebook) and km.code_vectors().shape == (8, 192)
+    vq = ConvVQTokenizer(1, (16, 16), (8, 8), 64, (0, 1))  # FSQ levels (8, 8)
+    v = vq.code_vectors()
+    assert v.shape == (64, 2) and len({tuple(r.tolist()) for r in v}) == 64  # one distinct code per id
+    ids = torch.arange(64).view(-1, 1, 1)
+    assert torch.equal(vq.lookup(ids).flatten(1), v)
+
+
+def test_embeddings_from_codes_start_alike_for_codes_alike():
+    """Codes 0 and 1 stand for nearly the same patch, code 2 for another: their rows say so; the
+    [MASK] row keeps its random init, and the std is the table's usual 0.02."""
+    cfg = ModelConfig(**{**TINY, 'image_codebook_size': 3, 'n_embd': 32})
+    model = VisualEchoes(cfg)
+    mask_row = model.image_embedding.weight[3].clone()
+    vectors = torch.tensor([[1.0, 0, 0, 0], [1.0, 0.05, 0, 0], [-1.0, 0, 1, 0]])
+    model.init_embeddings_from_codes('image', vectors)
+    e = model.image_embedding.weight.detach()
+    cos = torch.nn.functional.cosine_similarity
+    k = 3  # principal directions of 3 vectors; the other columns keep their random init
+    assert cos(e[0, :k], e[1, :k], dim=0) > 0.95 and cos(e[0, :k], e[2, :k], dim=0) < 0.5
+    assert torch.equal(e[3], mask_row) and abs(e[:3, :k].std() - 0.02) < 0.01
+    with pytest.raises(ValueError, match=r'expected \(3, d\)'):
+        model.init_embeddings_from_codes('image', torch.zeros(5, 4))
+
+
+def test_mage_drop_removes_masked_positions_only():
+    cfg = ModelConfig(audio_grid_h=2, audio_grid_w=5, audio_codebook_size=8, image_grid_h=3, image_grid_w=3,
+                      image_codebook_size=8, drop_ratio=0.5, drop_masked_only=True)
+    a, v = torch.randint(8, (256, 10)), torch.randint(8, (256, 9))
+    a_in, v_in, keep, _ = random_corruption(a, v, cfg, torch.Generator().manual_seed(0))
+    masked = torch.cat([a_in == 8, v_in == 8], 1)  # (B, 19)
+    kept = torch.zeros_like(masked).scatter(1, keep, True)
+    assert not (~masked & ~kept).any()  # every unmasked token reaches the encoder
+    assert (masked & ~kept).sum(1).min() > 0  # and masked ones are dropped
+    paper = random_corruption(a, v, ModelConfig(**{**cfg.__dict__, 'drop_masked_only': False}), torch.Generator().manual_seed(0))
+    assert keep.shape[1] >= paper[2].shape[1]  # at most the paper's 50% is dropped
+    assert (~masked & ~torch.zeros_like(masked).scatter(1, paper[2], True)).any()  # the paper drops unmasked ones too
+
+
+def test_image_views(tmp_path):
+    rng = np.random.default_rng(0)
+    data.save_png(str(tmp_path / 'a.png'), data.toy_image(rng, 3))
+    views = data.image_views(str(tmp_path / 'a.png'), 32, 5, seed=7)
+    assert views.shape == (5, 32, 32, 3) and views.dtype == np.uint8
+    assert np.array_equal(views[2], data.image_array(str(tmp_path / 'a.png'), 32))  # the middle: the picture
+    assert all(not np.array_equal(views[i], views[2]) for i in (0, 1, 3, 4))      # the rest: crops of it
+    assert np.array_equal(views, data.image_views(str(tmp_path / 'a.png'), 32, 5, seed=7))  # the same every run
+    assert data.image_views(str(tmp_path / 'a.png'), 32, 1, seed=7).shape == (1, 32, 32, 3)
