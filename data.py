@@ -82,7 +82,7 @@ def image_array(path, size):
     left, top = (W - size) // 2, (H - size) // 2
     return np.array(im.crop((left, top, left + size, top + size)))
 
-PAIR_VIEWS = 8  # fixed here: image views stored per pair (README, "A recipe for new data"); 1 = the picture alone
+PAIR_VIEWS = 1  # image views stored per pair: 1 = the picture alone; more, an option (README, "Bring your own paired data")
 
 def image_views(path, size, n, seed):
     """n views of a picture, uint8 (n, size, size, 3). The middle one (n // 2) is image_array's; the
