@@ -30,8 +30,11 @@ embedding_init = 'codes'
 # The paper: 0 and 0.
 given_prob = 0.3
 null_prob = 0.1
-# MAGE's drop: half of each modality's positions skip the encoder, masked ones only, so every
-# visible token reaches it (the paper drops visible ones too: drop_masked_only = False).
+# MAGE's drop: up to half of each modality's positions skip the encoder, masked ones only, so every
+# visible token reaches it (the paper drops visible ones too: drop_masked_only = False). It drops as
+# many as every sample of the batch has masked, so with given_prob > 0 (nearly every batch of 32
+# holds a modality whole) it drops almost nothing: 168.8 of 169 tokens kept on average, measured
+# (121.8 with the paper's masking). The run in the README trained with these settings.
 drop_ratio = 0.5
 drop_masked_only = True
 mask_ratio_mu = 0.7  # the paper's (0.9 with given_prob 0.5 was worse: a gain of -0.38 nats at step 800)
