@@ -17,6 +17,7 @@ import json
 import math
 import time
 import signal
+import shutil
 
 import numpy as np
 import torch
@@ -249,6 +250,9 @@ if checkpoint is not None:
 
 # compile the model, then wrap it into DDP; raw_model (uncompiled, unwrapped) is what we save
 raw_model = model
+if compile and device_type == 'cpu' and not any(shutil.which(c) for c in (os.environ.get('CXX', 'g++'), 'c++', 'clang++')):
+    print("warning: torch.compile on a CPU needs a C++ compiler (g++) and none was found: training uncompiled")
+    compile = False
 if compile:
     print("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
