@@ -31,14 +31,18 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from tokenizers import MelConfig, mel_spectrogram, ConvVQTokenizer, PatchKMeansTokenizer, load_tokenizer
+from tokenizers import MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, load_tokenizer
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
 MIN_SIDE, MAX_PIXELS = 16, 8192 * 8192   # fixed here: smaller/larger images are skipped as unusable
 MIN_AUDIO_SECONDS = 0.1
 SPLITS = ('train', 'val', 'test')
-DEFAULT_TOKENIZER = 'kmeans'  # for both modalities: 'kmeans' (patch k-means) or 'vq' (a conv VQ autoencoder); README
+# what data.py fits on the train items when no tokenizer file is given: 'kmeans' (patch k-means), 'gainshape'
+# (patch gain-shape codes, whose ids factor into shape x gain) or 'vq' (a conv VQ autoencoder); README
+TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'gainshape': PatchGainShapeTokenizer, 'vq': ConvVQTokenizer}
+DEFAULT_TOKENIZER = 'kmeans'
+GAIN_CODES = 16  # a gain-shape tokenizer's mean-and-contrast codes (fixed here)
 
 class BadInput(ValueError):
     """An item that cannot be used: skipped and listed in skipped.tsv, never fatal."""
@@ -386,7 +390,8 @@ def save_probe_set(out, images, mels, labels):
     save_npy(f'{out}/probe_labels.npy', np.asarray(labels, np.int16))
 
 def modality_meta(tok, **extra):
-    return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, 'tokenizer': tok.describe(), **extra}
+    factors = {'factors': list(tok.factors)} if getattr(tok, 'factors', None) else {}  # model.py sums their embeddings
+    return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, **factors, 'tokenizer': tok.describe(), **extra}
 
 @torch.no_grad()
 def encode_images(tok, frames, batch=64):
@@ -837,11 +842,11 @@ def layout(size, seconds, mel_frames=None, image_patch=None, audio_patch=None):
     return MelConfig(clip_seconds=float(seconds), frames=frames), ip, ap
 
 def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
-    """spec 'kmeans' (patch k-means) or 'vq' (a conv VQ autoencoder): fitted on train items once and
+    """spec 'kmeans', 'gainshape' or 'vq' (TOKENIZER_KINDS): fitted on train items once and
     saved, so a resumed run reuses them; else a tokenizer file or VQGAN folder."""
     toks, todo = {}, []
     for m in ('image', 'audio'):
-        if specs[m] not in ('kmeans', 'vq'):
+        if specs[m] not in TOKENIZER_KINDS:
             toks[m] = load_tokenizer(specs[m])
         elif os.path.exists(f'{out}/tokenizer_{m}.pt'):
             toks[m] = load_tokenizer(f'{out}/tokenizer_{m}.pt')
@@ -856,9 +861,10 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
         x = {'image': torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2) / 127.5 - 1,
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
         for m in todo:
-            kind = PatchKMeansTokenizer if specs[m] == 'kmeans' else ConvVQTokenizer
+            kind = TOKENIZER_KINDS[specs[m]]
             t0 = time.time()
-            toks[m] = kind.fit(x[m].float(), codebooks[m], patch=patches[m], seed=seed)
+            extra = {'gains': GAIN_CODES} if specs[m] == 'gainshape' else {}
+            toks[m] = kind.fit(x[m].float(), codebooks[m], patch=patches[m], seed=seed, **extra)
             toks[m].save(f'{out}/tokenizer_{m}.pt')
             print(f"{m} tokenizer: {specs[m]}, {codebooks[m]} codes, grid {toks[m].grid[0]}x{toks[m].grid[1]} "
                   f"({patches[m][0]}x{patches[m][1]} patches), fitted on {len(got)} train items in {time.time() - t0:.0f} s")
@@ -929,6 +935,11 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
              'audio': (cfg.n_mels // audio_patch[0]) * (cfg.frames // audio_patch[1])}
     codebooks = {'image': image_codebook or codebook_for(len(train), grids['image']),
                  'audio': audio_codebook or codebook_for(len(train), grids['audio'])}
+    for m, spec, given in (('image', image_tokenizer, image_codebook), ('audio', audio_tokenizer, audio_codebook)):
+        if spec == 'gainshape' and not given:  # shapes as many as plain codes would be (at most 256) x 16 gains
+            codebooks[m] = GAIN_CODES * min(256, codebooks[m])
+        elif spec == 'gainshape' and (given % GAIN_CODES or given < 2 * GAIN_CODES):
+            raise ValueError(f"--{m}_codebook {given}: a gain-shape codebook is shapes x {GAIN_CODES} gains, e.g. {GAIN_CODES * 256}")
     fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
     labelled = [it for it in train if it['label'] is not None]  # the learned probes' training set
     for i in np.random.default_rng(seed + 1).permutation(len(labelled))[:PROBE_ITEMS]:
@@ -1064,7 +1075,7 @@ def main(argv):
     p.add_argument('--mel_frames', type=int, default=None, help='mel frames kept for tokenization (default: all whole token columns)')
     for m in ('image', 'audio'):
         p.add_argument(f'--{m}_tokenizer', default=DEFAULT_TOKENIZER,
-                       help="'vq' or 'kmeans' (fitted on train), or a tokenizer file / VQGAN folder")
+                       help="'kmeans', 'gainshape' or 'vq' (fitted on train), or a tokenizer file / VQGAN folder")
         p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
         p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
     p.add_argument('--seed', type=int, default=1337)

@@ -65,6 +65,12 @@ class ModelConfig:
     # the encoder; the paper drops positions regardless of the mask. README, "A recipe for new data".
     embedding_init: str = 'random'
     drop_masked_only: bool = False
+    # fixed here (() = the paper): a tokenizer whose ids name a tuple of codes (tokenizers.py's
+    # gain-shape patches: id = shape * gains + gain) gives its factors; that modality's embedding is
+    # then the sum of one learned vector per factor (FactoredEmbedding), as a shape's meaning holds in
+    # every colour. From the dataset's meta.json, like the codebook sizes.
+    audio_code_factors: tuple = ()
+    image_code_factors: tuple = ()
 
     @property
     def audio_len(self):
@@ -131,6 +137,39 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class FactoredEmbedding(nn.Module):
+    """A modality's embedding table (C + 1 rows, id C is [MASK]) for ids that name a tuple of codes:
+    with factors (K1, K2, ...) whose product is C, id = (c1 * K2 + c2) * K3 + ..., and its row is the
+    sum of one row per code (multi-codebook audio models sum their codebooks' embeddings the same
+    way). `weight` is the whole (C + 1, D) table, as nn.Embedding's: the output head scores every id
+    against it, so its logits are a sum of per-code scores too."""
+
+    def __init__(self, factors, width):
+        super().__init__()
+        self.factors = tuple(int(k) for k in factors)
+        self.tables = nn.ModuleList(nn.Embedding(k, width) for k in self.factors)
+        self.mask_row = nn.Parameter(torch.zeros(1, width))
+
+    @property
+    def weight(self):
+        rows = self.tables[0].weight
+        for t in self.tables[1:]:  # every combination of codes: (K1 * K2, D), then (K1 * K2 * K3, D)...
+            rows = (rows[:, None] + t.weight[None]).flatten(0, 1)
+        return torch.cat([rows, self.mask_row])
+
+    def forward(self, ids):
+        return F.embedding(ids, self.weight)
+
+
+def token_embedding(codebook_size, width, factors):
+    """nn.Embedding(C + 1, D) (the paper), or a FactoredEmbedding when the tokenizer's ids factor."""
+    if not factors:
+        return nn.Embedding(codebook_size + 1, width)
+    if math.prod(factors) != codebook_size:
+        raise ValueError(f"code factors {tuple(factors)} do not multiply to the codebook size {codebook_size}")
+    return FactoredEmbedding(factors, width)
+
+
 class OutputHead(nn.Module):
     """MAGE's head: Linear -> GELU -> LayerNorm, then a dot product with the modality's own
     embedding table (no vocabulary matrix of its own), plus a per-id bias."""
@@ -160,8 +199,8 @@ class VisualEchoes(nn.Module):
         self.config = config
         D, Dd = config.n_embd, config.decoder_n_embd
         # one table per modality, C + 1 rows: id C is [MASK] (paper)
-        self.audio_embedding = nn.Embedding(config.audio_codebook_size + 1, D)
-        self.image_embedding = nn.Embedding(config.image_codebook_size + 1, D)
+        self.audio_embedding = token_embedding(config.audio_codebook_size, D, config.audio_code_factors)
+        self.image_embedding = token_embedding(config.image_codebook_size, D, config.image_code_factors)
         # ---- encoder: learnable positional and modality embeddings (paper)
         self.encoder_pos = nn.Parameter(torch.zeros(1, config.seq_len, D))
         self.encoder_modality = nn.Parameter(torch.zeros(2, D))
@@ -183,8 +222,9 @@ class VisualEchoes(nn.Module):
                                           torch.ones(config.image_len, dtype=torch.long)])
         self.register_buffer('modality_of_position', modality_of_position, persistent=False)
         self.apply(self._init_weights)
+        mask_rows = [e.mask_row for e in (self.audio_embedding, self.image_embedding) if isinstance(e, FactoredEmbedding)]
         for p in (self.encoder_pos, self.encoder_modality, self.decoder_pos, self.decoder_modality,
-                  self.mask_embedding):
+                  self.mask_embedding, *mask_rows):
             nn.init.normal_(p, std=0.02)
 
     def _init_weights(self, module):
@@ -197,19 +237,25 @@ class VisualEchoes(nn.Module):
     def init_embeddings_from_codes(self, modality, vectors):
         """Rows [:C] of the modality's table <- its tokenizer's code vectors (C, d) (a k-means centroid,
         a VQGAN codebook entry), projected onto their top principal directions and scaled to the
-        table's init std (0.02); columns past d keep their random init. Fixed here: with little data
-        a model cannot learn from scratch which of 1024 ids look alike; the output head reuses the
-        table, so a prediction near the right code also scores better."""
-        table = getattr(self, f'{modality}_embedding').weight  # (C + 1, D)
-        C = table.shape[0] - 1
-        if vectors.dim() != 2 or vectors.shape[0] != C:
-            raise ValueError(f"{modality} code vectors: expected ({C}, d), got {tuple(vectors.shape)}")
-        v = vectors.float().cpu()
-        v = v - v.mean(0)
-        U, S, _ = torch.linalg.svd(v, full_matrices=False)
-        k = min(table.shape[1], S.numel())
-        e = U[:, :k] * S[:k]  # (C, k) principal components, largest first
-        table[:C, :k] = (e / e.std().clamp_min(1e-8) * 0.02).to(table)
+        table's init std (0.02); columns past d keep their random init. A FactoredEmbedding takes a
+        list, one (K_f, d_f) tensor per factor (tokenizer.factor_vectors()), for its tables. Fixed here:
+        with little data a model cannot learn from scratch which of 1024 ids look alike; the output
+        head reuses the table, so a prediction near the right code also scores better."""
+        embedding = getattr(self, f'{modality}_embedding')
+        factored = isinstance(embedding, FactoredEmbedding)
+        tables = [t.weight for t in embedding.tables] if factored else [embedding.weight[:-1]]
+        vectors = list(vectors) if factored else [vectors]
+        want = [t.shape[0] for t in tables]
+        if len(vectors) != len(tables) or any(v.dim() != 2 or v.shape[0] != n for v, n in zip(vectors, want)):
+            raise ValueError(f"{modality} code vectors: expected {' and '.join(f'({n}, d)' for n in want)}, "
+                             f"got {' and '.join(str(tuple(v.shape)) for v in vectors)}")
+        for table, v in zip(tables, vectors):
+            v = v.float().cpu()
+            v = v - v.mean(0)
+            U, S, _ = torch.linalg.svd(v, full_matrices=False)
+            k = min(table.shape[1], S.numel())
+            e = U[:, :k] * S[:k]  # (K, k) principal components, largest first
+            table[:, :k] = (e / e.std().clamp_min(1e-8) * 0.02).to(table)
 
     def get_num_params(self):
         return sum(p.numel() for p in self.parameters())

@@ -286,6 +286,126 @@ class PatchKMeansTokenizer(nn.Module):
         tok.path = os.path.normpath(path)
         return tok
 
+class PatchGainShapeTokenizer(PatchKMeansTokenizer):
+    """Gain-shape patch codes (fixed here; gain-shape VQ is the speech coders'): a patch (channels x
+    pixels) = its mean + a contrast vector times a unit shape, its best rank-1 fit. The shape goes to
+    the nearest of `shapes` unit shapes (shape 0: flat, for the faintest fifth of the fitted patches),
+    the mean and contrast ("gain": a colour and an ink for a picture, a level and a depth for a mel)
+    to the nearest of `gains` codes; id = shape * gains + gain. Why: plain patch k-means spends its
+    codes on colours and levels, so one digit stroke in ten colours is ten unrelated ids; here it is
+    one shape id, and model.py sums one embedding per factor (ModelConfig.*_code_factors), so what is
+    learned of a shape holds in every colour. The brighter side of a shape is positive (luma for RGB)."""
+
+    def __init__(self, shapes, gains, patch, channels, size, value_range, flat_below=0.0):
+        nn.Module.__init__(self)
+        self.register_buffer('shapes', shapes.float())  # (S, ph*pw), unit rows; row 0 all zero (flat)
+        self.register_buffer('gains', gains.float())    # (G, 2*C): mean per channel, contrast per channel
+        self.flat_below = float(flat_below)  # a patch whose contrast (RMS) is under this has no shape
+        self.patch, self.channels = tuple(patch), int(channels)
+        self.size, self.value_range = tuple(int(v) for v in size), tuple(float(v) for v in value_range)
+        self.factors = (shapes.shape[0], gains.shape[0])
+        self.codebook_size = self.factors[0] * self.factors[1]
+        self.grid = (self.size[0] // self.patch[0], self.size[1] // self.patch[1])
+        self.path = None
+        if shapes.shape[1] != self.patch[0] * self.patch[1] or gains.shape[1] != 2 * self.channels:
+            raise ValueError(f"patch gain-shape: codebooks {tuple(shapes.shape)}, {tuple(gains.shape)} do not match "
+                             f"{self.channels} channels x patch {self.patch}")
+
+    def split(self, x):
+        """x (B, C, H, W) -> unit shapes (B, L, P), gains (B, L, 2C): means, contrast (per-pixel RMS)."""
+        B, C = x.shape[:2]
+        p = self.to_patches(x.float()).reshape(B, -1, C, self.patch[0] * self.patch[1])  # (B, L, C, P)
+        mean = p.mean(-1, keepdim=True)
+        U, S, Vh = torch.linalg.svd(p - mean, full_matrices=False)
+        contrast, shape = U[..., 0] * S[..., :1], Vh[..., 0, :]               # (B, L, C), (B, L, P)
+        luma = torch.tensor([0.299, 0.587, 0.114]) if C == 3 else torch.ones(C)
+        sign = torch.where(contrast @ luma >= 0, 1.0, -1.0)[..., None]
+        return shape * sign, torch.cat([mean[..., 0], contrast * sign / shape.shape[-1] ** 0.5], -1)
+
+    @classmethod
+    def fit(cls, x, codebook_size, patch=(16, 16), seed=0, iters=10, value_range=None, max_patches=65536, gains=16):
+        """x: (N, C, H, W) float; codebook_size = shapes x gains (gains a divisor of it)."""
+        if not torch.is_tensor(x) or x.dim() != 4:
+            raise ValueError(f"PatchGainShapeTokenizer.fit: expected a tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
+        C, H, W = x.shape[1:]
+        if H % patch[0] or W % patch[1]:
+            raise ValueError(f"PatchGainShapeTokenizer.fit: input {H}x{W} is not divisible by patch {patch[0]}x{patch[1]}")
+        if codebook_size % gains or codebook_size // gains < 2:
+            raise ValueError(f"PatchGainShapeTokenizer.fit: codebook size {codebook_size} is not a multiple >= 2 of {gains} gains")
+        value_range = value_range or ((0.0, 1.0) if C == 1 else (-1.0, 1.0))
+        P = patch[0] * patch[1]
+        tok = cls(torch.zeros(codebook_size // gains, P), torch.zeros(gains, 2 * C), patch, C, (H, W), value_range)
+        _check_input(x, 'PatchGainShapeTokenizer.fit', C, (H, W), tok.value_range)
+        with _one_thread():
+            shape, gain = (t.reshape(-1, t.shape[-1]) for t in tok.split(x.detach().cpu()))
+            rms = gain[:, C:].norm(dim=1)
+            # the faintest fifth has no shape worth a code (unless as strong as half the median: not
+            # faint), and an exactly flat patch has none at all
+            faint = min(rms.quantile(0.2).item(), 0.5 * rms.median().item())
+            tok.flat_below = max(faint, 1e-3 * (tok.value_range[1] - tok.value_range[0]))
+            shaped = shape[rms >= tok.flat_below]
+            tok.shapes[1:] = _kmeans(shaped, tok.factors[0] - 1, seed, iters, max_patches)
+            tok.shapes[1:] /= tok.shapes[1:].norm(dim=1, keepdim=True).clamp_min(1e-8)
+            tok.gains.copy_(_kmeans(gain, gains, seed, iters, max_patches))
+        return tok
+
+    @torch.no_grad()
+    def encode(self, x):
+        """x: (B, C, H, W) in value_range -> ids (B, h*w) int64, row-major."""
+        _check_input(x, 'PatchGainShapeTokenizer.encode', self.channels, self.size, self.value_range)
+        shape, gain = self.split(x)
+        # the unit shape nearest the patch's is the one with the largest dot product; a faint patch
+        # (its contrast under flat_below) is flat, shape 0
+        shape_ids = (shape @ self.shapes[1:].T).argmax(-1) + 1                # (B, L)
+        shape_ids[gain[..., self.channels:].norm(dim=-1) < self.flat_below] = 0
+        g, _ = _nearest(gain.reshape(-1, gain.shape[-1]), self.gains)
+        return shape_ids * self.factors[1] + g.reshape(gain.shape[:2])
+
+    @torch.no_grad()
+    def decode(self, ids):
+        """ids: (B, h*w) int64 -> (B, C, H, W), clamped to value_range."""
+        if ids.dim() != 2 or ids.shape[1] != self.grid[0] * self.grid[1]:
+            raise ValueError(f"PatchGainShapeTokenizer.decode: expected ids (B, {self.grid[0] * self.grid[1]}), got {tuple(ids.shape)}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(f"PatchGainShapeTokenizer.decode: ids must be in [0, {self.codebook_size})")
+        return self.from_patches(self.code_vectors()[ids.long()]).clamp(*self.value_range)
+
+    def code_vectors(self):
+        """(shapes * gains, C*ph*pw): the patch each id decodes to, mean + contrast x shape."""
+        C, P = self.channels, self.shapes.shape[1]
+        mean, contrast = self.gains[:, :C], self.gains[:, C:] * P ** 0.5    # (G, C)
+        patches = mean[None, :, :, None] + contrast[None, :, :, None] * self.shapes[:, None, None, :]  # (S, G, C, P)
+        return patches.reshape(self.codebook_size, C * P)
+
+    def factor_vectors(self):
+        """[shapes (S, ph*pw), gains (G, 2C)]: what each factor's codes stand for (embedding_init='codes')."""
+        return [self.shapes.clone(), self.gains.clone()]
+
+    def describe(self):
+        return {"type": "patch_gain_shape", "path": self.path, "codebook_size": self.codebook_size,
+                "factors": list(self.factors), "grid": list(self.grid), "patch": list(self.patch),
+                "channels": self.channels, "size": list(self.size), "value_range": list(self.value_range),
+                "fingerprint": _fingerprint(torch.cat([self.shapes.flatten(), self.gains.flatten(),
+                                                       torch.tensor([self.flat_below])]))}
+
+    def save(self, path):
+        obj = {"type": "patch_gain_shape", "shapes": self.shapes.cpu(), "gains": self.gains.cpu(),
+               "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
+               "value_range": list(self.value_range), "flat_below": self.flat_below}
+        torch.save(obj, path + '.tmp')
+        os.replace(path + '.tmp', path)
+        self.path = os.path.normpath(path)
+
+    @classmethod
+    def load(cls, path):
+        obj = torch_load(path)
+        if not isinstance(obj, dict) or obj.get("type") != "patch_gain_shape":
+            raise ValueError(f"{path}: not a patch gain-shape tokenizer file")
+        tok = cls(obj["shapes"], obj["gains"], obj["patch"], obj["channels"], obj["size"], obj["value_range"],
+                  obj.get("flat_below", 0.0))
+        tok.path = os.path.normpath(path)
+        return tok
+
 def _nearest(x, cb, chunk=8192):
     """x (N, D), cb (K, D) -> ids (N,) of the nearest row of cb, squared distances (N,)."""
     ids, dists = [], []
@@ -525,19 +645,21 @@ def load_tokenizer(spec):
             return PatchKMeansTokenizer.load(path)
         if kind == "conv_vq":
             return ConvVQTokenizer.load(path)
+        if kind == "patch_gain_shape":
+            return PatchGainShapeTokenizer.load(path)
         if kind == "vqgan":
             tok = VQGANTokenizer.load(path, spec.get("config"))
             if spec.get("size"):
                 tok.set_size(*spec["size"])  # so decode() works before any encode()
             return tok
-        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans', 'conv_vq' or 'vqgan')")
+        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans', 'patch_gain_shape', 'conv_vq' or 'vqgan')")
     spec = str(spec)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"{spec}: no such tokenizer file or folder")
     if os.path.isdir(spec) or spec.endswith('.ckpt'):
         return VQGANTokenizer.load(spec)
     kind = torch_load(spec).get("type") if spec.endswith('.pt') else None
-    return ConvVQTokenizer.load(spec) if kind == "conv_vq" else PatchKMeansTokenizer.load(spec)
+    return {"conv_vq": ConvVQTokenizer, "patch_gain_shape": PatchGainShapeTokenizer}.get(kind, PatchKMeansTokenizer).load(spec)
 
 def check_tokenizer_matches(meta_modality, tokenizer):
     """meta_modality: meta.json["audio"] or ["image"]. Raises ValueError if the tokenizer differs."""

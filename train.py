@@ -49,6 +49,8 @@ audio_codebook_size = 1024
 image_grid_h = 16  # taming VQGAN f16: 256 px / 16
 image_grid_w = 16
 image_codebook_size = 1024
+audio_code_factors = ()  # ids that name a tuple of codes (ModelConfig); real datasets: from meta.json
+image_code_factors = ()
 # model (paper: MAGE ViT-L)
 n_layer = 24
 n_head = 16
@@ -139,6 +141,8 @@ else:  # the token layout comes from meta.json, whatever the config says
             meta = json.load(f)
         (audio_grid_h, audio_grid_w), (image_grid_h, image_grid_w) = meta['audio']['grid'], meta['image']['grid']
         audio_codebook_size, image_codebook_size = meta['audio']['codebook_size'], meta['image']['codebook_size']
+        # ids that name a tuple of codes (a gain-shape tokenizer): their embeddings sum one row per code
+        audio_code_factors, image_code_factors = (tuple(meta[m].get('factors', ())) for m in ('audio', 'image'))
         frames = meta['frames']
     except FileNotFoundError:
         fail(f"{meta_path} not found: make the dataset with data.py (see README.md)")
@@ -213,9 +217,11 @@ elif init_from == 'resume':
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in resume_keys):
         fail(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
     # the checkpoint defines the model; the data must have the same token layout
-    for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size'):
-        if checkpoint['model_args'][k] != model_args[k]:
-            fail(f"{ckpt_path}: {k} = {checkpoint['model_args'][k]} but {data_dir} has {model_args[k]}")
+    for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size',
+              'audio_code_factors', 'image_code_factors'):
+        saved = checkpoint['model_args'].get(k, ())  # (checkpoints older than the factors have none)
+        if (tuple(saved) if k.endswith('factors') else saved) != model_args[k]:
+            fail(f"{ckpt_path}: {k} = {saved} but {data_dir} has {model_args[k]}")
     model_args = checkpoint['model_args']
     iter_num = checkpoint['iter_num']
     best_val_loss = checkpoint['best_val_loss']
@@ -232,7 +238,8 @@ if checkpoint is None and embedding_init == 'codes':  # rows from what each toke
         fail(f"embedding_init='codes' needs the dataset's tokenizers; dataset {dataset!r} has none")
     for m in ('audio', 'image'):
         try:
-            model.init_embeddings_from_codes(m, load_tokenizer(dataset_meta[m]['tokenizer']).code_vectors())
+            tok = load_tokenizer(dataset_meta[m]['tokenizer'])
+            model.init_embeddings_from_codes(m, tok.factor_vectors() if dataset_meta[m].get('factors') else tok.code_vectors())
         except (KeyError, OSError, ValueError) as e:
             fail(f"{meta_path}: cannot load the {m} tokenizer for embedding_init='codes' ({e})")
 elif checkpoint is None and embedding_init != 'random':

@@ -223,3 +223,91 @@ def test_image_views(tmp_path):
     assert all(not np.array_equal(views[i], views[2]) for i in (0, 1, 3, 4))      # the rest: crops of it
     assert np.array_equal(views, data.image_views(str(tmp_path / 'a.png'), 32, 5, seed=7))  # the same every run
     assert data.image_views(str(tmp_path / 'a.png'), 32, 1, seed=7).shape == (1, 32, 32, 3)
+
+
+# -----------------------------------------------------------------------------
+# gain-shape patch codes and the embeddings that sum their factors
+
+
+def two_colour_pictures(n, seed=0):
+    """n 16x16 pictures: a vertical or a horizontal bar in a random ink on a random plain ground."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(n, 1, 16, 16)
+    for i in range(n):
+        if i % 2:
+            mask[i, :, 4:12, 6:10] = 1
+        else:
+            mask[i, :, 6:10, 4:12] = 1
+    dark, light = torch.rand(n, 3, 1, 1, generator=g) * 0.4, 0.6 + torch.rand(n, 3, 1, 1, generator=g) * 0.4
+    ink_is_light = torch.rand(n, 1, 1, 1, generator=g) < 0.5  # ink and ground well apart, either way round
+    ground, ink = torch.where(ink_is_light, dark, light), torch.where(ink_is_light, light, dark)
+    return (ground + (ink - ground) * mask) * 2 - 1
+
+
+def test_gain_shape_codes_keep_the_shape_apart_from_the_colour(tmp_path):
+    from tokenizers import PatchGainShapeTokenizer
+    x = two_colour_pictures(64)
+    # four edges (left, right, top, bottom brighter) and flat: as many shapes, so k-means splits none
+    tok = PatchGainShapeTokenizer.fit(x, 5 * 4, patch=(4, 4), gains=4, seed=0)
+    assert tok.factors == (5, 4) and tok.codebook_size == 20 and tok.grid == (4, 4)
+    ids = tok.encode(x)
+    shape_ids = ids // 4
+    # the same bar in every colour pair has the same shape codes (brighter side positive), so
+    # pictures sort into the two bars by their shape ids alone, whatever their colours
+    bars = {tuple(s.tolist()) for s in shape_ids[::2]}, {tuple(s.tolist()) for s in shape_ids[1::2]}
+    assert [len(b) for b in bars] == [2, 2] and not bars[0] & bars[1]  # light ink or dark ink: 2 per bar
+    assert (shape_ids == 0).float().mean() > 0.3  # plain patches: the flat shape
+    # a round trip keeps the bar (4 gain codes for all the colours keep little of them): the decoded
+    # brightness follows the real one in every picture
+    luma = lambda im: (im * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1).flatten(1)
+    a, b = luma(tok.decode(ids)), luma(x)
+    corr = ((a - a.mean(1, keepdim=True)) * (b - b.mean(1, keepdim=True))).sum(1) / (a.std(1) * b.std(1) * 255)
+    assert corr.min() > 0.8, corr.min()
+    assert torch.equal(tok.code_vectors()[ids].view(64, 4, 4, 3, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(x.shape).clamp(-1, 1),
+                       tok.decode(ids))
+    tok.save(str(tmp_path / 'gs.pt'))
+    again = load_tokenizer(str(tmp_path / 'gs.pt'))
+    assert torch.equal(again.encode(x), ids) and again.factors == (5, 4)
+    assert load_tokenizer(again.describe()).describe() == again.describe()
+    check_tokenizer_matches({'grid': [4, 4], 'codebook_size': 20, 'tokenizer': tok.describe()}, again)
+    with pytest.raises(ValueError, match='not a multiple'):
+        PatchGainShapeTokenizer.fit(x, 30, patch=(4, 4), gains=4)
+
+
+def test_gain_shape_on_mels_keeps_the_level_apart():
+    from tokenizers import PatchGainShapeTokenizer
+    g = torch.Generator().manual_seed(0)
+    stripe = torch.zeros(1, 1, 16, 16)
+    stripe[..., 4:8, :] = 0.4  # one band, louder than the rest
+    level = torch.rand(32, 1, 1, 1, generator=g) * 0.5
+    mel = level + stripe  # one shape (k-means would split a noisy one among its codes)
+    tok = PatchGainShapeTokenizer.fit(mel, 2 * 8, patch=(16, 8), gains=8)  # flat and one more shape
+    ids = tok.encode(mel)
+    assert set((ids // 8).flatten().tolist()) == {1}  # the stripe's shape at every level
+    assert len(set((ids % 8).flatten().tolist())) > 4    # levels told apart by the gain code
+    assert (tok.decode(ids) - mel).abs().mean() < 0.05
+
+
+def test_factored_embedding_sums_one_row_per_code():
+    cfg = ModelConfig(**{**TINY, 'image_codebook_size': 12, 'image_code_factors': (4, 3)})
+    model = VisualEchoes(cfg)
+    e = model.image_embedding
+    w = e.weight
+    assert w.shape == (13, cfg.n_embd)
+    assert torch.allclose(w[2 * 3 + 1], e.tables[0].weight[2] + e.tables[1].weight[1])
+    assert torch.equal(w[12], e.mask_row[0])  # [MASK]: a row of its own
+    image = torch.tensor([[7, 12, 0, 11]])
+    assert torch.equal(e(image)[0], w[image[0]])
+    # codes init: one tensor per factor; a plain modality still takes one tensor
+    model.init_embeddings_from_codes('image', [torch.randn(4, 5), torch.randn(3, 2)])
+    assert abs(e.tables[0].weight[:, :4].std() - 0.02) < 0.01
+    with pytest.raises(ValueError, match=r'expected \(4, d\) and \(3, d\)'):
+        model.init_embeddings_from_codes('image', [torch.randn(12, 5)])
+    with pytest.raises(ValueError, match='multiply'):
+        VisualEchoes(ModelConfig(**{**TINY, 'image_codebook_size': 12, 'image_code_factors': (4, 4)}))
+    # the model trains through the sum: both factor tables get gradients from the image tokens
+    a = torch.randint(cfg.audio_codebook_size, (2, cfg.audio_len))
+    v = torch.randint(12, (2, cfg.image_len))
+    (_, image_logits), _ = model(a, v)
+    image_logits.logsumexp(-1).sum().backward()
+    assert all(t.weight.grad is not None and t.weight.grad.abs().sum() > 0 for t in e.tables)
