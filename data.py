@@ -897,6 +897,11 @@ def _check_source(out, source, write):
             raise ValueError(f"{out}/parts: parts of unknown inputs (no source.json); delete {out} to redo it")
         save_text(path, json.dumps(source, indent=1))
 
+def _check_gain_shape_codebook(modality, spec, given):
+    if spec == 'gainshape' and given is not None and (given % GAIN_CODES or given < 2 * GAIN_CODES):
+        raise ValueError(f"--{modality}_codebook {given}: a gain-shape codebook is shapes x {GAIN_CODES} gains, "
+                         f"e.g. {GAIN_CODES * 256}")
+
 def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer=DEFAULT_TOKENIZER,
             audio_tokenizer=DEFAULT_TOKENIZER, image_codebook=None, audio_codebook=None, image_patch=None,
             audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337, views=PAIR_VIEWS):
@@ -936,10 +941,9 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     codebooks = {'image': image_codebook or codebook_for(len(train), grids['image']),
                  'audio': audio_codebook or codebook_for(len(train), grids['audio'])}
     for m, spec, given in (('image', image_tokenizer, image_codebook), ('audio', audio_tokenizer, audio_codebook)):
+        _check_gain_shape_codebook(m, spec, given)
         if spec == 'gainshape' and not given:  # shapes as many as plain codes would be (at most 256) x 16 gains
             codebooks[m] = GAIN_CODES * min(256, codebooks[m])
-        elif spec == 'gainshape' and (given % GAIN_CODES or given < 2 * GAIN_CODES):
-            raise ValueError(f"--{m}_codebook {given}: a gain-shape codebook is shapes x {GAIN_CODES} gains, e.g. {GAIN_CODES * 256}")
     fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
     labelled = [it for it in train if it['label'] is not None]  # the learned probes' training set
     for i in np.random.default_rng(seed + 1).permutation(len(labelled))[:PROBE_ITEMS]:
@@ -1093,9 +1097,10 @@ def main(argv):
         if len(a.inputs) != 1 or not shard or not int(shard[1]) < int(shard[2]):
             raise ValueError(f"{a.command} takes one input folder and --shard K/N with 0 <= K < N")
         ip, ap = (parse_patch(f'--{m}_patch', s) for m, s in (('image', a.image_patch), ('audio', a.audio_patch)))
-        for flag, v in (('--image_codebook', a.image_codebook), ('--audio_codebook', a.audio_codebook)):
+        for m, v, kind in (('image', a.image_codebook, a.image_tokenizer), ('audio', a.audio_codebook, a.audio_tokenizer)):
             if v is not None and not 2 <= v <= 65536:
-                raise ValueError(f"{flag} {v}: must be between 2 and 65536 codes, e.g. 512")
+                raise ValueError(f"--{m}_codebook {v}: must be between 2 and 65536 codes, e.g. 512")
+            _check_gain_shape_codebook(m, kind, v)
         if a.frames < 1 or a.views < 1 or (a.workers is not None and a.workers < 1):
             raise ValueError(f"--frames, --views and --workers must be at least 1")
         cfg, ip, ap = layout(a.size, a.seconds, a.mel_frames, ip, ap)  # every layout flag checked before any work

@@ -44,7 +44,8 @@ def test_codebook_grows_with_the_data():
     (['--size', '67'], '--size 67', 'e.g. 64'),
     (['--size', '64', '--image_patch', '12'], '--image_patch 12x12', 'e.g. 8'),
     (['--audio_patch', '15x16'], '--audio_patch 15x16', '16x16'),
-    (['--image_codebook', '1'], '--image_codebook 1', 'e.g. 512')])
+    (['--image_codebook', '1'], '--image_codebook 1', 'e.g. 512'),
+    (['--audio_tokenizer', 'gainshape', '--audio_codebook', '100'], '--audio_codebook 100', 'e.g. 4096')])
 def test_bad_layout_flags_fail_before_any_work(tmp_path, capsys, args, flag, valid):
     folder = tmp_path / 'pairs'
     folder.mkdir()
@@ -311,3 +312,29 @@ def test_factored_embedding_sums_one_row_per_code():
     (_, image_logits), _ = model(a, v)
     image_logits.logsumexp(-1).sum().backward()
     assert all(t.weight.grad is not None and t.weight.grad.abs().sum() > 0 for t in e.tables)
+
+
+def test_pairs_with_gain_shape_codes_train_a_factored_model(tmp_path):
+    """data.py pairs --image_tokenizer gainshape: meta.json gives the factors, train.py builds the
+    model that sums their embeddings (from the codes' vectors with embedding_init='codes')."""
+    from test_data import make_pairs
+    make_pairs(str(tmp_path / 'in'))
+    out = str(tmp_path / 'mine')
+    assert data.prepare('pairs', str(tmp_path / 'in'), out, size=32, cfg=data.MelConfig(clip_seconds=1.0, frames=80),
+                        image_tokenizer='gainshape', image_codebook=4 * data.GAIN_CODES, audio_codebook=8,
+                        image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16) == 7
+    import json
+    meta = json.load(open(f'{out}/meta.json'))
+    assert meta['image']['factors'] == [4, data.GAIN_CODES] and meta['image']['codebook_size'] == 64
+    assert 'factors' not in meta['audio']
+    ids = np.load(f'{out}/train_image.npy')
+    assert ids.max() < 64 and len(np.unique(ids // data.GAIN_CODES)) > 1  # several shapes used
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'--data_dir={out}', '--dataset=mine',
+                        f'--out_dir={tmp_path / "out"}', '--n_layer=1', '--n_head=2', '--n_embd=16', '--decoder_n_layer=1',
+                        '--decoder_n_head=2', '--decoder_n_embd=16', '--batch_size=4', '--max_iters=2', '--eval_interval=2',
+                        '--eval_iters=1', '--compile=False', '--device=cpu', "--embedding_init=codes"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    assert tuple(ckpt['model_args']['image_code_factors']) == (4, data.GAIN_CODES)
+    assert 'image_embedding.tables.1.weight' in ckpt['model'] and 'audio_embedding.weight' in ckpt['model']
