@@ -30,8 +30,8 @@ lr_decay_iters = 2000
 warmup_iters = 50
 min_lr = 1e-4
 
-# compiled, a step takes 0.265 s instead of 0.315 s on 2 cores, the compile itself about 40 s (measured;
-# without a C++ compiler train.py says so and runs uncompiled). Shorter runs fit in 10 minutes but lost
-# 4-5 points of image->audio probe accuracy (400 test items, s = 3): 2000 steps 0.855, 1800 compiled
-# 0.805 (588 s wall in all), 1600 uncompiled 0.818 (530 s); audio->image 0.79, 0.78, 0.82.
-compile = True
+# Not compiled: a whole fresh-clone run took 687 s compiled and 683 s not (the compile costs ~40 s; 200-step
+# runs had shown 0.265 s a step against 0.315 s, the whole run 0.29-0.32 s either way). Shorter runs fit in
+# 10 minutes but lost 4-5 points of image->audio probe accuracy (400 test items, s = 3): 2000 steps 0.855,
+# 1800 compiled 0.805 (588 s wall in all), 1600 0.818 (530 s); audio->image 0.79, 0.78, 0.82.
+compile = False
