@@ -250,13 +250,18 @@ class PatchKMeansTokenizer(nn.Module):
         ids, _ = _nearest(p.reshape(-1, p.shape[-1]), self.codebook)
         return ids.reshape(x.shape[0], -1)
 
+    def check_ids(self, ids):
+        """A clear error for ids that are not (B, h*w) codes of this tokenizer."""
+        name = f"{type(self).__name__}.decode"
+        if ids.dim() != 2 or ids.shape[1] != self.grid[0] * self.grid[1]:
+            raise ValueError(f"{name}: expected ids (B, {self.grid[0] * self.grid[1]}), got {tuple(ids.shape)}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(f"{name}: ids must be in [0, {self.codebook_size})")
+
     @torch.no_grad()
     def decode(self, ids):
         """ids: (B, h*w) int64 -> (B, C, H, W)."""
-        if ids.dim() != 2 or ids.shape[1] != self.grid[0] * self.grid[1]:
-            raise ValueError(f"PatchKMeansTokenizer.decode: expected ids (B, {self.grid[0] * self.grid[1]}), got {tuple(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
-            raise ValueError(f"PatchKMeansTokenizer.decode: ids must be in [0, {self.codebook_size})")
+        self.check_ids(ids)
         return self.from_patches(self.codebook[ids.long()])
 
     def code_vectors(self):
@@ -364,10 +369,7 @@ class PatchGainShapeTokenizer(PatchKMeansTokenizer):
     @torch.no_grad()
     def decode(self, ids):
         """ids: (B, h*w) int64 -> (B, C, H, W), clamped to value_range."""
-        if ids.dim() != 2 or ids.shape[1] != self.grid[0] * self.grid[1]:
-            raise ValueError(f"PatchGainShapeTokenizer.decode: expected ids (B, {self.grid[0] * self.grid[1]}), got {tuple(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
-            raise ValueError(f"PatchGainShapeTokenizer.decode: ids must be in [0, {self.codebook_size})")
+        self.check_ids(ids)
         return self.from_patches(self.code_vectors()[ids.long()]).clamp(*self.value_range)
 
     def code_vectors(self):
