@@ -173,6 +173,13 @@ def repo_path(path):
         return path
     return os.path.join(ROOT, path)
 
+def _save_file(tokenizer, obj, path):
+    """A tokenizer's file, written whole or not at all (a temporary name, then a rename); its path is
+    kept as given: relative to the repo root when run from there."""
+    torch.save(obj, path + '.tmp')
+    os.replace(path + '.tmp', path)
+    tokenizer.path = os.path.normpath(path)
+
 def torch_load(path):
     """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
     a whole one that holds pickled objects (only the latter can be fixed by re-saving its tensors)."""
@@ -277,10 +284,7 @@ class PatchKMeansTokenizer(nn.Module):
     def save(self, path):
         obj = {"type": "patch_kmeans", "codebook": self.codebook.cpu(), "patch": list(self.patch),
                "channels": self.channels, "size": list(self.size), "value_range": list(self.value_range)}
-        tmp = path + '.tmp'
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-        self.path = os.path.normpath(path)  # as given: relative to the repo root when run from there
+        _save_file(self, obj, path)
 
     @classmethod
     def load(cls, path):
@@ -394,9 +398,7 @@ class PatchGainShapeTokenizer(PatchKMeansTokenizer):
         obj = {"type": "patch_gain_shape", "shapes": self.shapes.cpu(), "gains": self.gains.cpu(),
                "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
                "value_range": list(self.value_range), "flat_below": self.flat_below}
-        torch.save(obj, path + '.tmp')
-        os.replace(path + '.tmp', path)
-        self.path = os.path.normpath(path)
+        _save_file(self, obj, path)
 
     @classmethod
     def load(cls, path):
@@ -618,10 +620,7 @@ class ConvVQTokenizer(nn.Module):
         obj = {"type": "conv_vq", "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
                "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
                "value_range": list(self.value_range), "codebook_size": self.codebook_size, "width": self.width}
-        tmp = path + '.tmp'
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-        self.path = os.path.normpath(path)
+        _save_file(self, obj, path)
 
     @classmethod
     def load(cls, path):
