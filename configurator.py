@@ -15,9 +15,7 @@ import sys
 from ast import literal_eval
 
 
-def _config_error(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
+from tokenizers import exit_with_error as _config_error  # one line on stderr, exit code 2
 
 
 def _checked(key, value, where):

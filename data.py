@@ -31,7 +31,9 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from tokenizers import MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, load_tokenizer
+from model import MODALITIES
+from tokenizers import (MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, load_tokenizer,
+                        exit_with_error, pixels_to_tensor, report_error, write_atomic)
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
@@ -108,7 +110,7 @@ def image_views(path, size, n, seed):
 
 def load_image(path, size):
     """Image file -> float tensor (3, size, size) in [-1, 1] (SPEC 1)."""
-    return torch.from_numpy(image_array(path, size)).permute(2, 0, 1).float() / 127.5 - 1
+    return pixels_to_tensor(image_array(path, size)[None])[0]
 
 def load_audio(path, sample_rate, seconds):
     """Audio file -> float32 (round(sample_rate * seconds),): channels averaged (SPEC 1), resampled,
@@ -322,27 +324,17 @@ def probe_audio(waves, sample_rate):
 # -----------------------------------------------------------------------------
 # writing the token format (README, "Data"): arrays first, meta.json last, all via temporary names
 
-def _replace(path, write, mode='wb'):
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:  # an interrupted write leaves nothing behind
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
 def save_npy(path, a):
-    _replace(path, lambda f: np.save(f, a))
+    write_atomic(path, lambda f: np.save(f, a))
 
 def save_wav(path, wave, sr):  # float samples: exactly what was tokenized
-    _replace(path, lambda f: sf.write(f, wave, sr, subtype='FLOAT', format='WAV'))
+    write_atomic(path, lambda f: sf.write(f, wave, sr, subtype='FLOAT', format='WAV'))
 
 def save_png(path, img):
-    _replace(path, lambda f: Image.fromarray(img).save(f, format='PNG'))
+    write_atomic(path, lambda f: Image.fromarray(img).save(f, format='PNG'))
 
 def save_text(path, text):
-    _replace(path, lambda f: f.write(text), 'w')
+    write_atomic(path, lambda f: f.write(text), 'w')
 
 def save_skipped(out, rows):
     # item<TAB>reason, quoted as the csv module does: a tab or newline in a file name stays in its row
@@ -357,13 +349,13 @@ def read_skipped(d):
         return [tuple(r) for r in list(csv.reader(f, delimiter='\t'))[1:]]
 
 def save_meta(out, meta):
-    _replace(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
+    write_atomic(f'{out}/meta.json', lambda f: json.dump(meta, f, indent=1), 'w')
 
 def is_complete(out):
     """meta.json is written last, so its presence (with every array) means a finished dataset."""
     try:
         meta = json.load(open(os.path.join(out, 'meta.json')))
-        return all(os.path.exists(f'{out}/{s}_{m}.npy') for s in meta['splits'] for m in ('audio', 'image'))
+        return all(os.path.exists(f'{out}/{s}_{m}.npy') for s in meta['splits'] for m in MODALITIES)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -398,7 +390,7 @@ def encode_images(tok, frames, batch=64):
     """uint8 (N, F, S, S, 3) -> uint16 ids (N, F, h*w)."""
     N, F = frames.shape[:2]
     x = frames.reshape(N * F, *frames.shape[2:])
-    ids = [tok.encode(torch.from_numpy(x[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    ids = [tok.encode(pixels_to_tensor(x[i:i + batch]))
            for i in range(0, N * F, batch)]
     return torch.cat(ids).numpy().astype(np.uint16).reshape(N, F, -1) if N else np.zeros((0, F, math.prod(tok.grid)), np.uint16)
 
@@ -455,7 +447,7 @@ def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=
     images = {s: np.concatenate([r[0] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     mels = {s: np.concatenate([r[1] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
     print(f"toy: made {n_train}/{n_val}/{n_test} train/val/test pairs in {time.time() - t0:.0f} s, fitting tokenizers")
-    image_tok = PatchKMeansTokenizer.fit(torch.from_numpy(images['train']).permute(0, 3, 1, 2).float() / 127.5 - 1,
+    image_tok = PatchKMeansTokenizer.fit(pixels_to_tensor(images['train']),
                                          image_codebook, patch=(8, 8), seed=seed)   # 8 x 8 grid
     audio_tok = PatchKMeansTokenizer.fit(torch.from_numpy(mels['train'])[:, None], audio_codebook,
                                          patch=(16, 16), seed=seed)                 # 5 x 10 grid
@@ -480,7 +472,7 @@ def bench_toy(data_dir='data/toy', split='test', n=160):
     meta = json.load(open(f'{data_dir}/meta.json'))
     cfg, ids = MelConfig(**meta['audio']['mel']), meta['splits'][split]['ids'][:n]
     labels = torch.tensor(meta['splits'][split]['labels'][:n])
-    toks = {m: load_tokenizer(meta[m]['tokenizer']) for m in ('audio', 'image')}
+    toks = {m: load_tokenizer(meta[m]['tokenizer']) for m in MODALITIES}
     images = torch.stack([load_image(f'{data_dir}/{split}_frame/{i}.png', meta['image']['size']) for i in ids])
     waves = np.stack([sf.read(f'{data_dir}/{split}_wav/{i}.wav', dtype='float32')[0] for i in ids])
     ids_of = lambda m: torch.from_numpy(np.load(f'{data_dir}/{split}_{m}.npy')[:n].astype(np.int64))
@@ -669,7 +661,7 @@ def _digit_batch(args):
         speech = load_audio(f'{speech_dir}/{voice}_{digit}_{si}_{fi}.wav', sr, DIGIT_SECONDS)
         speech = np.trim_zeros(speech)  # the synthesiser's own silence; the onset is drawn here
         save_png(f'{folder}/{id_}.png', _digit_image(rng, digit, fonts, photos))
-        _replace(f'{folder}/{id_}.flac', lambda f: sf.write(f, _digit_wave(rng, speech, sr), sr, format='FLAC'))
+        write_atomic(f'{folder}/{id_}.flac', lambda f: sf.write(f, _digit_wave(rng, speech, sr), sr, format='FLAC'))
         rows.append(f'{id_},{DIGIT_WORDS[digit]},{split},{voice}')
     return rows
 
@@ -858,7 +850,7 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
         if not got:
             raise ValueError(f"no usable train item to fit the tokenizers on ({len(fit)} tried; "
                              f"{res[0][3] if res else 'no item is in the train split'})")
-        x = {'image': torch.from_numpy(np.stack([r[1][len(r[1]) // 2] for r in got])).permute(0, 3, 1, 2) / 127.5 - 1,
+        x = {'image': pixels_to_tensor(np.stack([r[1][len(r[1]) // 2] for r in got])),
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
         for m in todo:
             kind = TOKENIZER_KINDS[specs[m]]
@@ -970,7 +962,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
                           'probe_mel': probe_mel_input(audio[in_probe]),
                           'probe_labels': [it['label'] for _, it in ok if it.get('probe')],
                           'skipped': np.array([(r[0], r[3]) for r in res if r[3] is not None], dtype=str).reshape(-1, 2)}
-                _replace(part, lambda f: np.savez(f, **{k: np.asarray(v, dtype=str) if isinstance(v, list) else v
+                write_atomic(part, lambda f: np.savez(f, **{k: np.asarray(v, dtype=str) if isinstance(v, list) else v
                                                         for k, v in arrays.items()}))
             bar.update(len(batch))
         bar.close()
@@ -1021,7 +1013,7 @@ def merge(inputs, out):
             raise ValueError(f"{d}: not a finished dataset (no complete meta.json)")
         metas.append(json.load(open(f'{d}/meta.json')))
     same = lambda m: (m['frames'], m['classes'], *[(m[x]['grid'], m[x]['codebook_size'], m[x].get('mel'), m[x].get('size'),
-                      m[x]['tokenizer'].get('fingerprint')) for x in ('audio', 'image')])
+                      m[x]['tokenizer'].get('fingerprint')) for x in MODALITIES])
     if any(same(m) != same(metas[0]) for m in metas):
         raise ValueError(f"the inputs differ in frames, classes or tokenizers: fit the tokenizers once and "
                          f"pass the files to every shard (--image_tokenizer, --audio_tokenizer)")
@@ -1040,7 +1032,7 @@ def merge(inputs, out):
             for d in inputs:
                 for f in os.listdir(f'{d}/{s}_{sub}') if os.path.isdir(f'{d}/{s}_{sub}') else []:
                     shutil.copy2(f'{d}/{s}_{sub}/{f}', f'{out}/{s}_{sub}/{f}')
-        for m in ('audio', 'image'):
+        for m in MODALITIES:
             save_npy(f'{out}/{s}_{m}.npy', np.concatenate([np.load(f'{d}/{s}_{m}.npy') for d in inputs]))
     for name in ('probe_image', 'probe_mel', 'probe_labels'):  # the probes' train set: every shard's share
         parts = [np.load(f'{d}/{name}.npy') for d in inputs if os.path.exists(f'{d}/{name}.npy')]
@@ -1083,7 +1075,7 @@ def main(argv):
         p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
         p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
     p.add_argument('--seed', type=int, default=1337)
-    p.error = lambda msg: sys.exit(print(f"error: {msg} (see --help)", file=sys.stderr) or 2)  # one line
+    p.error = lambda msg: exit_with_error(f"{msg} (see --help)")
     a = p.parse_args(argv)
     try:
         if a.command == 'toy':
@@ -1109,8 +1101,7 @@ def main(argv):
                             (int(shard[1]), int(shard[2])), a.workers, seed=a.seed, views=a.views)
         return int(n_skipped > 0)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
 
 if __name__ == '__main__':
     sys.exit(main(sys.argv[1:]))

@@ -7,10 +7,10 @@ Metric math and the two embedding networks follow the AudioLDM evaluation toolbo
 (haoheliu/audioldm_eval, PANNs backbone "cnn14") and torchvggish, as pinned down in
 tests/fixtures/metrics/README.md; tests/test_metrics.py checks them against those fixtures.
 """
+import hashlib
 import json
 import math
 import os
-import sys
 import time
 from contextlib import contextmanager
 
@@ -19,6 +19,15 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from data import probe_audio, probe_image, probe_image_input, probe_mel_input
+from model import (MODALITIES, audio_to_image, autocast_context, cogenerate, compile_for_generation, cross_modal_losses,
+                   image_to_audio, inpaint_audio, load_model, random_corruption, time_range_to_columns)
+from tokenizers import (MelConfig, check_tokenizer_matches, exit_with_error, load_tokenizer, load_vocoder,
+                        mel_spectrogram, pixels_to_tensor, repo_path, tensor_to_pixels, tokens_to_mel, torch_load,
+                        write_atomic)
 
 # -----------------------------------------------------------------------------
 # metric math (audioldm_eval)
@@ -216,7 +225,6 @@ def load_metric_net(kind, path):
         name, url = PUBLIC_WEIGHTS[kind]
         raise FileNotFoundError(f"{path}: {kind} weights not found; download the public {name} from {url}")
     net = {"panns16k": lambda: Cnn14(16000), "panns32k": lambda: Cnn14(32000), "vggish": VGGish}[kind]()
-    from tokenizers import torch_load  # one-line errors: a truncated file is told from a pickled one
     sd = torch_load(path)
     net.load_state_dict(sd["model"] if "model" in sd else sd)  # PANNs wrap the weights in "model"
     return net.eval()
@@ -277,7 +285,6 @@ def fit_probe(x, y, n_classes, kind, steps=1200, batch=64, seed=0):
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
     shift = (2, x.shape[3] // 4) if kind == 'audio' else (x.shape[2] // 8, x.shape[3] // 8)
-    from tqdm import tqdm
     for _ in tqdm(range(steps), desc=f'fitting the {kind} probe', leave=False):
         ix = torch.randint(len(x), (batch,), generator=g)
         loss = F.cross_entropy(net(shift_augment(x[ix], g, shift)), y[ix], label_smoothing=0.1)
@@ -308,22 +315,19 @@ def load_probes(root, n_classes):
             continue
         nets[kind] = fit_probe(probe_tensor(x, kind), labels, n_classes, kind)
         try:
-            save_atomic(path, lambda t: torch.save({'key': key, 'model': nets[kind].state_dict()}, t))
+            write_atomic(path, lambda f: torch.save({'key': key, 'model': nets[kind].state_dict()}, f))
         except OSError:  # a read-only dataset: the probe lives for this run only
             pass
     return nets
 
 
 def hash_array(a):
-    import hashlib
     return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
 @torch.no_grad()
 def probe_predict(net, kind, paths, mel_cfg, chunk=64):
     """Class ids (N,) the probe sees in wav or png files, read as data.py made the probe set."""
-    from data import probe_image_input, probe_mel_input
-    from tokenizers import mel_spectrogram
     out = []
     with timer(task_of(paths), 'score'):
         for b in range(0, len(paths), chunk):
@@ -374,30 +378,30 @@ def task_of(paths):  # scoring time goes to the task whose folder holds the file
     return task if task in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip') else 'reference'
 
 
-def save_atomic(path, write):  # write(tmp_path), then rename: a killed run leaves no half file
-    tmp = os.path.join(os.path.dirname(path), '.tmp_' + os.path.basename(path))
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def read_png(path):
-    from PIL import Image
     return np.array(Image.open(path).convert('RGB'))  # (S, S, 3) uint8
-
-
-def to_uint8(images):  # (B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def generate_missing(paths, make, desc):
     """Call make(indices) for every batch of items whose output file is missing (resumable).
     Returns items generated per minute in this run (None if all were there already)."""
-    from tqdm import tqdm
     todo = [i for i, p in enumerate(paths) if not os.path.exists(p)]
     t0 = time.time()
     for b in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not todo):
         make(todo[b:b + batch_size])
     return 60 * len(todo) / (time.time() - t0) if todo else None
+
+
+def masked_token_counts(logits, targets, majority):
+    """Per modality, over the masked positions of one batch (targets >= 0): (right argmax predictions,
+    positions holding the majority code `majority[m]`, masked positions). train.py's eval and
+    token_metrics both count with it."""
+    counts = {}
+    for m, lg, tg in zip(MODALITIES, logits, targets):
+        masked = tg >= 0
+        counts[m] = ((lg.argmax(-1)[masked] == tg[masked]).sum().item(), (tg[masked] == majority[m]).sum().item(),
+                     masked.sum().item())
+    return counts
 
 
 @torch.no_grad()
@@ -406,25 +410,21 @@ def token_metrics(model, audio, image, majority):
     under the training corruption with a fixed seed; batches weighted by their masked counts.
     Beside them: the accuracy of always predicting the train split's most frequent code
     (`majority` {modality: id}), and the cross-modal gain (model.cross_modal_losses) in nats."""
-    from model import cross_modal_losses, random_corruption
-    g, sums = torch.Generator().manual_seed(seed), {m: np.zeros(4) for m in ('audio', 'image')}
+    g, sums = torch.Generator().manual_seed(seed), {m: np.zeros(4) for m in MODALITIES}
     cross, n_items = {}, 0
     for b in range(0, len(audio), batch_size):
         a, v = audio[b:b + batch_size].to(device), image[b:b + batch_size].to(device)
         a_in, v_in, keep, targets = random_corruption(a.cpu(), v.cpu(), model.config, g)
         targets = tuple(t.to(device) for t in targets)
         logits, losses = model(a_in.to(device), v_in.to(device), keep.to(device), targets)
-        for m, lg, tg in zip(('audio', 'image'), logits, targets):
-            masked = tg >= 0
-            n = masked.sum().item()
-            sums[m] += (losses[m].item() * n, (lg.argmax(-1)[masked] == tg[masked]).sum().item(),
-                        (tg[masked] == majority[m]).sum().item(), n)
+        for m, (hits, major, n) in masked_token_counts(logits, targets, majority).items():
+            sums[m] += (losses[m].item() * n, hits, major, n)
         for k, v_ in cross_modal_losses(model, a, v).items():  # per item, so weighted by the batch size
             cross[k] = cross.get(k, 0.0) + v_ * len(a)
         n_items += len(a)
     out = {f'{m}_{k}': v for m, (loss, hits, major, n) in sums.items() for k, v in
            (('val_loss', loss / n), ('token_acc', hits / n), ('token_acc_majority_code', major / n))}
-    for m in ('audio', 'image'):
+    for m in MODALITIES:
         out[f'{m}_cross_modal_gain_nats'] = (cross[f'{m}_alone'] - cross[f'{m}_given']) / n_items
     return out
 
@@ -436,7 +436,6 @@ def read_wav(path):
 def mel_stats(paths, mel_cfg):
     """One row per clip: each mel band's mean and std over time, (N, 2 * n_mels). The features of
     the log-mel FD proxy (fixed here: it needs no learned network, so it is not comparable to FD)."""
-    from tokenizers import mel_spectrogram
     rows = []
     with timer(task_of(paths), 'score'):
         for p in paths:
@@ -485,7 +484,6 @@ def network_metrics(gen_paths, real_paths):
 
 def load_split(ckpt):
     """The split's ids, labels and tokens: audio (N, L_a), image (N, L_v) (the middle frame)."""
-    from tokenizers import repo_path  # data/<dataset> from the current directory, else the repo's
     train_cfg = ckpt.get('config', {})
     root = data_dir or train_cfg.get('data_dir') or repo_path(os.path.join('data', train_cfg.get('dataset', '')))
     try:
@@ -500,7 +498,7 @@ def load_split(ckpt):
         missing = [i for i in ids if not os.path.isfile(os.path.join(root, f'{split}_{sub}', f'{i}.{ext}'))]
         if missing:
             raise FileNotFoundError(f"{root}/{split}_{sub}/{missing[0]}.{ext}: missing ({len(missing)} of {n} items)")
-    tokens = [np.load(os.path.join(root, f'{split}_{m}.npy'), mmap_mode='r')[:n] for m in ('audio', 'image')]
+    tokens = [np.load(os.path.join(root, f'{split}_{m}.npy'), mmap_mode='r')[:n] for m in MODALITIES]
     audio = torch.from_numpy(tokens[0].astype(np.int64))  # (N, L_a)
     image = torch.from_numpy(tokens[1][:, meta['frames'] // 2].astype(np.int64))  # (N, L_v): the middle frame
     if (audio.shape[1], image.shape[1]) != (ckpt['model_args']['audio_grid_h'] * ckpt['model_args']['audio_grid_w'],
@@ -510,9 +508,6 @@ def load_split(ckpt):
 
 
 def main():
-    from model import (audio_to_image, autocast_context, cogenerate, compile_for_generation, image_to_audio,
-                       inpaint_audio, load_model, time_range_to_columns)
-    from tokenizers import MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder
     todo = tasks.split(',')
     if not todo or set(todo) - {'i2a', 'a2i', 'cogen', 'inpaint'}:
         raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
@@ -527,7 +522,7 @@ def main():
     model, ckpt = load_model(os.path.join(out_dir, 'ckpt.pt'), device)
     net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
     root, meta, ids, labels, audio, image = load_split(ckpt)
-    toks = {m: load_tokenizer(meta[m]['tokenizer']).to(device) for m in ('audio', 'image')}
+    toks = {m: load_tokenizer(meta[m]['tokenizer']).to(device) for m in MODALITIES}
     for m in toks:
         check_tokenizer_matches(meta[m], toks[m])
     mel_cfg = MelConfig(**meta['audio']['mel'])
@@ -539,7 +534,6 @@ def main():
         os.makedirs(os.path.join(run, sub), exist_ok=True)
 
     # ---- generate what is missing: image->audio, audio->image, co-generation, one file per item
-    from PIL import Image
     kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
     gen = lambda idx: torch.Generator(device).manual_seed(seed + idx[0])  # per batch: resumed runs draw alike
 
@@ -549,15 +543,15 @@ def main():
 
     def decode_audio(a, task):  # (B, La) ids -> (B, T) waves
         with timer(task, 'decode'):
-            mel = toks['audio'].decode(a)[:, 0].float().clamp(0, 1).cpu().numpy()
+            mel = tokens_to_mel(toks['audio'], a, mel_cfg.frames)
         with timer(task, 'vocoder'):
             return vocode(mel)
 
     def decode_image(v, task):  # (B, Lv) ids -> (B, S, S, 3)
         with timer(task, 'decode'):
-            return to_uint8(toks['image'].decode(v))
-    put_wav = lambda p, w: save_atomic(p, lambda t: sf.write(t, w, sr, format='WAV', subtype='FLOAT'))
-    put_png = lambda p, x: save_atomic(p, lambda t: Image.fromarray(x).save(t, format='PNG'))
+            return tensor_to_pixels(toks['image'].decode(v))
+    put_wav = lambda p, w: write_atomic(p, lambda f: sf.write(f, w, sr, format='WAV', subtype='FLOAT'))
+    put_png = lambda p, x: write_atomic(p, lambda f: Image.fromarray(x).save(f, format='PNG'))
     i2a_wav = [os.path.join(run, 'i2a', f'{i}.wav') for i in ids]
     a2i_png = [os.path.join(run, 'a2i', f'{i}.png') for i in ids]
     cogen = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
@@ -613,8 +607,8 @@ def main():
         probes = load_probes(root, len(meta['classes'])) if labelled else None
         if probes:
             generate_missing([r + '.wav' for r in roundtrip], rt, 'round trips')
-        train_tokens = [np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r')[:10_000] for m in ('audio', 'image')]
-        majority = {m: int(np.bincount(np.asarray(t).ravel()).argmax()) for m, t in zip(('audio', 'image'), train_tokens)}
+        train_tokens = [np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r')[:10_000] for m in MODALITIES]
+        majority = {m: int(np.bincount(np.asarray(t).ravel()).argmax()) for m, t in zip(MODALITIES, train_tokens)}
         metrics = token_metrics(model, audio, image, majority)
 
     # ---- score the files on disk, so a resumed run scores exactly what it kept
@@ -642,9 +636,8 @@ def main():
         if 'inpaint' in todo:
             metrics['inpaint_acc'] = float((hear(inpaint_wav) == y).mean())
     if meta.get('probe'):  # analytic class probes (the embedded toy dataset)
-        from data import probe_audio, probe_image
         p_audio = lambda waves: probe_audio(np.stack(waves), sr).cpu().numpy()
-        p_image = lambda ims: probe_image(torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2) / 127.5 - 1).cpu().numpy()
+        p_image = lambda ims: probe_image(pixels_to_tensor(np.stack(ims))).cpu().numpy()
         real_a, real_v = predict(p_audio, real_wav, read_wav), predict(p_image, real_png, read_png)
         # an item's class is its label where known, else what the probe sees in the given modality
         known = all(l is not None for l in labels)
@@ -671,11 +664,11 @@ def main():
               'metrics': metrics, 'throughput': speed, 'outputs': run,
               'seconds': {t: {k: round(v, 2) for k, v in parts.items()} for t, parts in SECONDS.items()},
               'inpaint_columns': [c0, c1, n_cols] if 'inpaint' in todo else None}
-    save_atomic(os.path.join(run, 'metrics.json'), lambda t: open(t, 'w').write(json.dumps(report, indent=1)))
+    write_atomic(os.path.join(run, 'metrics.json'), lambda f: f.write(json.dumps(report, indent=1)), 'w')
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
     table += [f"| {k:<28} | {v:>10.4f} |" for k, v in metrics.items()]
     table += [f"| {k:<28} | {v:>10.1f} |" for k, v in speed.items() if v is not None]
-    save_atomic(os.path.join(run, 'metrics.md'), lambda t: open(t, 'w').write('\n'.join(table) + '\n'))
+    write_atomic(os.path.join(run, 'metrics.md'), lambda f: f.write('\n'.join(table) + '\n'), 'w')
     print('\n'.join(table))
     for t, parts in SECONDS.items():  # the next bottleneck
         print(f"seconds, {t}: " + ', '.join(f'{k} {v:.1f}' for k, v in parts.items()))
@@ -690,5 +683,4 @@ if __name__ == '__main__':
     try:
         main()
     except (ValueError, FileNotFoundError) as e:
-        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(e)

@@ -21,12 +21,12 @@ from PIL import Image, ImageDraw
 
 import model as M
 from data import ffmpeg_exe, load_audio, load_image
-from tokenizers import ROOT, MelConfig, check_tokenizer_matches, load_tokenizer, load_vocoder, mel_spectrogram, peak_limit
+from tokenizers import (ROOT, MelConfig, check_tokenizer_matches, exit_with_error, load_tokenizer, load_vocoder, mel_spectrogram,
+                        peak_limit, report_error, tensor_to_pixels, tokens_to_mel)
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, like every other bad input
-        print(f'error: {message}', file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(message)
 
 p = Parser(description='Visual Echoes: image->audio, audio->image, co-generation, audio inpainting')
 p.add_argument('--image', nargs='+', default=[], help='condition image(s): generate their sounds')
@@ -98,7 +98,7 @@ def load_all(args):
     meta, toks = ckpt.get('dataset_meta'), {}
     if not meta:
         raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
-    for m in ('audio', 'image'):
+    for m in M.MODALITIES:
         tok = toks[m] = load_tokenizer(meta[m]['tokenizer'])  # (a path relative to the repo root works from anywhere)
         check_tokenizer_matches(meta[m], tok)
         want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
@@ -183,11 +183,7 @@ def main(args):
     if vocoder is None:  # audio->image: show the given sound, write no wav
         mel, wave = np.stack(mels).repeat(n, 0), None
     else:  # decoded one window of w columns at a time, as the tokenizer was fitted
-        cols = audio.view(len(audio), h, -1)  # (B, h, W) frequency x time, W >= w
-        W = cols.shape[2]
-        cols = torch.cat([cols, cols[:, :, -1:].expand(-1, -1, -W % w)], 2)  # padded to whole windows
-        mel = torch.cat([toks['audio'].decode(c.reshape(-1, h * w))[:, 0] for c in cols.split(w, 2)], 2)
-        mel = mel[:, :, :W * mel_cfg.frames // w].float().clamp(0, 1).cpu().numpy()  # (B, n_mels, T)
+        mel = tokens_to_mel(toks['audio'], audio, mel_cfg.frames)  # (B, n_mels, T)
         wave = vocoder(mel)  # (B, samples)
         if dur:  # the windows cover whole token columns: cut to the duration asked for
             mel, wave = mel[:, :, :math.ceil(dur * fps)], wave[:, :round(dur * mel_cfg.sample_rate)]
@@ -195,7 +191,7 @@ def main(args):
             wave = splice(np.stack(waves).repeat(n, 0), wave, a, b, mel_cfg.sample_rate)
             wave = peak_limit(wave)  # the vocoder's part is within full scale, a float input may not be
     shown = rep(torch.stack(images)) if images else toks['image'].decode(image)  # (B, 3, S, S) in [-1, 1]
-    shown = ((shown.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    shown = tensor_to_pixels(shown)
     write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate, ffmpeg)
 
 def splice(given, made, a, b, sr, fade=0.02):
@@ -287,8 +283,7 @@ def cli(argv=None):
         with torch.no_grad():
             main(args)
     except (ValueError, FileNotFoundError) as e:
-        print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
-        return 2
+        return report_error(e)
     return 0
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.s
 """
 import os
 import re
+import sys
 import glob
 import math
 import pickle
@@ -22,6 +23,39 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+
+# -----------------------------------------------------------------------------
+# shared by every script: files written whole, one-line errors, pixels <-> tensors
+
+def write_atomic(path, write, mode='wb'):
+    """write(f) into a temporary file beside `path`, then rename it to `path`: a killed or failed
+    write never leaves half a file (the temporary is removed on any error)."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+def report_error(e):
+    """Every script's answer to bad input: one `error: ...` line on stderr, no traceback. Returns
+    the exit code, 2."""
+    print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
+    return 2
+
+def exit_with_error(e):
+    sys.exit(report_error(e))
+
+def pixels_to_tensor(pixels):
+    """uint8 pixels (B, H, W, 3), array or tensor -> float (B, 3, H, W) in [-1, 1], as the image
+    tokenizers take them."""
+    return torch.as_tensor(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+def tensor_to_pixels(images):
+    """float (B, 3, H, W) in [-1, 1] -> uint8 numpy pixels (B, H, W, 3), values outside clamped."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 # -----------------------------------------------------------------------------
 # mel front-end (SpecVQGAN recipe, see fixtures/README.md)
@@ -176,8 +210,7 @@ def repo_path(path):
 def _save_file(tokenizer, obj, path):
     """A tokenizer's file, written whole or not at all (a temporary name, then a rename); its path is
     kept as given: relative to the repo root when run from there."""
-    torch.save(obj, path + '.tmp')
-    os.replace(path + '.tmp', path)
+    write_atomic(path, lambda f: torch.save(obj, f))
     tokenizer.path = os.path.normpath(path)
 
 def torch_load(path):
@@ -1112,6 +1145,18 @@ def _hifigan_input(mel, h, cfg):
         lin = np.maximum(np.einsum('fm,bmt->bft', np.linalg.pinv(_mel_basis(cfg)), amp), 0)
         amp = np.einsum('mf,bft->bmt', theirs, lin)
     return torch.from_numpy(np.log(np.maximum(amp, 1e-5))).float()
+
+def tokens_to_mel(tokenizer, ids, frames_per_window):
+    """Sound ids (B, h * W), W >= w token columns -> mel (B, n_mels, W * frames_per_window / w) numpy in
+    [0, 1], decoded one window of the tokenizer's w columns at a time, as it was fitted (the last window
+    padded with its last column, the padding's frames cut): one clip and a continued sound alike. The
+    vocoder (load_vocoder) turns it into a wave."""
+    h, w = tokenizer.grid
+    cols = ids.view(len(ids), h, -1)  # (B, h, W) frequency x time
+    W = cols.shape[2]
+    cols = torch.cat([cols, cols[:, :, -1:].expand(-1, -1, -W % w)], 2)  # padded to whole windows
+    mel = torch.cat([tokenizer.decode(c.reshape(-1, h * w))[:, 0] for c in cols.split(w, 2)], 2)
+    return mel[:, :, :W * frames_per_window // w].float().clamp(0, 1).cpu().numpy()
 
 def load_vocoder(spec, cfg):
     """spec None / 'griffinlim' -> Griffin-Lim; else a MelGAN best_netG.pt (or folder) or a HiFi-GAN

@@ -12,7 +12,6 @@ $ python train.py config/toy.py --init_from=resume
 """
 
 import os
-import sys
 import json
 import math
 import time
@@ -24,8 +23,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, random_corruption
-from tokenizers import ROOT, load_tokenizer, repo_path, torch_load
+from model import MODALITIES, ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, random_corruption
+from evaluate import masked_token_counts
+from tokenizers import ROOT, exit_with_error, load_tokenizer, repo_path, torch_load, write_atomic
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -94,9 +94,6 @@ config = {k: globals()[k] for k in config_keys}  # will be useful for logging an
 # -----------------------------------------------------------------------------
 
 
-def fail(msg):  # a clear one-line error and exit code 2, like the configurator
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
 
 
 # various inits, derived attributes, I/O setup
@@ -122,7 +119,7 @@ torch.manual_seed(1337 + seed_offset)
 try:  # float32 plain, bf16/fp16 under autocast, TF32 on GPUs: the one helper every script uses
     dtype, ctx = autocast_context(device, dtype, cpu_auto='float32')  # CPU training stays float32 (as measured)
 except ValueError as e:
-    fail(str(e))
+    exit_with_error(str(e))
 
 # data: uint16 token arrays read through np.load(mmap_mode='r'), one row per clip
 data_dir = data_dir or repo_path(os.path.join('data', dataset))  # from the current directory, else the repo's
@@ -142,12 +139,12 @@ else:  # the token layout comes from meta.json, whatever the config says
         (audio_grid_h, audio_grid_w), (image_grid_h, image_grid_w) = meta['audio']['grid'], meta['image']['grid']
         audio_codebook_size, image_codebook_size = meta['audio']['codebook_size'], meta['image']['codebook_size']
         # ids that name a tuple of codes (a gain-shape tokenizer): their embeddings sum one row per code
-        audio_code_factors, image_code_factors = (tuple(meta[m].get('factors', ())) for m in ('audio', 'image'))
+        audio_code_factors, image_code_factors = (tuple(meta[m].get('factors', ())) for m in MODALITIES)
         frames = meta['frames']
     except FileNotFoundError:
-        fail(f"{meta_path} not found: make the dataset with data.py (see README.md)")
+        exit_with_error(f"{meta_path} not found: make the dataset with data.py (see README.md)")
     except (ValueError, KeyError, TypeError) as e:  # (a JSONDecodeError is a ValueError)
-        fail(f"{meta_path}: not a valid meta.json ({type(e).__name__}: {e})")
+        exit_with_error(f"{meta_path}: not a valid meta.json ({type(e).__name__}: {e})")
     # the checkpoint carries the metadata minus the per-clip lists, so sample.py and evaluate.py
     # can rebuild the tokenizers and the mel config from the checkpoint alone
     dataset_meta = {**meta, 'splits': {s: {k: v for k, v in d.items() if k not in ('ids', 'labels')}
@@ -163,10 +160,10 @@ def load_tokens(split):
         try:
             arrays.append(np.load(path, mmap_mode='r'))  # no pickle, pages read on demand
         except (OSError, ValueError) as e:
-            fail(f"{path}: cannot read the token array ({e})")
+            exit_with_error(f"{path}: cannot read the token array ({e})")
         a = arrays[-1]
         if a.dtype != np.uint16 or a.shape[1:] != shape or len(a) != len(arrays[0]) or len(a) == 0:
-            fail(f"{path}: expected uint16 (N, {', '.join(map(str, shape))}) with meta.json's layout and "
+            exit_with_error(f"{path}: expected uint16 (N, {', '.join(map(str, shape))}) with meta.json's layout and "
                  f"N = the rows of {split}_audio.npy, got {a.dtype} {a.shape}")
     return arrays
 
@@ -174,7 +171,7 @@ def load_tokens(split):
 splits = {} if dataset == 'random' else {split: load_tokens(split) for split in ('train', 'val')}
 # the most frequent code of each modality in (up to 10k clips of) train: the accuracy a model that
 # predicts it everywhere gets, printed beside the masked-token accuracy (a collapsed run shows equal)
-majority_code = {m: int(np.bincount(a[:10_000].ravel()).argmax()) for m, a in zip(('audio', 'image'), splits['train'])} \
+majority_code = {m: int(np.bincount(a[:10_000].ravel()).argmax()) for m, a in zip(MODALITIES, splits['train'])} \
     if splits else {}
 
 
@@ -207,43 +204,43 @@ if init_from == 'scratch':
 elif init_from == 'resume':
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if not os.path.exists(ckpt_path):
-        fail(f"{ckpt_path} not found: nothing to resume (train with --init_from=scratch first)")
+        exit_with_error(f"{ckpt_path} not found: nothing to resume (train with --init_from=scratch first)")
     print(f"Resuming training from {ckpt_path}")
     try:  # a truncated file or one that needs unpickling: one line, not a traceback
         checkpoint = torch_load(ckpt_path)
     except ValueError as e:
-        fail(e)
+        exit_with_error(e)
     resume_keys = ('model', 'optimizer', 'scaler', 'model_args', 'iter_num', 'best_val_loss', 'rng', 'data_state')
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in resume_keys):
-        fail(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
+        exit_with_error(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
     # the checkpoint defines the model; the data must have the same token layout
     for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size',
               'audio_code_factors', 'image_code_factors'):
         saved = checkpoint['model_args'].get(k, ())  # (checkpoints older than the factors have none)
         if (tuple(saved) if k.endswith('factors') else saved) != model_args[k]:
-            fail(f"{ckpt_path}: {k} = {saved} but {data_dir} has {model_args[k]}")
+            exit_with_error(f"{ckpt_path}: {k} = {saved} but {data_dir} has {model_args[k]}")
     model_args = checkpoint['model_args']
     iter_num = checkpoint['iter_num']
     best_val_loss = checkpoint['best_val_loss']
 else:
-    fail(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
+    exit_with_error(f"init_from must be 'scratch' or 'resume', got {init_from!r}")
 try:
     model = VisualEchoes(ModelConfig(**model_args))
     if checkpoint is not None:
         model.load_state_dict(checkpoint['model'])
 except (TypeError, RuntimeError) as e:  # a checkpoint with other config keys or shapes
-    fail(f"{ckpt_path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})")
+    exit_with_error(f"{ckpt_path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})")
 if checkpoint is None and embedding_init == 'codes':  # rows from what each token id stands for
     if dataset_meta is None:
-        fail(f"embedding_init='codes' needs the dataset's tokenizers; dataset {dataset!r} has none")
-    for m in ('audio', 'image'):
+        exit_with_error(f"embedding_init='codes' needs the dataset's tokenizers; dataset {dataset!r} has none")
+    for m in MODALITIES:
         try:
             tok = load_tokenizer(dataset_meta[m]['tokenizer'])
             model.init_embeddings_from_codes(m, tok.factor_vectors() if dataset_meta[m].get('factors') else tok.code_vectors())
         except (KeyError, OSError, ValueError) as e:
-            fail(f"{meta_path}: cannot load the {m} tokenizer for embedding_init='codes' ({e})")
+            exit_with_error(f"{meta_path}: cannot load the {m} tokenizer for embedding_init='codes' ({e})")
 elif checkpoint is None and embedding_init != 'random':
-    fail(f"embedding_init must be 'random' or 'codes', got {embedding_init!r}")
+    exit_with_error(f"embedding_init must be 'random' or 'codes', got {embedding_init!r}")
 model.to(device)
 if master_process:
     print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
@@ -301,10 +298,8 @@ def estimate_loss():
                     logits, losses = raw_model(audio_in, image_in, keep, targets)
                     crossmodal = cross_modal_losses(raw_model, audio, image) if split == 'val' else {}
                 metrics = {k: losses[k].item() for k in ('loss', 'audio', 'image')} | crossmodal
-                for name, lg, tg in zip(('audio', 'image'), logits, targets):
-                    masked = tg >= 0
-                    metrics[f'{name}_acc'] = (lg.argmax(-1)[masked] == tg[masked]).float().mean().item()
-                    metrics[f'{name}_majority'] = (tg[masked] == majority_code[name]).float().mean().item()
+                for name, (hits, major, n) in masked_token_counts(logits, targets, majority_code).items():
+                    metrics[f'{name}_acc'], metrics[f'{name}_majority'] = (hits / n, major / n) if n else (math.nan,) * 2
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
             out[split] = {k: v / eval_iters for k, v in sums.items()}
@@ -325,7 +320,7 @@ def get_lr(it):
 
 def save_checkpoint():
     """Every rank sends its RNG and data-sampler states; rank 0 writes out_dir/ckpt.pt atomically
-    (a temporary file, then os.replace), so a SIGKILL at any moment leaves a whole checkpoint."""
+    (tokenizers.write_atomic), so a SIGKILL at any moment leaves a whole checkpoint."""
     state = {'rng': {'torch': torch.get_rng_state(),
                      'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None},
              'data_state': {'generator': data_state}}
@@ -349,8 +344,7 @@ def save_checkpoint():
     }
     path = os.path.join(out_dir, 'ckpt.pt')
     print(f"saving checkpoint to {path} (iter {iter_num})")
-    torch.save(checkpoint, path + '.tmp')
-    os.replace(path + '.tmp', path)
+    write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
 # SIGTERM (schedulers, torchrun) and SIGINT (Ctrl-C) finish the current step, save and exit

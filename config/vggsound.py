@@ -17,10 +17,13 @@ decoder_n_embd = 1024
 dropout = 0.1
 mask_ratio_mu = 0.7  # paper default (0.55 in ablations)
 
-# 64 clips per GPU x 8 GPUs = 512 clips per step (fixed here: the paper does not give its batch)
+# 64 clips per GPU: 512 clips per step on 8 GPUs (fixed here: the paper does not give its batch)
 batch_size = 64
 gradient_accumulation_steps = 1
-_gpus = 8  # names starting with _ are helpers here, not settings
+# the learning rate and the schedule follow the real batch: torchrun's WORLD_SIZE processes (1 without
+# torchrun). Names starting with _ are helpers here, not settings.
+import os as _os
+_gpus = int(_os.environ.get('WORLD_SIZE', 1))
 _clips_per_step = batch_size * gradient_accumulation_steps * _gpus
 learning_rate = 1.5e-4 * _clips_per_step / 256  # SPEC 4: base lr 1.5e-4 per 256 clips (MAE/MAGE)
 min_lr = 0.0
