@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from model import MODALITIES
-from tokenizers import (MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, load_tokenizer,
+from tokenizers import (MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, load_tokenizer, load_tokenizers,
                         exit_with_error, pixels_to_tensor, report_error, write_atomic)
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
@@ -472,7 +472,7 @@ def bench_toy(data_dir='data/toy', split='test', n=160):
     meta = json.load(open(f'{data_dir}/meta.json'))
     cfg, ids = MelConfig(**meta['audio']['mel']), meta['splits'][split]['ids'][:n]
     labels = torch.tensor(meta['splits'][split]['labels'][:n])
-    toks = {m: load_tokenizer(meta[m]['tokenizer']) for m in MODALITIES}
+    toks = load_tokenizers(meta)
     images = torch.stack([load_image(f'{data_dir}/{split}_frame/{i}.png', meta['image']['size']) for i in ids])
     waves = np.stack([sf.read(f'{data_dir}/{split}_wav/{i}.wav', dtype='float32')[0] for i in ids])
     ids_of = lambda m: torch.from_numpy(np.load(f'{data_dir}/{split}_{m}.npy')[:n].astype(np.int64))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from data import probe_audio, probe_image, probe_image_input, probe_mel_input
 from model import (MODALITIES, audio_to_image, autocast_context, cogenerate, compile_for_generation, cross_modal_losses,
                    image_to_audio, inpaint_audio, load_model, random_corruption, time_range_to_columns)
-from tokenizers import (MelConfig, check_tokenizer_matches, exit_with_error, load_tokenizer, load_vocoder,
+from tokenizers import (MelConfig, exit_with_error, load_tokenizers, load_vocoder,
                         mel_spectrogram, pixels_to_tensor, repo_path, tensor_to_pixels, tokens_to_mel, torch_load,
                         write_atomic)
 
@@ -522,9 +522,7 @@ def main():
     model, ckpt = load_model(os.path.join(out_dir, 'ckpt.pt'), device)
     net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
     root, meta, ids, labels, audio, image = load_split(ckpt)
-    toks = {m: load_tokenizer(meta[m]['tokenizer']).to(device) for m in MODALITIES}
-    for m in toks:
-        check_tokenizer_matches(meta[m], toks[m])
+    toks = load_tokenizers(meta, device)
     mel_cfg = MelConfig(**meta['audio']['mel'])
     sr, vocode = mel_cfg.sample_rate, load_vocoder(vocoder, mel_cfg)
     run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"

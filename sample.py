@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 import model as M
 from data import ffmpeg_exe, load_audio, load_image
-from tokenizers import (ROOT, MelConfig, check_tokenizer_matches, exit_with_error, load_tokenizer, load_vocoder, mel_spectrogram,
+from tokenizers import (ROOT, MelConfig, exit_with_error, load_tokenizers, load_vocoder, mel_spectrogram,
                         peak_limit, report_error, tensor_to_pixels, tokens_to_mel)
 
 class Parser(argparse.ArgumentParser):
@@ -95,17 +95,15 @@ def load_all(args):
         raise
     except Exception as e:  # truncated file, wrong shapes: name the file, no traceback
         raise ValueError(f'{path}: cannot load the checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
-    meta, toks = ckpt.get('dataset_meta'), {}
+    meta = ckpt.get('dataset_meta')
     if not meta:
         raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
-    for m in M.MODALITIES:
-        tok = toks[m] = load_tokenizer(meta[m]['tokenizer'])  # (a path relative to the repo root works from anywhere)
-        check_tokenizer_matches(meta[m], tok)
+    toks = load_tokenizers(meta, args.device)
+    for m, tok in toks.items():
         want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
         if [*tok.grid, tok.codebook_size] != want:
             raise ValueError(f'{path}: the model wants {m} grid {want[:2]} and {want[2]} codes, '
                              f'tokenizer {meta[m]["tokenizer"].get("path")} has {list(tok.grid)} and {tok.codebook_size}')
-        tok.to(args.device)
     return model, meta, MelConfig(**meta['audio']['mel']), toks
 
 def main(args):

@@ -711,6 +711,16 @@ def check_tokenizer_matches(meta_modality, tokenizer):
         raise ValueError(f"tokenizer {have.get('path')} does not match the one the data was "
                          f"tokenized with ({want.get('path')}): " + "; ".join(problems))
 
+def load_tokenizers(meta, device='cpu'):
+    """Both tokenizers named by a dataset's meta.json (or a checkpoint's copy of it), each checked
+    against it: the one way every script rebuilds them. Returns {'audio': ..., 'image': ...}."""
+    toks = {}
+    for m in ('audio', 'image'):  # model.MODALITIES (model.py imports this file, not the reverse)
+        toks[m] = load_tokenizer(meta[m]['tokenizer'])  # a path relative to the repo root works from anywhere
+        check_tokenizer_matches(meta[m], toks[m])
+        toks[m].to(device)
+    return toks
+
 # -----------------------------------------------------------------------------
 # taming-transformers VQGAN (taming/modules/diffusionmodules/model.py layout; same for SpecVQGAN)
 

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import MODALITIES, ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, random_corruption
 from evaluate import masked_token_counts
-from tokenizers import ROOT, exit_with_error, load_tokenizer, repo_path, torch_load, write_atomic
+from tokenizers import ROOT, exit_with_error, load_tokenizers, repo_path, torch_load, write_atomic
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -233,12 +233,12 @@ except (TypeError, RuntimeError) as e:  # a checkpoint with other config keys or
 if checkpoint is None and embedding_init == 'codes':  # rows from what each token id stands for
     if dataset_meta is None:
         exit_with_error(f"embedding_init='codes' needs the dataset's tokenizers; dataset {dataset!r} has none")
-    for m in MODALITIES:
-        try:
-            tok = load_tokenizer(dataset_meta[m]['tokenizer'])
-            model.init_embeddings_from_codes(m, tok.factor_vectors() if dataset_meta[m].get('factors') else tok.code_vectors())
-        except (KeyError, OSError, ValueError) as e:
-            exit_with_error(f"{meta_path}: cannot load the {m} tokenizer for embedding_init='codes' ({e})")
+    try:
+        toks = load_tokenizers(dataset_meta)
+    except (KeyError, OSError, ValueError) as e:
+        exit_with_error(f"{meta_path}: cannot load the tokenizers for embedding_init='codes' ({e})")
+    for m, tok in toks.items():
+        model.init_embeddings_from_codes(m, tok.factor_vectors() if dataset_meta[m].get('factors') else tok.code_vectors())
 elif checkpoint is None and embedding_init != 'random':
     exit_with_error(f"embedding_init must be 'random' or 'codes', got {embedding_init!r}")
 model.to(device)
