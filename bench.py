@@ -35,7 +35,7 @@ dtype = 'float32'  # 'float32' or 'bfloat16' (autocast) for train and tokenizers
 sample_dtypes = 'float32,bfloat16'  # the precisions sampling is timed in ('auto' allowed)
 sample_compile = 'toy'  # sizes whose sampling is also timed compiled (compile_for_generation)
 seed = 1337
-toy_batch = 32  # clips per training step, as config/toy.py
+toy_batch = 32  # clips per training step, as config/toy.py (bench --toy_batch=... to change)
 medium_batch = 4  # clips per step for the medium and paper sizes (small enough for a CPU)
 paper_batch = 1
 train_steps = 3  # timed training steps (after one warm-up step)
@@ -51,9 +51,11 @@ device_type = device.split(':')[0]
 dtype, ctx = autocast_context(device, dtype, cpu_auto='float32')
 TOY_LAYOUT = dict(audio_grid_h=5, audio_grid_w=10, audio_codebook_size=32, image_grid_h=8, image_grid_w=8,
                   image_codebook_size=32)  # data/toy's token layout
+_toy = {}  # config/toy.py's settings, read as the configurator reads a config file
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config', 'toy.py')).read(), {}, _toy)
 SIZES = {
-    'toy': dict(TOY_LAYOUT, n_layer=4, n_head=4, n_embd=128, decoder_n_layer=2, decoder_n_head=4,
-                decoder_n_embd=128, dropout=0.0, drop_ratio=0.0),  # config/toy.py
+    'toy': dict(TOY_LAYOUT, **{k: _toy[k] for k in ('n_layer', 'n_head', 'n_embd', 'decoder_n_layer', 'decoder_n_head',
+                                                  'decoder_n_embd', 'dropout', 'drop_ratio')}),
     'medium': dict(n_layer=8, n_head=8, n_embd=512, decoder_n_layer=4, decoder_n_head=8,
                    decoder_n_embd=512),  # the paper's token layout (265 + 256), a ViT-S-like width
     'paper': {},  # ModelConfig's defaults are the paper's model (SPEC 2): ViT-L, ~400M parameters

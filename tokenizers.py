@@ -213,6 +213,13 @@ def _save_file(tokenizer, obj, path):
     write_atomic(path, lambda f: torch.save(obj, f))
     tokenizer.path = os.path.normpath(path)
 
+def _read_file(path, type_, what):
+    """A tokenizer's file (a dict saved by its save()), checked to be of this type."""
+    obj = torch_load(path)
+    if not isinstance(obj, dict) or obj.get("type") != type_:
+        raise ValueError(f"{path}: not a {what} file")
+    return obj
+
 def torch_load(path):
     """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
     a whole one that holds pickled objects (only the latter can be fixed by re-saving its tensors)."""
@@ -321,9 +328,7 @@ class PatchKMeansTokenizer(nn.Module):
 
     @classmethod
     def load(cls, path):
-        obj = torch_load(path)
-        if not isinstance(obj, dict) or obj.get("type") != "patch_kmeans":
-            raise ValueError(f"{path}: not a patch k-means tokenizer file")
+        obj = _read_file(path, "patch_kmeans", "patch k-means tokenizer")
         tok = cls(obj["codebook"], obj["patch"], obj["channels"], obj["size"], obj["value_range"])
         tok.path = os.path.normpath(path)
         return tok
@@ -435,9 +440,7 @@ class PatchGainShapeTokenizer(PatchKMeansTokenizer):
 
     @classmethod
     def load(cls, path):
-        obj = torch_load(path)
-        if not isinstance(obj, dict) or obj.get("type") != "patch_gain_shape":
-            raise ValueError(f"{path}: not a patch gain-shape tokenizer file")
+        obj = _read_file(path, "patch_gain_shape", "patch gain-shape tokenizer")
         tok = cls(obj["shapes"], obj["gains"], obj["patch"], obj["channels"], obj["size"], obj["value_range"],
                   obj.get("flat_below", 0.0))
         tok.path = os.path.normpath(path)
@@ -657,9 +660,7 @@ class ConvVQTokenizer(nn.Module):
 
     @classmethod
     def load(cls, path):
-        obj = torch_load(path)
-        if not isinstance(obj, dict) or obj.get("type") != "conv_vq":
-            raise ValueError(f"{path}: not a conv VQ tokenizer file")
+        obj = _read_file(path, "conv_vq", "conv VQ tokenizer")
         tok = cls(obj["channels"], obj["size"], obj["patch"], obj["codebook_size"], obj["value_range"], obj["width"])
         _load_exact(tok, obj["state_dict"], path, path)
         tok.path = os.path.normpath(path)
