@@ -106,9 +106,11 @@ def load_all(args):
                              f'tokenizer {meta[m]["tokenizer"].get("path")} has {list(tok.grid)} and {tok.codebook_size}')
     return model, meta, MelConfig(**meta['audio']['mel']), toks
 
-def main(args):
+def check_request(args):
+    """Every flag, input file and output name checked before any work. Returns the output names
+    (one per sample), whether a sound is made (audio->image shows the given one) and the model's
+    precision context (model.autocast_context)."""
     img_in, aud_in, n, dur = args.image, args.audio, args.num_samples, args.duration
-    # ---- check the request before any work
     if args.cogen == bool(img_in or aud_in):
         raise ValueError('give --image, --audio, both (with --inpaint A:B or --duration S), or --cogen alone')
     # a sound and an image: regenerate a time range (--inpaint) or continue the sound (--duration)
@@ -128,16 +130,14 @@ def main(args):
         raise ValueError(f'two inputs have the same name ({" ".join(stems)}): their outputs would collide')
     suffix = '_inpaint' if args.inpaint else '_continued' if aud_in and dur else ''
     names = [s + suffix if n == 1 else f'{s}{suffix}_{j}' for s in stems for j in range(n)]
-    makes_wave = bool(img_in or args.cogen)  # else audio->image: the given sound, no wav
+    makes_wave = bool(img_in or args.cogen)
     exts = ['.wav'] * makes_wave + ['.png'] * (not img_in) + ['_mel.png'] + ['.mp4'] * (args.video and makes_wave)
     check_output(args, [name + e for name in names for e in exts], img_in + aud_in)
-    ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
-    model, meta, mel_cfg, toks = load_all(args)
-    vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
-    h, w = toks['audio'].grid
-    fps = mel_cfg.sample_rate / mel_cfg.hop_length  # mel frames per second
-    clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
-    sec_per_col = clip_s / w
+    return names, makes_wave, ctx
+
+def time_range(args, clip_s):
+    """Seconds (a, b) the generated sound fills: --inpaint A:B within the clip, a continuation
+    everything after the given clip, else None."""
     if args.inpaint:
         try:
             a, b = (float(s) for s in args.inpaint.split(':'))
@@ -145,51 +145,69 @@ def main(args):
             raise ValueError(f'--inpaint {args.inpaint}: expected A:B in seconds, e.g. 3.0:5.5') from None
         if not 0 <= a < b <= clip_s:
             raise ValueError(f'--inpaint {args.inpaint}: need 0 <= A < B <= {clip_s:.2f} s')
-    elif aud_in and dur and dur <= clip_s:
-        raise ValueError(f'--duration {dur}: continuing a sound needs more than one clip ({clip_s:.2f} s)')
-    # ---- inputs, preprocessed as in training
-    images = [load_image(f, meta['image']['size']) for f in img_in]  # (3, S, S) in [-1, 1] each
-    waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in aud_in]  # (T,) each, finite
-    mels = [mel_spectrogram(wv, mel_cfg)[:, :mel_cfg.frames] for wv in waves]  # (n_mels, frames) in [0, 1]
-    rep = lambda x: x.to(args.device).repeat_interleave(n, dim=0)  # n samples of every condition
-    image_ids = toks['image'].encode(rep(torch.stack(images))) if images else None  # (B, Lv)
-    audio_ids = toks['audio'].encode(rep(torch.from_numpy(np.stack(mels))[:, None])) if mels else None  # (B, La)
-    # ---- generate: the tasks differ only in which tokens start as [MASK]
-    torch.manual_seed(args.seed)
+        return a, b
+    if args.audio and args.duration:
+        if args.duration <= clip_s:
+            raise ValueError(f'--duration {args.duration}: continuing a sound needs more than one clip ({clip_s:.2f} s)')
+        return clip_s, math.inf  # for splice: the given clip first
+    return None
+
+def generate(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
+    """One call into model.py per task; they differ only in which tokens start as [MASK].
+    Returns (audio ids or None, image ids or None)."""
+    h, w = audio_grid
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
               guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
+    if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
+        c0, c1 = M.time_range_to_columns(*gap, clip_s / w, w, margin=1)
+        return M.inpaint_audio(net, audio_ids, image_ids, c0, c1, **kw), None
+    if args.duration and args.duration > clip_s:  # window by window, each starting with the end of the previous one
+        overlap = w // 2  # half a window of context (fixed here)
+        n_windows = 1 + math.ceil((args.duration - clip_s) / ((w - overlap) * clip_s / w))
+        windows = M.continue_audio(net, image_ids, n_windows, overlap, first_window=audio_ids, **kw)
+        return torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2), None
+    if args.image:
+        return M.image_to_audio(net, image_ids, **kw), None
+    if args.audio:
+        return None, M.audio_to_image(net, audio_ids, **kw)
+    return M.cogenerate(net, args.num_samples, device=args.device, **kw)
+
+def main(args):
+    n, dur = args.num_samples, args.duration
+    # ---- check the request before any work
+    names, makes_wave, ctx = check_request(args)
+    ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
+    model, meta, mel_cfg, toks = load_all(args)
+    vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
+    fps = mel_cfg.sample_rate / mel_cfg.hop_length  # mel frames per second
+    clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
+    gap = time_range(args, clip_s)
+    # ---- inputs, preprocessed as in training; n samples of every condition
+    images = [load_image(f, meta['image']['size']) for f in args.image]  # (3, S, S) in [-1, 1] each
+    waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in args.audio]  # (T,) each, finite
+    mels = [mel_spectrogram(wv, mel_cfg)[:, :mel_cfg.frames] for wv in waves]  # (n_mels, frames) in [0, 1]
+    images = torch.stack(images).to(args.device).repeat_interleave(n, dim=0) if images else None
+    image_ids = toks['image'].encode(images) if images is not None else None  # (B, Lv)
+    audio_ids = toks['audio'].encode(torch.from_numpy(np.stack(mels))[:, None].to(args.device).repeat_interleave(
+        n, dim=0)) if mels else None  # (B, La)
+    # ---- generate
+    torch.manual_seed(args.seed)
     net = M.compile_for_generation(model, args.device) if args.compile else model
-    span, image = None, None
     with ctx:  # the model only: the tokenizers and the vocoder below stay float32
-        if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
-            c0, c1 = M.time_range_to_columns(a, b, sec_per_col, w, margin=1)
-            audio = M.inpaint_audio(net, audio_ids, image_ids, c0, c1, **kw)
-            span = (a * fps, b * fps)
-        elif dur and dur > clip_s:  # window by window, each starting with the end of the previous one
-            overlap = w // 2  # half a window of context (fixed here)
-            n_windows = 1 + math.ceil((dur - clip_s) / ((w - overlap) * sec_per_col))
-            windows = M.continue_audio(net, image_ids, n_windows, overlap, first_window=audio_ids, **kw)
-            audio = torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2)
-            a, b = clip_s, math.inf  # for splice: the given clip first
-        elif img_in:
-            audio = M.image_to_audio(net, image_ids, **kw)
-        elif aud_in:
-            image = M.audio_to_image(net, audio_ids, **kw)
-        else:
-            audio, image = M.cogenerate(net, n, device=args.device, **kw)
+        audio, image = generate(args, net, image_ids, audio_ids, toks['audio'].grid, clip_s, gap)
     # ---- tokens -> mel -> wave; tokens -> image
     if vocoder is None:  # audio->image: show the given sound, write no wav
         mel, wave = np.stack(mels).repeat(n, 0), None
-    else:  # decoded one window of w columns at a time, as the tokenizer was fitted
+    else:
         mel = tokens_to_mel(toks['audio'], audio, mel_cfg.frames)  # (B, n_mels, T)
         wave = vocoder(mel)  # (B, samples)
         if dur:  # the windows cover whole token columns: cut to the duration asked for
             mel, wave = mel[:, :, :math.ceil(dur * fps)], wave[:, :round(dur * mel_cfg.sample_rate)]
-        if aud_in:  # the given sound outside [a, b], the generated one inside (fixed here)
-            wave = splice(np.stack(waves).repeat(n, 0), wave, a, b, mel_cfg.sample_rate)
+        if args.audio:  # the given sound outside [a, b], the generated one inside (fixed here)
+            wave = splice(np.stack(waves).repeat(n, 0), wave, *gap, mel_cfg.sample_rate)
             wave = peak_limit(wave)  # the vocoder's part is within full scale, a float input may not be
-    shown = rep(torch.stack(images)) if images else toks['image'].decode(image)  # (B, 3, S, S) in [-1, 1]
-    shown = tensor_to_pixels(shown)
+    shown = tensor_to_pixels(images if images is not None else toks['image'].decode(image))  # (B, S, S, 3)
+    span = tuple(t * fps for t in gap) if args.inpaint else None  # the inpainted range, outlined in the picture
     write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate, ffmpeg)
 
 def splice(given, made, a, b, sr, fade=0.02):
