@@ -7,6 +7,7 @@ Metric math and the two embedding networks follow the AudioLDM evaluation toolbo
 (haoheliu/audioldm_eval, PANNs backbone "cnn14") and torchvggish, as pinned down in
 tests/fixtures/metrics/README.md; tests/test_metrics.py checks them against those fixtures.
 """
+import functools
 import hashlib
 import json
 import math
@@ -507,7 +508,9 @@ def load_split(ckpt):
     return root, meta, ids, labels, audio, image
 
 
-def main():
+def check_request():
+    """The settings and the weight files checked before any work. Returns the tasks and the model's
+    precision (name, autocast context)."""
     todo = tasks.split(',')
     if not todo or set(todo) - {'i2a', 'a2i', 'cogen', 'inpaint'}:
         raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
@@ -517,151 +520,142 @@ def main():
         if path and not os.path.isfile(path):  # fail before generating, not after
             name, url = PUBLIC_WEIGHTS[kind]
             raise FileNotFoundError(f"{path}: no such file (the public {name} comes from {url})")
-    precision, ctx = autocast_context(device, dtype)  # raises on an unknown dtype, before any work
-    SECONDS.clear()
-    model, ckpt = load_model(os.path.join(out_dir, 'ckpt.pt'), device)
-    net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
-    root, meta, ids, labels, audio, image = load_split(ckpt)
-    toks = load_tokenizers(meta, device)
-    mel_cfg = MelConfig(**meta['audio']['mel'])
-    sr, vocode = mel_cfg.sample_rate, load_vocoder(vocoder, mel_cfg)
-    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
-                                f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
-                                + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
-    for sub in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip'):
-        os.makedirs(os.path.join(run, sub), exist_ok=True)
+    return todo, autocast_context(device, dtype)  # raises on an unknown dtype, before any work
 
-    # ---- generate what is missing: image->audio, audio->image, co-generation, one file per item
-    kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
-    gen = lambda idx: torch.Generator(device).manual_seed(seed + idx[0])  # per batch: resumed runs draw alike
 
-    def sample(task, fn, *args, **more):  # the model's part, in its precision (the tokenizers stay float32)
-        with timer(task, 'model'), ctx:
-            return fn(net, *args, **more, **kw)
+class Tasks:
+    """The generation tasks, one method each: a batch of test items (their indices) in, one file per
+    item out (model.py for the tokens, the tokenizers and the vocoder for the files). Each batch
+    draws from its own seed, so a resumed run makes what an uninterrupted one would have."""
 
-    def decode_audio(a, task):  # (B, La) ids -> (B, T) waves
+    def __init__(self, net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, n_cols):
+        self.net, self.ctx, self.toks, self.mel_cfg, self.vocode = net, ctx, toks, mel_cfg, vocode
+        self.audio, self.image = audio, image  # (N, La), (N, Lv) the real test tokens
+        self.kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
+        self.files = {'i2a': [os.path.join(run, 'i2a', f'{i}.wav') for i in ids],
+                      'a2i': [os.path.join(run, 'a2i', f'{i}.png') for i in ids],
+                      'cogen': [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))],  # + .wav / .png
+                      'inpaint': [os.path.join(run, 'inpaint', f'{i}.wav') for i in ids],
+                      'roundtrip': [os.path.join(run, 'roundtrip', i) for i in ids]}  # + .wav / .png
+        # inpaint: seconds a..b in the middle of the clip -> token columns, one more each side (model.py)
+        self.n_cols, clip_s = n_cols, mel_cfg.tokenized_seconds
+        a, b = clip_s * (1 - inpaint_fraction) / 2, clip_s * (1 + inpaint_fraction) / 2
+        self.columns = time_range_to_columns(a, b, clip_s / n_cols, n_cols, margin=1)
+
+    def sample(self, task, fn, idx, *args, **more):
+        """The model's part, in its precision (the tokenizers stay float32)."""
+        generator = torch.Generator(device).manual_seed(seed + idx[0])
+        with timer(task, 'model'), self.ctx:
+            return fn(self.net, *args, generator=generator, **more, **self.kw)
+
+    def decode_audio(self, ids, task):  # (B, La) ids -> (B, T) waves
         with timer(task, 'decode'):
-            mel = tokens_to_mel(toks['audio'], a, mel_cfg.frames)
+            mel = tokens_to_mel(self.toks['audio'], ids, self.mel_cfg.frames)
         with timer(task, 'vocoder'):
-            return vocode(mel)
+            return self.vocode(mel)
 
-    def decode_image(v, task):  # (B, Lv) ids -> (B, S, S, 3)
+    def decode_image(self, ids, task):  # (B, Lv) ids -> (B, S, S, 3) uint8
         with timer(task, 'decode'):
-            return tensor_to_pixels(toks['image'].decode(v))
-    put_wav = lambda p, w: write_atomic(p, lambda f: sf.write(f, w, sr, format='WAV', subtype='FLOAT'))
-    put_png = lambda p, x: write_atomic(p, lambda f: Image.fromarray(x).save(f, format='PNG'))
-    i2a_wav = [os.path.join(run, 'i2a', f'{i}.wav') for i in ids]
-    a2i_png = [os.path.join(run, 'a2i', f'{i}.png') for i in ids]
-    cogen = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
-    inpaint_wav = [os.path.join(run, 'inpaint', f'{i}.wav') for i in ids]
-    # inpaint: seconds a..b in the middle of the clip -> token columns, one more each side (model.py)
-    n_cols, clip_s = model.config.audio_grid_w, mel_cfg.tokenized_seconds
-    a, b = clip_s * (1 - inpaint_fraction) / 2, clip_s * (1 + inpaint_fraction) / 2
-    c0, c1 = time_range_to_columns(a, b, clip_s / n_cols, n_cols, margin=1)
+            return tensor_to_pixels(self.toks['image'].decode(ids))
 
-    def i2a(idx):  # the paper's task, guided by the image
-        waves = decode_audio(sample('i2a', image_to_audio, image[idx].to(device), generator=gen(idx)), 'i2a')
-        with timer('i2a', 'write'):
-            for i, w in zip(idx, waves):
-                put_wav(i2a_wav[i], w)
+    def write(self, task, paths, waves=None, images=None):
+        """One file per item; of a pair, the wav is written last, so it marks the pair done."""
+        sr = self.mel_cfg.sample_rate
+        with timer(task, 'write'):
+            for k, path in enumerate(paths):
+                if images is not None:
+                    png = path if path.endswith('.png') else path + '.png'
+                    write_atomic(png, lambda f: Image.fromarray(images[k]).save(f, format='PNG'))
+                if waves is not None:
+                    wav = path if path.endswith('.wav') else path + '.wav'
+                    write_atomic(wav, lambda f: sf.write(f, waves[k], sr, format='WAV', subtype='FLOAT'))
 
-    def a2i(idx):  # guided by the sound
-        images = decode_image(sample('a2i', audio_to_image, audio[idx].to(device), generator=gen(idx)), 'a2i')
-        with timer('a2i', 'write'):
-            for i, x in zip(idx, images):
-                put_png(a2i_png[i], x)
+    def i2a(self, idx):  # the paper's task, guided by the image
+        made = self.sample('i2a', image_to_audio, idx, self.image[idx].to(device))
+        self.write('i2a', [self.files['i2a'][i] for i in idx], waves=self.decode_audio(made, 'i2a'))
 
-    def co(idx):  # both from nothing; the wav is written last, so it marks the pair done
-        a, v = sample('cogen', cogenerate, len(idx), device=device, generator=gen(idx))
-        waves, images = decode_audio(a, 'cogen'), decode_image(v, 'cogen')
-        with timer('cogen', 'write'):
-            for i, w, x in zip(idx, waves, images):
-                put_png(cogen[i] + '.png', x)
-                put_wav(cogen[i] + '.wav', w)
+    def a2i(self, idx):  # guided by the sound
+        made = self.sample('a2i', audio_to_image, idx, self.audio[idx].to(device))
+        self.write('a2i', [self.files['a2i'][i] for i in idx], images=self.decode_image(made, 'a2i'))
 
-    # the real test tokens decoded as generated ones are: the tokenizers' (and vocoder's) ceiling
-    roundtrip = [os.path.join(run, 'roundtrip', i) for i in ids]
+    def cogen(self, idx):  # both from nothing
+        a, v = self.sample('cogen', cogenerate, idx, len(idx), device=device)
+        self.write('cogen', [self.files['cogen'][i] for i in idx], self.decode_audio(a, 'cogen'), self.decode_image(v, 'cogen'))
 
-    def rt(idx):  # the wav is written last, so it marks the pair done
-        waves, images = decode_audio(audio[idx].to(device), 'roundtrip'), decode_image(image[idx].to(device), 'roundtrip')
-        with timer('roundtrip', 'write'):
-            for i, w, x in zip(idx, waves, images):
-                put_png(roundtrip[i] + '.png', x)
-                put_wav(roundtrip[i] + '.wav', w)
+    def inpaint(self, idx):  # the middle of each real sound regenerated, the rest and the image given
+        made = self.sample('inpaint', inpaint_audio, idx, self.audio[idx].to(device), self.image[idx].to(device), *self.columns)
+        self.write('inpaint', [self.files['inpaint'][i] for i in idx], waves=self.decode_audio(made, 'inpaint'))
 
-    def inpaint(idx):  # the middle of each real sound regenerated, the rest and the image given
-        made = sample('inpaint', inpaint_audio, audio[idx].to(device), image[idx].to(device), c0, c1, generator=gen(idx))
-        waves = decode_audio(made, 'inpaint')
-        with timer('inpaint', 'write'):
-            for i, w in zip(idx, waves):
-                put_wav(inpaint_wav[i], w)
+    def roundtrip(self, idx):  # the real test tokens decoded as generated ones are: the tokenizers' (and vocoder's) ceiling
+        waves = self.decode_audio(self.audio[idx].to(device), 'roundtrip')
+        images = self.decode_image(self.image[idx].to(device), 'roundtrip')
+        self.write('roundtrip', [self.files['roundtrip'][i] for i in idx], waves, images)
 
-    with torch.no_grad():
-        speed = {f'{t}_items_per_min': generate_missing(paths, make, t) for t, paths, make in
-                 (('i2a', i2a_wav, i2a), ('a2i', a2i_png, a2i), ('cogen', [c + '.wav' for c in cogen], co),
-                  ('inpaint', inpaint_wav, inpaint))
-                 if t in todo}
-        labelled = bool(meta.get('classes')) and all(l is not None for l in labels)
-        probes = load_probes(root, len(meta['classes'])) if labelled else None
-        if probes:
-            generate_missing([r + '.wav' for r in roundtrip], rt, 'round trips')
-        train_tokens = [np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r')[:10_000] for m in MODALITIES]
-        majority = {m: int(np.bincount(np.asarray(t).ravel()).argmax()) for m, t in zip(MODALITIES, train_tokens)}
-        metrics = token_metrics(model, audio, image, majority)
+    def done_marker(self, task):  # the file whose presence says an item is done
+        return [p + '.wav' for p in self.files[task]] if task in ('cogen', 'roundtrip') else self.files[task]
 
-    # ---- score the files on disk, so a resumed run scores exactly what it kept
-    real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
-    real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
-    if 'i2a' in todo:
-        real_stats = mel_stats(real_wav, mel_cfg)  # (N, 2 * n_mels)
-        metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(i2a_wav, mel_cfg), real_stats)
+
+def score_probes(probes, files, real_wav, real_png, labels, todo, mel_cfg):
+    """Learned class probes (any labelled dataset): accuracy against the labels, the ceilings first
+    (real test items, tokenizer round trips)."""
+    y = np.array(labels)
+    hear = functools.partial(probe_predict, probes['audio'], 'audio', mel_cfg=mel_cfg)
+    see = functools.partial(probe_predict, probes['image'], 'image', mel_cfg=mel_cfg)
+    metrics = {'probe_audio_acc_real': float((hear(real_wav) == y).mean()),
+               'probe_image_acc_real': float((see(real_png) == y).mean()),
+               'probe_audio_acc_roundtrip': float((hear([r + '.wav' for r in files['roundtrip']]) == y).mean()),
+               'probe_image_acc_roundtrip': float((see([r + '.png' for r in files['roundtrip']]) == y).mean())}
+    if 'i2a' in todo:  # the image->audio alignment accuracy (MDSGen, Diff-Foley)
+        metrics['i2a_acc'] = float((hear(files['i2a']) == y).mean())
     if 'a2i' in todo:
-        metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(a2i_png), thumbnails(real_png))
-    if probes:  # learned class probes: accuracy against the labels, ceilings first
-        y = np.array(labels)
-        hear = lambda paths: probe_predict(probes['audio'], 'audio', paths, mel_cfg)
-        see = lambda paths: probe_predict(probes['image'], 'image', paths, mel_cfg)
-        metrics['probe_audio_acc_real'] = float((hear(real_wav) == y).mean())
-        metrics['probe_image_acc_real'] = float((see(real_png) == y).mean())
-        metrics['probe_audio_acc_roundtrip'] = float((hear([r + '.wav' for r in roundtrip]) == y).mean())
-        metrics['probe_image_acc_roundtrip'] = float((see([r + '.png' for r in roundtrip]) == y).mean())
-        if 'i2a' in todo:  # the image->audio alignment accuracy (MDSGen, Diff-Foley)
-            metrics['i2a_acc'] = float((hear(i2a_wav) == y).mean())
-        if 'a2i' in todo:
-            metrics['a2i_acc'] = float((see(a2i_png) == y).mean())
-        if 'cogen' in todo:  # no condition, no label: do the sound and the picture agree?
-            metrics['cogen_agreement'] = float((hear([c + '.wav' for c in cogen]) == see([c + '.png' for c in cogen])).mean())
-        if 'inpaint' in todo:
-            metrics['inpaint_acc'] = float((hear(inpaint_wav) == y).mean())
-    if meta.get('probe'):  # analytic class probes (the embedded toy dataset)
-        p_audio = lambda waves: probe_audio(np.stack(waves), sr).cpu().numpy()
-        p_image = lambda ims: probe_image(pixels_to_tensor(np.stack(ims))).cpu().numpy()
-        real_a, real_v = predict(p_audio, real_wav, read_wav), predict(p_image, real_png, read_png)
-        # an item's class is its label where known, else what the probe sees in the given modality
-        known = all(l is not None for l in labels)
-        want_a, want_v = (np.array(labels), np.array(labels)) if known else (real_v, real_a)
-        if 'i2a' in todo:
-            metrics['i2a_probe_acc'] = float((predict(p_audio, i2a_wav, read_wav) == want_a).mean())
-        if 'a2i' in todo:
-            metrics['a2i_probe_acc'] = float((predict(p_image, a2i_png, read_png) == want_v).mean())
-        if 'cogen' in todo:
-            metrics['cogen_probe_agreement'] = float((predict(p_audio, [c + '.wav' for c in cogen], read_wav) ==
-                                                      predict(p_image, [c + '.png' for c in cogen], read_png)).mean())
-        if 'inpaint' in todo:  # the probe hears the whole clip, (c1 - c0) / n_cols of it generated
-            metrics['inpaint_probe_acc'] = float((predict(p_audio, inpaint_wav, read_wav) == want_a).mean())
-        metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
-    if 'i2a' in todo:
-        with torch.no_grad():
-            metrics.update(network_metrics(i2a_wav, real_wav))
+        metrics['a2i_acc'] = float((see(files['a2i']) == y).mean())
+    if 'cogen' in todo:  # no condition, no label: do the sound and the picture agree?
+        cogen = files['cogen']
+        metrics['cogen_agreement'] = float((hear([c + '.wav' for c in cogen]) == see([c + '.png' for c in cogen])).mean())
+    if 'inpaint' in todo:
+        metrics['inpaint_acc'] = float((hear(files['inpaint']) == y).mean())
+    return metrics
 
-    # ---- report: a table on stdout and in metrics.md, everything in metrics.json
-    report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': len(ids),
+
+def toy_probe_audio(waves, sr):
+    return probe_audio(np.stack(waves), sr).cpu().numpy()
+
+
+def toy_probe_image(images):
+    return probe_image(pixels_to_tensor(np.stack(images))).cpu().numpy()
+
+
+def score_toy_probes(files, real_wav, real_png, labels, todo, sr):
+    """The embedded toy's analytic class probes. An item's class is its label where known, else what
+    the probe sees in the given modality."""
+    hear = functools.partial(predict, functools.partial(toy_probe_audio, sr=sr), read=read_wav)
+    see = functools.partial(predict, toy_probe_image, read=read_png)
+    real_a, real_v = hear(real_wav), see(real_png)
+    known = all(l is not None for l in labels)
+    want_a, want_v = (np.array(labels), np.array(labels)) if known else (real_v, real_a)
+    metrics = {}
+    if 'i2a' in todo:
+        metrics['i2a_probe_acc'] = float((hear(files['i2a']) == want_a).mean())
+    if 'a2i' in todo:
+        metrics['a2i_probe_acc'] = float((see(files['a2i']) == want_v).mean())
+    if 'cogen' in todo:
+        cogen = files['cogen']
+        metrics['cogen_probe_agreement'] = float((hear([c + '.wav' for c in cogen]) == see([c + '.png' for c in cogen])).mean())
+    if 'inpaint' in todo:  # the probe hears the whole clip, part of it generated
+        metrics['inpaint_probe_acc'] = float((hear(files['inpaint']) == want_a).mean())
+    metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
+    return metrics
+
+
+def write_report(run, root, n_items, precision, metrics, speed, columns):
+    """A table on stdout and in metrics.md, everything in metrics.json."""
+    report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': n_items,
               'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
                                temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks,
                                dtype=precision, compile=compile),
               'metrics': metrics, 'throughput': speed, 'outputs': run,
               'seconds': {t: {k: round(v, 2) for k, v in parts.items()} for t, parts in SECONDS.items()},
-              'inpaint_columns': [c0, c1, n_cols] if 'inpaint' in todo else None}
+              'inpaint_columns': columns}
     write_atomic(os.path.join(run, 'metrics.json'), lambda f: f.write(json.dumps(report, indent=1)), 'w')
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
     table += [f"| {k:<28} | {v:>10.4f} |" for k, v in metrics.items()]
@@ -674,6 +668,51 @@ def main():
         print("FD/IS/KL and FAD need the PANNs and VGGish weights: --panns=Cnn14_16k_mAP=0.438.pth "
               f"({PUBLIC_WEIGHTS['panns16k'][1]}) --vggish=vggish-10086976.pth ({PUBLIC_WEIGHTS['vggish'][1]})")
     print(f"wrote {os.path.join(run, 'metrics.json')} and metrics.md")
+
+
+def main():
+    todo, (precision, ctx) = check_request()
+    SECONDS.clear()
+    # ---- the model, the test split, the tokenizers and the vocoder
+    model, ckpt = load_model(os.path.join(out_dir, 'ckpt.pt'), device)
+    net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
+    root, meta, ids, labels, audio, image = load_split(ckpt)
+    toks = load_tokenizers(meta, device)
+    mel_cfg = MelConfig(**meta['audio']['mel'])
+    vocode = load_vocoder(vocoder, mel_cfg)
+    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
+                                f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
+                                + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
+    for sub in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip'):
+        os.makedirs(os.path.join(run, sub), exist_ok=True)
+    runner = Tasks(net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, model.config.audio_grid_w)
+    # ---- generate what is missing, one file per item
+    with torch.no_grad():
+        speed = {f'{t}_items_per_min': generate_missing(runner.done_marker(t), getattr(runner, t), t)
+                 for t in ('i2a', 'a2i', 'cogen', 'inpaint') if t in todo}
+        labelled = bool(meta.get('classes')) and all(l is not None for l in labels)
+        probes = load_probes(root, len(meta['classes'])) if labelled else None
+        if probes:
+            generate_missing(runner.done_marker('roundtrip'), runner.roundtrip, 'round trips')
+        train_tokens = [np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r')[:10_000] for m in MODALITIES]
+        majority = {m: int(np.bincount(np.asarray(t).ravel()).argmax()) for m, t in zip(MODALITIES, train_tokens)}
+        metrics = token_metrics(model, audio, image, majority)
+    # ---- score the files on disk, so a resumed run scores exactly what it kept
+    real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
+    real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
+    if 'i2a' in todo:
+        metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(runner.files['i2a'], mel_cfg), mel_stats(real_wav, mel_cfg))
+    if 'a2i' in todo:
+        metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(runner.files['a2i']), thumbnails(real_png))
+    if probes:
+        metrics.update(score_probes(probes, runner.files, real_wav, real_png, labels, todo, mel_cfg))
+    if meta.get('probe'):
+        metrics.update(score_toy_probes(runner.files, real_wav, real_png, labels, todo, mel_cfg.sample_rate))
+    if 'i2a' in todo:
+        with torch.no_grad():
+            metrics.update(network_metrics(runner.files['i2a'], real_wav))
+    write_report(run, root, len(ids), precision, metrics, speed,
+                 [*runner.columns, runner.n_cols] if 'inpaint' in todo else None)
 
 
 if __name__ == '__main__':
