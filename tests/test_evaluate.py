@@ -1,6 +1,7 @@
 """evaluate.py end to end: a tiny model trained briefly on a tiny embedded toy dataset, evaluated
 as a subprocess (as a user would) and in-process (resume, the metric networks' path, errors)."""
 import json
+import shutil
 import math
 import os
 import subprocess
