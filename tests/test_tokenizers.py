@@ -373,3 +373,28 @@ def test_load_vocoder_and_errors(tmp_path):
         T.load_vocoder(str(tmp_path / 'nothing'), cfg)
     with pytest.raises(ValueError, match='hop'):
         T.load_vocoder(fix('melgan'), T.MelConfig(hop_length=128))
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+def test_write_atomic_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / 'x.txt'
+    T.write_atomic(str(path), lambda f: f.write('whole'), 'w')
+    def half(f):
+        f.write('half')
+        raise RuntimeError('killed mid-write')
+    with pytest.raises(RuntimeError):
+        T.write_atomic(str(path), half, 'w')
+    assert path.read_text() == 'whole' and os.listdir(tmp_path) == ['x.txt']  # the old file, no temporary
+
+
+def test_report_error_is_one_line(capsys):
+    assert T.report_error(ValueError('x.wav: not a sound\n   (expected a wav)')) == 2
+    assert capsys.readouterr().err == 'error: x.wav: not a sound (expected a wav)\n'
+
+
+def test_pixels_round_trip():
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+    x = T.pixels_to_tensor(pixels)
+    assert x.shape == (2, 3, 4, 5) and x.min() >= -1 and x.max() <= 1
+    assert (T.tensor_to_pixels(x) == pixels).all()
