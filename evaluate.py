@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from data import probe_audio, probe_image, probe_image_input, probe_mel_input
 from model import (MODALITIES, audio_to_image, autocast_context, cogenerate, compile_for_generation, cross_modal_losses,
-                   image_to_audio, inpaint_audio, load_model, random_corruption, time_range_to_columns)
+                   image_to_audio, inpaint_audio, load_model, masked_token_counts, random_corruption,
+                   time_range_to_columns)
 from tokenizers import (MelConfig, exit_with_error, load_tokenizers, load_vocoder,
                         mel_spectrogram, pixels_to_tensor, repo_path, tensor_to_pixels, tokens_to_mel, torch_load,
                         write_atomic)
@@ -391,18 +392,6 @@ def generate_missing(paths, make, desc):
     for b in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not todo):
         make(todo[b:b + batch_size])
     return 60 * len(todo) / (time.time() - t0) if todo else None
-
-
-def masked_token_counts(logits, targets, majority):
-    """Per modality, over the masked positions of one batch (targets >= 0): (right argmax predictions,
-    positions holding the majority code `majority[m]`, masked positions). train.py's eval and
-    token_metrics both count with it."""
-    counts = {}
-    for m, lg, tg in zip(MODALITIES, logits, targets):
-        masked = tg >= 0
-        counts[m] = ((lg.argmax(-1)[masked] == tg[masked]).sum().item(), (tg[masked] == majority[m]).sum().item(),
-                     masked.sum().item())
-    return counts
 
 
 @torch.no_grad()

@@ -402,6 +402,18 @@ def random_corruption(audio, image, config, generator=None):
 # ----------------------------------------------------------------------------------------------
 # Diagnostics (fixed here): does the model use the other modality? (train.py's eval, evaluate.py)
 
+def masked_token_counts(logits, targets, majority):
+    """Per modality, over the masked positions of one batch (targets >= 0): (right argmax predictions,
+    positions holding the majority code `majority[m]`, masked positions). train.py's eval and
+    evaluate.py's token_metrics both count with it."""
+    counts = {}
+    for m, lg, tg in zip(MODALITIES, logits, targets):
+        masked = tg >= 0
+        counts[m] = ((lg.argmax(-1)[masked] == tg[masked]).sum().item(), (tg[masked] == majority[m]).sum().item(),
+                     masked.sum().item())
+    return counts
+
+
 @torch.no_grad()
 def cross_modal_losses(model, audio, image):
     """Cross-entropy (nats per token, no label smoothing) of each modality fully masked, with the

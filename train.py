@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import MODALITIES, ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, random_corruption
-from evaluate import masked_token_counts
+from model import (MODALITIES, ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, masked_token_counts,
+                   random_corruption)
 from tokenizers import ROOT, exit_with_error, load_tokenizers, repo_path, torch_load, write_atomic
 
 # -----------------------------------------------------------------------------
