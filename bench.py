@@ -35,7 +35,7 @@ dtype = 'float32'  # 'float32' or 'bfloat16' (autocast) for train and tokenizers
 sample_dtypes = 'float32,bfloat16'  # the precisions sampling is timed in ('auto' allowed)
 sample_compile = 'toy'  # sizes whose sampling is also timed compiled (compile_for_generation)
 seed = 1337
-toy_batch = 32  # clips per training step, as config/toy.py (bench --toy_batch=... to change)
+toy_batch = 32  # clips per training step, as config/toy.py
 medium_batch = 4  # clips per step for the medium and paper sizes (small enough for a CPU)
 paper_batch = 1
 train_steps = 3  # timed training steps (after one warm-up step)

@@ -521,11 +521,9 @@ class Tasks:
         self.net, self.ctx, self.toks, self.mel_cfg, self.vocode = net, ctx, toks, mel_cfg, vocode
         self.audio, self.image = audio, image  # (N, La), (N, Lv) the real test tokens
         self.kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
-        self.files = {'i2a': [os.path.join(run, 'i2a', f'{i}.wav') for i in ids],
-                      'a2i': [os.path.join(run, 'a2i', f'{i}.png') for i in ids],
-                      'cogen': [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))],  # + .wav / .png
-                      'inpaint': [os.path.join(run, 'inpaint', f'{i}.wav') for i in ids],
-                      'roundtrip': [os.path.join(run, 'roundtrip', i) for i in ids]}  # + .wav / .png
+        # each task's files without the extension: .wav for a sound, .png for a picture
+        self.stems = {t: [os.path.join(run, t, name) for name in ids] for t in ('i2a', 'a2i', 'inpaint', 'roundtrip')}
+        self.stems['cogen'] = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
         # inpaint: seconds a..b in the middle of the clip -> token columns, one more each side (model.py)
         self.n_cols, clip_s = n_cols, mel_cfg.tokenized_seconds
         a, b = clip_s * (1 - inpaint_fraction) / 2, clip_s * (1 + inpaint_fraction) / 2
@@ -547,44 +545,60 @@ class Tasks:
         with timer(task, 'decode'):
             return tensor_to_pixels(self.toks['image'].decode(ids))
 
-    def write(self, task, paths, waves=None, images=None):
+    def paths(self, task, ext):  # task's files of one kind, '.wav' or '.png'
+        return [stem + ext for stem in self.stems[task]]
+
+    def write(self, task, idx, waves=None, images=None):
         """One file per item; of a pair, the wav is written last, so it marks the pair done."""
         sr = self.mel_cfg.sample_rate
         with timer(task, 'write'):
-            for k, path in enumerate(paths):
+            for k, i in enumerate(idx):
                 if images is not None:
-                    png = path if path.endswith('.png') else path + '.png'
-                    write_atomic(png, lambda f: Image.fromarray(images[k]).save(f, format='PNG'))
+                    write_atomic(self.stems[task][i] + '.png', lambda f: Image.fromarray(images[k]).save(f, format='PNG'))
                 if waves is not None:
-                    wav = path if path.endswith('.wav') else path + '.wav'
-                    write_atomic(wav, lambda f: sf.write(f, waves[k], sr, format='WAV', subtype='FLOAT'))
+                    write_atomic(self.stems[task][i] + '.wav', lambda f: sf.write(f, waves[k], sr, format='WAV', subtype='FLOAT'))
 
     def i2a(self, idx):  # the paper's task, guided by the image
         made = self.sample('i2a', image_to_audio, idx, self.image[idx].to(device))
-        self.write('i2a', [self.files['i2a'][i] for i in idx], waves=self.decode_audio(made, 'i2a'))
+        self.write('i2a', idx, waves=self.decode_audio(made, 'i2a'))
 
     def a2i(self, idx):  # guided by the sound
         made = self.sample('a2i', audio_to_image, idx, self.audio[idx].to(device))
-        self.write('a2i', [self.files['a2i'][i] for i in idx], images=self.decode_image(made, 'a2i'))
+        self.write('a2i', idx, images=self.decode_image(made, 'a2i'))
 
     def cogen(self, idx):  # both from nothing
         a, v = self.sample('cogen', cogenerate, idx, len(idx), device=device)
-        self.write('cogen', [self.files['cogen'][i] for i in idx], self.decode_audio(a, 'cogen'), self.decode_image(v, 'cogen'))
+        self.write('cogen', idx, self.decode_audio(a, 'cogen'), self.decode_image(v, 'cogen'))
 
     def inpaint(self, idx):  # the middle of each real sound regenerated, the rest and the image given
         made = self.sample('inpaint', inpaint_audio, idx, self.audio[idx].to(device), self.image[idx].to(device), *self.columns)
-        self.write('inpaint', [self.files['inpaint'][i] for i in idx], waves=self.decode_audio(made, 'inpaint'))
+        self.write('inpaint', idx, waves=self.decode_audio(made, 'inpaint'))
 
     def roundtrip(self, idx):  # the real test tokens decoded as generated ones are: the tokenizers' (and vocoder's) ceiling
         waves = self.decode_audio(self.audio[idx].to(device), 'roundtrip')
         images = self.decode_image(self.image[idx].to(device), 'roundtrip')
-        self.write('roundtrip', [self.files['roundtrip'][i] for i in idx], waves, images)
+        self.write('roundtrip', idx, waves, images)
 
-    def done_marker(self, task):  # the file whose presence says an item is done
-        return [p + '.wav' for p in self.files[task]] if task in ('cogen', 'roundtrip') else self.files[task]
+    def done_marker(self, task):  # the file whose presence says an item is done: the wav where there is one
+        return self.paths(task, '.png' if task == 'a2i' else '.wav')
 
 
-def score_probes(probes, files, real_wav, real_png, labels, todo, mel_cfg):
+def task_accuracies(hear, see, want_audio, want_image, runner, todo, tag):
+    """Class accuracy of each task's files on disk: hear(wav paths) / see(png paths) -> class ids,
+    against the classes the items should have (metric names i2a{tag}_acc, cogen{tag}_agreement, ...)."""
+    metrics = {}
+    if 'i2a' in todo:  # the image->audio alignment accuracy (MDSGen, Diff-Foley)
+        metrics[f'i2a{tag}_acc'] = float((hear(runner.paths('i2a', '.wav')) == want_audio).mean())
+    if 'a2i' in todo:
+        metrics[f'a2i{tag}_acc'] = float((see(runner.paths('a2i', '.png')) == want_image).mean())
+    if 'cogen' in todo:  # no condition, no label: do the sound and the picture agree?
+        metrics[f'cogen{tag}_agreement'] = float((hear(runner.paths('cogen', '.wav')) == see(runner.paths('cogen', '.png'))).mean())
+    if 'inpaint' in todo:  # the probe hears the whole clip, part of it generated
+        metrics[f'inpaint{tag}_acc'] = float((hear(runner.paths('inpaint', '.wav')) == want_audio).mean())
+    return metrics
+
+
+def score_probes(probes, runner, real_wav, real_png, labels, todo, mel_cfg):
     """Learned class probes (any labelled dataset): accuracy against the labels, the ceilings first
     (real test items, tokenizer round trips)."""
     y = np.array(labels)
@@ -592,18 +606,9 @@ def score_probes(probes, files, real_wav, real_png, labels, todo, mel_cfg):
     see = functools.partial(probe_predict, probes['image'], 'image', mel_cfg=mel_cfg)
     metrics = {'probe_audio_acc_real': float((hear(real_wav) == y).mean()),
                'probe_image_acc_real': float((see(real_png) == y).mean()),
-               'probe_audio_acc_roundtrip': float((hear([r + '.wav' for r in files['roundtrip']]) == y).mean()),
-               'probe_image_acc_roundtrip': float((see([r + '.png' for r in files['roundtrip']]) == y).mean())}
-    if 'i2a' in todo:  # the image->audio alignment accuracy (MDSGen, Diff-Foley)
-        metrics['i2a_acc'] = float((hear(files['i2a']) == y).mean())
-    if 'a2i' in todo:
-        metrics['a2i_acc'] = float((see(files['a2i']) == y).mean())
-    if 'cogen' in todo:  # no condition, no label: do the sound and the picture agree?
-        cogen = files['cogen']
-        metrics['cogen_agreement'] = float((hear([c + '.wav' for c in cogen]) == see([c + '.png' for c in cogen])).mean())
-    if 'inpaint' in todo:
-        metrics['inpaint_acc'] = float((hear(files['inpaint']) == y).mean())
-    return metrics
+               'probe_audio_acc_roundtrip': float((hear(runner.paths('roundtrip', '.wav')) == y).mean()),
+               'probe_image_acc_roundtrip': float((see(runner.paths('roundtrip', '.png')) == y).mean())}
+    return metrics | task_accuracies(hear, see, y, y, runner, todo, tag='')
 
 
 def toy_probe_audio(waves, sr):
@@ -614,7 +619,7 @@ def toy_probe_image(images):
     return probe_image(pixels_to_tensor(np.stack(images))).cpu().numpy()
 
 
-def score_toy_probes(files, real_wav, real_png, labels, todo, sr):
+def score_toy_probes(runner, real_wav, real_png, labels, todo, sr):
     """The embedded toy's analytic class probes. An item's class is its label where known, else what
     the probe sees in the given modality."""
     hear = functools.partial(predict, functools.partial(toy_probe_audio, sr=sr), read=read_wav)
@@ -622,16 +627,7 @@ def score_toy_probes(files, real_wav, real_png, labels, todo, sr):
     real_a, real_v = hear(real_wav), see(real_png)
     known = all(l is not None for l in labels)
     want_a, want_v = (np.array(labels), np.array(labels)) if known else (real_v, real_a)
-    metrics = {}
-    if 'i2a' in todo:
-        metrics['i2a_probe_acc'] = float((hear(files['i2a']) == want_a).mean())
-    if 'a2i' in todo:
-        metrics['a2i_probe_acc'] = float((see(files['a2i']) == want_v).mean())
-    if 'cogen' in todo:
-        cogen = files['cogen']
-        metrics['cogen_probe_agreement'] = float((hear([c + '.wav' for c in cogen]) == see([c + '.png' for c in cogen])).mean())
-    if 'inpaint' in todo:  # the probe hears the whole clip, part of it generated
-        metrics['inpaint_probe_acc'] = float((hear(files['inpaint']) == want_a).mean())
+    metrics = task_accuracies(hear, see, want_a, want_v, runner, todo, tag='_probe')
     metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
     return metrics
 
@@ -690,16 +686,16 @@ def main():
     real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
     real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
     if 'i2a' in todo:
-        metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(runner.files['i2a'], mel_cfg), mel_stats(real_wav, mel_cfg))
+        metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(runner.paths('i2a', '.wav'), mel_cfg), mel_stats(real_wav, mel_cfg))
     if 'a2i' in todo:
-        metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(runner.files['a2i']), thumbnails(real_png))
+        metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(runner.paths('a2i', '.png')), thumbnails(real_png))
     if probes:
-        metrics.update(score_probes(probes, runner.files, real_wav, real_png, labels, todo, mel_cfg))
+        metrics.update(score_probes(probes, runner, real_wav, real_png, labels, todo, mel_cfg))
     if meta.get('probe'):
-        metrics.update(score_toy_probes(runner.files, real_wav, real_png, labels, todo, mel_cfg.sample_rate))
+        metrics.update(score_toy_probes(runner, real_wav, real_png, labels, todo, mel_cfg.sample_rate))
     if 'i2a' in todo:
         with torch.no_grad():
-            metrics.update(network_metrics(runner.files['i2a'], real_wav))
+            metrics.update(network_metrics(runner.paths('i2a', '.wav'), real_wav))
     write_report(run, root, len(ids), precision, metrics, speed,
                  [*runner.columns, runner.n_cols] if 'inpaint' in todo else None)
 

@@ -93,9 +93,6 @@ exec(open(os.path.join(ROOT, 'configurator.py')).read())  # overrides from comma
 config = {k: globals()[k] for k in config_keys}  # will be useful for logging and the checkpoint
 # -----------------------------------------------------------------------------
 
-
-
-
 # various inits, derived attributes, I/O setup
 device_type = device.split(':')[0]  # for autocast, the DDP backend and the optimizer
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a torchrun run?
