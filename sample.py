@@ -152,7 +152,7 @@ def time_range(args, clip_s):
         return clip_s, math.inf  # for splice: the given clip first
     return None
 
-def generate(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
+def run_task(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
     """One call into model.py per task; they differ only in which tokens start as [MASK].
     Returns (audio ids or None, image ids or None)."""
     h, w = audio_grid
@@ -194,7 +194,7 @@ def main(args):
     torch.manual_seed(args.seed)
     net = M.compile_for_generation(model, args.device) if args.compile else model
     with ctx:  # the model only: the tokenizers and the vocoder below stay float32
-        audio, image = generate(args, net, image_ids, audio_ids, toks['audio'].grid, clip_s, gap)
+        audio, image = run_task(args, net, image_ids, audio_ids, toks['audio'].grid, clip_s, gap)
     # ---- tokens -> mel -> wave; tokens -> image
     if vocoder is None:  # audio->image: show the given sound, write no wav
         mel, wave = np.stack(mels).repeat(n, 0), None
