@@ -32,8 +32,8 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from model import MODALITIES
-from tokenizers import (MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, load_tokenizer, load_tokenizers,
-                        exit_with_error, pixels_to_tensor, report_error, write_atomic)
+from tokenizers import (MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, UnitTokenizer,
+                        load_tokenizer, load_tokenizers, exit_with_error, pixels_to_tensor, report_error, write_atomic)
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
@@ -42,7 +42,9 @@ MIN_AUDIO_SECONDS = 0.1
 SPLITS = ('train', 'val', 'test')
 # what data.py fits on the train items when no tokenizer file is given: 'kmeans' (patch k-means), 'gainshape'
 # (patch gain-shape codes, whose ids factor into shape x gain) or 'vq' (a conv VQ autoencoder); README
-TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'gainshape': PatchGainShapeTokenizer, 'vq': ConvVQTokenizer}
+TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'gainshape': PatchGainShapeTokenizer, 'vq': ConvVQTokenizer,
+                   'units': UnitTokenizer}
+UNIT_CODES = 128  # units a modality (tokenizers.UnitTokenizer): measured on the digits, README
 DEFAULT_TOKENIZER = 'kmeans'
 GAIN_CODES = 16  # a gain-shape tokenizer's mean-and-contrast codes (fixed here)
 
@@ -834,7 +836,7 @@ def layout(size, seconds, mel_frames=None, image_patch=None, audio_patch=None):
     return MelConfig(clip_seconds=float(seconds), frames=frames), ip, ap
 
 def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
-    """spec 'kmeans', 'gainshape' or 'vq' (TOKENIZER_KINDS): fitted on train items once and
+    """spec 'kmeans', 'gainshape', 'vq' or 'units' (TOKENIZER_KINDS): fitted on train items once and
     saved, so a resumed run reuses them; else a tokenizer file or VQGAN folder."""
     toks, todo = {}, []
     for m in ('image', 'audio'):
@@ -852,7 +854,17 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
                              f"{res[0][3] if res else 'no item is in the train split'})")
         x = {'image': pixels_to_tensor(np.stack([r[1][len(r[1]) // 2] for r in got])),
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
-        for m in todo:
+        if any(specs[m] == 'units' for m in todo):  # both modalities' units come from one pair encoder
+            t0 = time.time()
+            units = UnitTokenizer.fit_pair(x['image'], x['audio'], codebooks, seed=seed)
+            for m in todo:
+                if specs[m] == 'units':
+                    toks[m] = units[m]
+                    toks[m].save(f'{out}/tokenizer_{m}.pt')
+            print(f"unit tokenizers: {codebooks['image']} picture units on {units['image'].grid[0]}x{units['image'].grid[1]}, "
+                  f"{codebooks['audio']} sound units on 1x{units['audio'].grid[1]}, fitted on {len(got)} train pairs "
+                  f"in {time.time() - t0:.0f} s")
+        for m in (m for m in todo if specs[m] != 'units'):
             kind = TOKENIZER_KINDS[specs[m]]
             t0 = time.time()
             extra = {'gains': GAIN_CODES} if specs[m] == 'gainshape' else {}
@@ -934,6 +946,8 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
                  'audio': audio_codebook or codebook_for(len(train), grids['audio'])}
     for m, spec, given in (('image', image_tokenizer, image_codebook), ('audio', audio_tokenizer, audio_codebook)):
         _check_gain_shape_codebook(m, spec, given)
+        if spec == 'units' and not given:
+            codebooks[m] = UNIT_CODES
         if spec == 'gainshape' and not given:  # shapes as many as plain codes would be (at most 256) x 16 gains
             codebooks[m] = GAIN_CODES * min(256, codebooks[m])
     fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
@@ -1071,7 +1085,7 @@ def main(argv):
     p.add_argument('--mel_frames', type=int, default=None, help='mel frames kept for tokenization (default: all whole token columns)')
     for m in ('image', 'audio'):
         p.add_argument(f'--{m}_tokenizer', default=DEFAULT_TOKENIZER,
-                       help="'kmeans', 'gainshape' or 'vq' (fitted on train), or a tokenizer file / VQGAN folder")
+                       help="'kmeans', 'gainshape', 'vq' or 'units' (fitted on train), or a tokenizer file / VQGAN folder")
         p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
         p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
     p.add_argument('--seed', type=int, default=1337)

@@ -27,7 +27,7 @@ from data import probe_audio, probe_image, probe_image_input, probe_mel_input
 from model import (MODALITIES, audio_to_image, autocast_context, cogenerate, compile_for_generation, cross_modal_losses,
                    image_to_audio, inpaint_audio, load_model, masked_token_counts, random_corruption,
                    time_range_to_columns)
-from tokenizers import (MelConfig, exit_with_error, load_tokenizers, load_vocoder,
+from tokenizers import (MelConfig, exit_with_error, shift_augment, load_tokenizers, load_vocoder,
                         mel_spectrogram, pixels_to_tensor, repo_path, tensor_to_pixels, tokens_to_mel, torch_load,
                         write_atomic)
 
@@ -265,17 +265,6 @@ def probe_tensor(x, kind):
     pictures (B, 64, 64, 3) uint8 go channels-first in [0, 1]."""
     x = torch.as_tensor(np.asarray(x, np.float32))
     return x[:, None] if kind == 'audio' else x.permute(0, 3, 1, 2) / 255
-
-
-def shift_augment(x, g, max_shift):
-    """Each item moved by up to max_shift (rows, columns), the edges repeated: where a word starts,
-    where a picture's object sits, and a little pitch, should not matter to the probe."""
-    dy, dx = max_shift
-    padded = F.pad(x, (dx, dx, dy, dy), mode='replicate')
-    H, W = x.shape[2:]
-    oy = torch.randint(0, 2 * dy + 1, (len(x),), generator=g)
-    ox = torch.randint(0, 2 * dx + 1, (len(x),), generator=g)
-    return torch.stack([p[:, a:a + H, b:b + W] for p, a, b in zip(padded, oy.tolist(), ox.tolist())])
 
 
 @torch.enable_grad()  # callers may run under no_grad

@@ -57,6 +57,16 @@ def tensor_to_pixels(images):
     """float (B, 3, H, W) in [-1, 1] -> uint8 numpy pixels (B, H, W, 3), values outside clamped."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
+def shift_augment(x, g, max_shift):
+    """Each item moved by up to max_shift (rows, columns), the edges repeated: where a word starts,
+    where a picture's object sits, and a little pitch, should not matter to a probe or a pair encoder."""
+    dy, dx = max_shift
+    padded = F.pad(x, (dx, dx, dy, dy), mode='replicate')
+    H, W = x.shape[2:]
+    oy = torch.randint(0, 2 * dy + 1, (len(x),), generator=g)
+    ox = torch.randint(0, 2 * dx + 1, (len(x),), generator=g)
+    return torch.stack([p[:, a:a + H, b:b + W] for p, a, b in zip(padded, oy.tolist(), ox.tolist())])
+
 # -----------------------------------------------------------------------------
 # mel front-end (SpecVQGAN recipe, see fixtures/README.md)
 
@@ -667,6 +677,198 @@ class ConvVQTokenizer(nn.Module):
         return tok.eval().requires_grad_(False)
 
 # -----------------------------------------------------------------------------
+# UnitTokenizer: semantic units, what a pair's picture and sound share (fixed here; the paper uses
+# VQGAN / SpecVQGAN codes). A pair encoder, two small CNNs trained with CLIP's contrastive loss to pick
+# a picture's own sound among a batch's (no labels), is fitted on the train pairs; the k-means of its
+# per-position features are the units (GSLM's and AudioLM's recipe for speech, with the other modality
+# as the self-supervision); a small conv decoder per modality renders units -> picture or mel,
+# trained on reconstruction. Colours, backgrounds, voices and noise that the other modality cannot
+# tell apart stay out of the ids, so the transformer models what crosses over; the decoder renders
+# the rest as its average (blurred). Grid: 8 x 8 for pictures, 1 x frames // 8 for mels (time only).
+
+UNIT_INPUT_ROWS = {'image': 32, 'audio': 20}  # encoder input rows (pictures square; mels: frames // 2 columns)
+UNIT_POOLS = {'image': ((2, 2), (2, 2), None, None), 'audio': ((2, 2), (2, 2), (2, 1), None)}
+
+class UnitEncoder(nn.Module):
+    """(B, C, H, W) in [-1, 1] -> per-position features (B, 8 * width, h, w), unit length; the
+    mel's are averaged over frequency (h = 1). embed(): the pair encoder's (B, dim) vector."""
+
+    def __init__(self, channels, modality, width=16, dim=64):
+        super().__init__()
+        self.modality, layers, c = modality, [], channels
+        for w, pool in zip((width, 2 * width, 4 * width, 8 * width), UNIT_POOLS[modality]):
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU()] + ([nn.MaxPool2d(pool)] if pool else [])
+            c = w
+        self.features, self.head = nn.Sequential(*layers), nn.Linear(2 * c, dim)
+
+    def pool(self, x):
+        rows = UNIT_INPUT_ROWS[self.modality]
+        cols = rows if self.modality == 'image' else x.shape[3] // 2
+        return F.adaptive_avg_pool2d(x.float(), (rows, cols))
+
+    def forward(self, pooled):
+        x = (pooled - pooled.mean((1, 2, 3), keepdim=True)) / (pooled.std((1, 2, 3), keepdim=True) + 1e-5)
+        h = self.features(x)
+        return h.mean(2, keepdim=True) if self.modality == 'audio' else h
+
+    def embed(self, pooled):
+        h = self(pooled).flatten(2)
+        return F.normalize(self.head(torch.cat([h.mean(2), h.amax(2)], 1)), dim=1)
+
+class UnitDecoder(nn.Module):
+    """ids (B, h*w) -> (B, C, H, W) in [0, 1]: embeddings on the grid, conv + nearest upsampling to
+    half the size (mels: 5 bands first), bilinear to the full size."""
+
+    def __init__(self, codes, grid, channels, size, width=64):
+        super().__init__()
+        self.grid, self.size = tuple(grid), tuple(size)
+        self.bands = 5 if grid[0] == 1 else 1  # a mel's time-only grid grows 5 frequency rows first
+        half = (size[0] // 2, size[1] // 2)
+        ups = max(1, round(math.log2(half[0] / (grid[0] * self.bands))))
+        self.embed = nn.Embedding(codes, width)
+        self.rows = nn.Conv2d(width, width * self.bands, 3, padding=1)
+        layers, c = [], width
+        for i in range(ups):
+            up = (2, 2 if 2 ** (i + 1) * grid[1] <= half[1] else 1)
+            c_out = max(32, c // 2)
+            layers += [nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(8, c), nn.SiLU(), nn.Upsample(scale_factor=up),
+                       nn.Conv2d(c, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
+            c = c_out
+        self.body = nn.Sequential(*layers, nn.Conv2d(c, channels, 3, padding=1))
+
+    def forward(self, ids):
+        h = self.rows(self.embed(ids).view(len(ids), *self.grid, -1).permute(0, 3, 1, 2))
+        B, C, H, W = h.shape
+        h = h.view(B, C // self.bands, H * self.bands, W)  # (mels) the channels' 5 groups become 5 rows
+        return F.interpolate(torch.sigmoid(self.body(h)), size=self.size, mode='bilinear', align_corners=False)
+
+class UnitTokenizer(nn.Module):
+    """One modality's units: encode (B, C, H, W) in value_range -> ids (B, h*w); decode back."""
+
+    def __init__(self, modality, channels, size, codes, value_range, width=16):
+        super().__init__()
+        self.modality, self.channels, self.size, self.codebook_size = modality, int(channels), tuple(size), int(codes)
+        self.value_range, self.width, self.path = tuple(float(v) for v in value_range), width, None
+        self.encoder = UnitEncoder(channels, modality, width)
+        with torch.no_grad():
+            self.grid = tuple(self.encoder(self.encoder.pool(torch.zeros(2, channels, *size))).shape[2:])
+        self.register_buffer('centroids', torch.zeros(self.codebook_size, 8 * width))
+        self.decoder = UnitDecoder(self.codebook_size, self.grid, channels, size)
+
+    def _scale(self, x):  # value_range -> [0, 1] and back
+        lo, hi = self.value_range
+        return (x - lo) / (hi - lo)
+
+    def unit_features(self, x01):
+        """x (B, C, H, W) in [0, 1] -> (B*h*w, 8 * width) unit-length features, row-major positions."""
+        f = F.normalize(self.encoder(self.encoder.pool(x01)), dim=1)
+        return f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+
+    @torch.no_grad()
+    def encode(self, x):
+        _check_input(x, 'UnitTokenizer.encode', self.channels, self.size, self.value_range)
+        return _nearest(self.unit_features(self._scale(x.float())), self.centroids)[0].view(len(x), -1)
+
+    @torch.no_grad()
+    def decode(self, ids):
+        n = math.prod(self.grid)
+        if ids.dim() != 2 or ids.shape[1] != n:
+            raise ValueError(f"UnitTokenizer.decode: expected ids (B, {n}), got {tuple(ids.shape)}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(f"UnitTokenizer.decode: ids must be in [0, {self.codebook_size})")
+        lo, hi = self.value_range
+        return self.decoder(ids.long()) * (hi - lo) + lo
+
+    def code_vectors(self):
+        """(C, 8 * width): each unit's centroid (model.py's embedding_init='codes')."""
+        return self.centroids.clone()
+
+    def describe(self):
+        return {"type": "units", "path": self.path, "modality": self.modality, "codebook_size": self.codebook_size,
+                "grid": list(self.grid), "channels": self.channels, "size": list(self.size),
+                "value_range": list(self.value_range), "fingerprint": _fingerprint(self.centroids)}
+
+    def save(self, path):
+        obj = {"type": "units", "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
+               "modality": self.modality, "channels": self.channels, "size": list(self.size),
+               "codebook_size": self.codebook_size, "value_range": list(self.value_range), "width": self.width}
+        _save_file(self, obj, path)
+
+    @classmethod
+    def load(cls, path):
+        obj = _read_file(path, "units", "unit tokenizer")
+        tok = cls(obj["modality"], obj["channels"], obj["size"], obj["codebook_size"], obj["value_range"], obj["width"])
+        _load_exact(tok, obj["state_dict"], path, path)
+        tok.path = os.path.normpath(path)
+        return tok.eval().requires_grad_(False)
+
+    @staticmethod
+    @torch.enable_grad()  # callers may run under no_grad
+    def fit_pair(images, mels, codes, seed=0, steps=600, decoder_steps=1200, batch=128):
+        """images (N, C, S, S) in [-1, 1] and mels (N, 1, n_mels, T) in [0, 1], row i of each from
+        one pair -> {'image': UnitTokenizer, 'audio': UnitTokenizer} with codes[modality] units."""
+        if len(images) != len(mels) or len(images) < 16:
+            raise ValueError(f"UnitTokenizer.fit_pair: needs as many pictures as sounds, at least 16, "
+                             f"got {len(images)} and {len(mels)}")
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        toks = {'image': UnitTokenizer('image', images.shape[1], images.shape[2:], codes['image'], (-1.0, 1.0)),
+                'audio': UnitTokenizer('audio', 1, mels.shape[2:], codes['audio'], (0.0, 1.0))}
+        x01 = {'image': (images.float() + 1) / 2, 'audio': mels.float()}
+        _fit_pair_encoder(toks, x01, g, steps, min(batch, len(images) // 2))
+        for m, tok in toks.items():
+            with torch.no_grad(), _one_thread():
+                feats = torch.cat([tok.unit_features(x01[m][b:b + 256]) for b in range(0, len(images), 256)])
+                tok.centroids.copy_(_kmeans(feats, tok.codebook_size, seed, 20, 65536))
+                ids = _nearest(feats, tok.centroids)[0].view(len(images), -1)
+            if decoder_steps:
+                _fit_unit_decoder(tok, ids, x01[m], g, decoder_steps)
+        return {m: tok.eval().requires_grad_(False) for m, tok in toks.items()}
+
+def _fit_pair_encoder(toks, x01, g, steps, batch):
+    """CLIP's loss on (picture, sound) pairs: each picture's own sound is the right answer among the
+    batch's, and back. Inputs shift at random (where an object sits, when a sound starts, is not what
+    a pair shares)."""
+    from tqdm import tqdm
+    nets = {m: t.encoder for m, t in toks.items()}
+    pooled = {m: nets[m].pool(x) for m, x in x01.items()}
+    shift = {m: (p.shape[2] // 8, p.shape[3] // 8) if m == 'image' else (1, p.shape[3] // 4) for m, p in pooled.items()}
+    opt = torch.optim.AdamW([p for net in nets.values() for p in net.parameters()], lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    target = torch.arange(batch)
+    for net in nets.values():
+        net.train()
+    for _ in tqdm(range(steps), desc='fitting the pair encoder (semantic units)', leave=False):
+        ix = torch.randint(len(pooled['image']), (batch,), generator=g)
+        z = {m: nets[m].embed(shift_augment(p[ix], g, shift[m])) for m, p in pooled.items()}
+        logits = z['image'] @ z['audio'].t() / 0.1
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    for net in nets.values():
+        net.eval()
+
+@torch.enable_grad()
+def _fit_unit_decoder(tok, ids, target01, g, steps, batch=32):
+    """L1 + L2 reconstruction of the [0, 1] input from its units."""
+    from tqdm import tqdm
+    tok.decoder.requires_grad_(True)
+    opt = torch.optim.AdamW(tok.decoder.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
+    tok.decoder.train()
+    for _ in tqdm(range(steps), desc=f'fitting the {tok.modality} unit decoder', leave=False):
+        ix = torch.randint(len(ids), (batch,), generator=g)
+        out = tok.decoder(ids[ix])
+        loss = (out - target01[ix]).abs().mean() + (out - target01[ix]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    tok.decoder.eval().requires_grad_(False)
+
+# -----------------------------------------------------------------------------
 # building tokenizers from a path or a describe() dict, and checking them against meta.json
 
 def load_tokenizer(spec):
@@ -682,19 +884,23 @@ def load_tokenizer(spec):
             return ConvVQTokenizer.load(path)
         if kind == "patch_gain_shape":
             return PatchGainShapeTokenizer.load(path)
+        if kind == "units":
+            return UnitTokenizer.load(path)
         if kind == "vqgan":
             tok = VQGANTokenizer.load(path, spec.get("config"))
             if spec.get("size"):
                 tok.set_size(*spec["size"])  # so decode() works before any encode()
             return tok
-        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans', 'patch_gain_shape', 'conv_vq' or 'vqgan')")
+        raise ValueError(f"unknown tokenizer type {kind!r} (expected 'patch_kmeans', 'patch_gain_shape', 'conv_vq', "
+                         f"'units' or 'vqgan')")
     spec = str(spec)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"{spec}: no such tokenizer file or folder")
     if os.path.isdir(spec) or spec.endswith('.ckpt'):
         return VQGANTokenizer.load(spec)
     kind = torch_load(spec).get("type") if spec.endswith('.pt') else None
-    return {"conv_vq": ConvVQTokenizer, "patch_gain_shape": PatchGainShapeTokenizer}.get(kind, PatchKMeansTokenizer).load(spec)
+    kinds = {"conv_vq": ConvVQTokenizer, "patch_gain_shape": PatchGainShapeTokenizer, "units": UnitTokenizer}
+    return kinds.get(kind, PatchKMeansTokenizer).load(spec)
 
 def check_tokenizer_matches(meta_modality, tokenizer):
     """meta_modality: meta.json["audio"] or ["image"]. Raises ValueError if the tokenizer differs."""

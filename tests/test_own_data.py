@@ -1,5 +1,5 @@
 """Learning from a user's own pairs (issue 13): derived token layouts and up-front checks, the
-cross-modal diagnostic, the learned class probes, the conv VQ tokenizer, the given/null masking."""
+cross-modal diagnostic, the learned class probes, the conv VQ and unit tokenizers, the given/null masking."""
 import os
 import subprocess
 import sys
@@ -11,7 +11,8 @@ import torch
 import data
 import evaluate
 from model import ModelConfig, VisualEchoes, cross_modal_losses, random_corruption
-from tokenizers import ConvVQTokenizer, check_tokenizer_matches, load_tokenizer
+import tokenizers
+from tokenizers import ConvVQTokenizer, UnitTokenizer, check_tokenizer_matches, load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -338,3 +339,49 @@ def test_pairs_with_gain_shape_codes_train_a_factored_model(tmp_path):
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
     assert tuple(ckpt['model_args']['image_code_factors']) == (4, data.GAIN_CODES)
     assert 'image_embedding.tables.1.weight' in ckpt['model'] and 'audio_embedding.weight' in ckpt['model']
+
+
+# -----------------------------------------------------------------------------
+# the unit tokenizers (semantic units: a pair encoder's k-means, a decoder per modality)
+
+def _toy_pairs(n, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = torch.from_numpy(np.stack([data.toy_image(rng, l) for l in labels])).permute(0, 3, 1, 2) / 127.5 - 1
+    waves = np.stack([data.toy_wave(rng, l) for l in labels])
+    mels = torch.from_numpy(data.mel_spectrogram(waves, data.TOY_MEL)[:, None, :, :data.TOY_MEL.frames])
+    return images, mels, torch.from_numpy(labels)
+
+
+def test_units_learn_what_pairs_share_and_round_trip_through_a_file(tmp_path):
+    """Fitted on pairs alone (no labels), a held-out picture's nearest sound in the pair encoder's
+    space is of its class; the units decode to the input's shape and range; a file gives them back."""
+    images, mels, labels = _toy_pairs(160)
+    toks = UnitTokenizer.fit_pair(images[:128], mels[:128], {'image': 16, 'audio': 16}, steps=80, decoder_steps=20, batch=32)
+    with torch.no_grad():
+        zi = toks['image'].encoder.embed(toks['image'].encoder.pool((images[128:] + 1) / 2))
+        za = toks['audio'].encoder.embed(toks['audio'].encoder.pool(mels[128:]))
+    nearest = (zi @ za.t()).argmax(1)
+    assert (labels[128:][nearest] == labels[128:]).float().mean() >= 0.8
+    for m, x in (('image', images), ('audio', mels)):
+        tok = toks[m]
+        ids = tok.encode(x)
+        assert ids.shape == (160, tok.grid[0] * tok.grid[1]) and 0 <= ids.min() and ids.max() < 16
+        out = tok.decode(ids)
+        lo, hi = tok.value_range
+        assert out.shape == x.shape and lo <= out.min() and out.max() <= hi
+        tok.save(str(tmp_path / f'{m}.pt'))
+        again = load_tokenizer(tok.describe())
+        assert torch.equal(again.encode(x), ids) and torch.equal(again.decode(ids), out)
+        check_tokenizer_matches({'grid': list(tok.grid), 'codebook_size': 16, 'tokenizer': tok.describe()}, again)
+    assert toks['image'].grid == (8, 8) and toks['audio'].grid == (1, data.TOY_MEL.frames // 8)
+    assert torch.equal(toks['audio'].code_vectors(), toks['audio'].centroids)
+
+
+def test_units_decoder_learns_to_render_its_units():
+    images, mels, _ = _toy_pairs(64)
+    toks = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=0)
+    untrained = (toks['audio'].decode(toks['audio'].encode(mels)) - mels).abs().mean()
+    g = torch.Generator().manual_seed(0)
+    tokenizers._fit_unit_decoder(toks['audio'], toks['audio'].encode(mels), mels, g, steps=60)
+    assert (toks['audio'].decode(toks['audio'].encode(mels)) - mels).abs().mean() < 0.5 * untrained
