@@ -807,8 +807,8 @@ class UnitTokenizer(nn.Module):
     def fit_pair(images, mels, codes, seed=0, steps=600, decoder_steps=1200, batch=128):
         """images (N, C, S, S) in [-1, 1] and mels (N, 1, n_mels, T) in [0, 1], row i of each from
         one pair -> {'image': UnitTokenizer, 'audio': UnitTokenizer} with codes[modality] units."""
-        if len(images) != len(mels) or len(images) < 16:
-            raise ValueError(f"UnitTokenizer.fit_pair: needs as many pictures as sounds, at least 16, "
+        if len(images) != len(mels) or len(images) < 8:
+            raise ValueError(f"UnitTokenizer.fit_pair: needs as many pictures as sounds, at least 8, "
                              f"got {len(images)} and {len(mels)}")
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)

@@ -385,3 +385,29 @@ def test_units_decoder_learns_to_render_its_units():
     g = torch.Generator().manual_seed(0)
     tokenizers._fit_unit_decoder(toks['audio'], toks['audio'].encode(mels), mels, g, steps=60)
     assert (toks['audio'].decode(toks['audio'].encode(mels)) - mels).abs().mean() < 0.5 * untrained
+
+
+def test_pairs_with_unit_tokenizers_train_from_their_codes(tmp_path, monkeypatch):
+    """data.py pairs --image_tokenizer units --audio_tokenizer units: one pair encoder for both,
+    meta.json records them, sample/evaluate's load_tokenizers rebuilds them, train.py starts the
+    embeddings from the units' centroids."""
+    from functools import partial
+    from test_data import make_pairs
+    fit_pair = UnitTokenizer.fit_pair
+    monkeypatch.setattr(UnitTokenizer, 'fit_pair', staticmethod(partial(fit_pair, steps=3, decoder_steps=3)))
+    make_pairs(str(tmp_path / 'in'))
+    out = str(tmp_path / 'mine')
+    assert data.prepare('pairs', str(tmp_path / 'in'), out, size=32, cfg=data.MelConfig(clip_seconds=1.0, frames=80),
+                        image_tokenizer='units', audio_tokenizer='units', image_codebook=8, audio_codebook=8,
+                        workers=2, fit_items=16) == 7
+    import json
+    meta = json.load(open(f'{out}/meta.json'))
+    assert meta['image']['grid'] == [8, 8] and meta['audio']['grid'] == [1, 10] and meta['audio']['codebook_size'] == 8
+    toks = tokenizers.load_tokenizers(meta)
+    assert toks['audio'].decode(torch.from_numpy(np.load(f'{out}/train_audio.npy')[:2].astype(np.int64))).shape == (2, 1, 80, 80)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'--data_dir={out}', '--dataset=mine',
+                        f'--out_dir={tmp_path / "out"}', '--n_layer=1', '--n_head=2', '--n_embd=16', '--decoder_n_layer=1',
+                        '--decoder_n_head=2', '--decoder_n_embd=16', '--batch_size=4', '--max_iters=2', '--eval_interval=2',
+                        '--eval_iters=1', '--compile=False', '--device=cpu', "--embedding_init=codes"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
