@@ -230,6 +230,23 @@ def _read_file(path, type_, what):
         raise ValueError(f"{path}: not a {what} file")
     return obj
 
+class LearnedTokenizerFile:
+    """save() / load() for a tokenizer trained here: one file of type TYPE holding its constructor's
+    arguments (ARGS, read from its attributes; tuples as lists) and its weights."""
+    TYPE, WHAT, ARGS = None, None, ()
+
+    def save(self, path):
+        args = {k: list(v) if isinstance(v, tuple) else v for k in self.ARGS for v in [getattr(self, k)]}
+        _save_file(self, {"type": self.TYPE, "state_dict": {k: v.cpu() for k, v in self.state_dict().items()}, **args}, path)
+
+    @classmethod
+    def load(cls, path):
+        obj = _read_file(path, cls.TYPE, cls.WHAT)
+        tok = cls(*(obj[k] for k in cls.ARGS))
+        _load_exact(tok, obj["state_dict"], path, path)
+        tok.path = os.path.normpath(path)
+        return tok.eval().requires_grad_(False)
+
 def torch_load(path):
     """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
     a whole one that holds pickled objects (only the latter can be fixed by re-saving its tensors)."""
@@ -552,9 +569,10 @@ def fsq_levels(codebook_size):
     d = -(-n // 3)
     return tuple(2 ** (n // d + (i < n % d)) for i in range(d))
 
-class ConvVQTokenizer(nn.Module):
+class ConvVQTokenizer(LearnedTokenizerFile, nn.Module):
     """Encoder (strided convs, residual blocks on the two coarsest grids) -> FSQ codes -> decoder
     (nearest upsampling + convs). Inputs in value_range; ids row-major."""
+    TYPE, WHAT, ARGS = "conv_vq", "conv VQ tokenizer", ("channels", "size", "patch", "codebook_size", "value_range", "width")
 
     def __init__(self, channels, size, patch, codebook_size, value_range, width=16):
         super().__init__()
@@ -662,19 +680,6 @@ class ConvVQTokenizer(nn.Module):
                 "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
                 "value_range": list(self.value_range), "fingerprint": _fingerprint(weights)}
 
-    def save(self, path):
-        obj = {"type": "conv_vq", "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
-               "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
-               "value_range": list(self.value_range), "codebook_size": self.codebook_size, "width": self.width}
-        _save_file(self, obj, path)
-
-    @classmethod
-    def load(cls, path):
-        obj = _read_file(path, "conv_vq", "conv VQ tokenizer")
-        tok = cls(obj["channels"], obj["size"], obj["patch"], obj["codebook_size"], obj["value_range"], obj["width"])
-        _load_exact(tok, obj["state_dict"], path, path)
-        tok.path = os.path.normpath(path)
-        return tok.eval().requires_grad_(False)
 
 # -----------------------------------------------------------------------------
 # UnitTokenizer: semantic units, what a pair's picture and sound share (fixed here; the paper uses
@@ -742,8 +747,9 @@ class UnitDecoder(nn.Module):
         h = h.view(B, C // self.bands, H * self.bands, W)  # (mels) the channels' 5 groups become 5 rows
         return F.interpolate(torch.sigmoid(self.body(h)), size=self.size, mode='bilinear', align_corners=False)
 
-class UnitTokenizer(nn.Module):
+class UnitTokenizer(LearnedTokenizerFile, nn.Module):
     """One modality's units: encode (B, C, H, W) in value_range -> ids (B, h*w); decode back."""
+    TYPE, WHAT, ARGS = "units", "unit tokenizer", ("modality", "channels", "size", "codebook_size", "value_range", "width")
 
     def __init__(self, modality, channels, size, codes, value_range, width=16):
         super().__init__()
@@ -788,19 +794,6 @@ class UnitTokenizer(nn.Module):
                 "grid": list(self.grid), "channels": self.channels, "size": list(self.size),
                 "value_range": list(self.value_range), "fingerprint": _fingerprint(self.centroids)}
 
-    def save(self, path):
-        obj = {"type": "units", "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
-               "modality": self.modality, "channels": self.channels, "size": list(self.size),
-               "codebook_size": self.codebook_size, "value_range": list(self.value_range), "width": self.width}
-        _save_file(self, obj, path)
-
-    @classmethod
-    def load(cls, path):
-        obj = _read_file(path, "units", "unit tokenizer")
-        tok = cls(obj["modality"], obj["channels"], obj["size"], obj["codebook_size"], obj["value_range"], obj["width"])
-        _load_exact(tok, obj["state_dict"], path, path)
-        tok.path = os.path.normpath(path)
-        return tok.eval().requires_grad_(False)
 
     @staticmethod
     @torch.enable_grad()  # callers may run under no_grad

@@ -315,6 +315,16 @@ def test_factored_embedding_sums_one_row_per_code():
     assert all(t.weight.grad is not None and t.weight.grad.abs().sum() > 0 for t in e.tables)
 
 
+def train_tiny_from_codes(data_dir, out_dir):
+    """Two steps of a tiny model on data_dir with embedding_init='codes' (train.py as a user runs it)."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'--data_dir={data_dir}', '--dataset=mine',
+                        f'--out_dir={out_dir}', '--n_layer=1', '--n_head=2', '--n_embd=16', '--decoder_n_layer=1',
+                        '--decoder_n_head=2', '--decoder_n_embd=16', '--batch_size=4', '--max_iters=2', '--eval_interval=2',
+                        '--eval_iters=1', '--compile=False', '--device=cpu', "--embedding_init=codes"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_pairs_with_gain_shape_codes_train_a_factored_model(tmp_path):
     """data.py pairs --image_tokenizer gainshape: meta.json gives the factors, train.py builds the
     model that sums their embeddings (from the codes' vectors with embedding_init='codes')."""
@@ -330,12 +340,7 @@ def test_pairs_with_gain_shape_codes_train_a_factored_model(tmp_path):
     assert 'factors' not in meta['audio']
     ids = np.load(f'{out}/train_image.npy')
     assert ids.max() < 64 and len(np.unique(ids // data.GAIN_CODES)) > 1  # several shapes used
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'--data_dir={out}', '--dataset=mine',
-                        f'--out_dir={tmp_path / "out"}', '--n_layer=1', '--n_head=2', '--n_embd=16', '--decoder_n_layer=1',
-                        '--decoder_n_head=2', '--decoder_n_embd=16', '--batch_size=4', '--max_iters=2', '--eval_interval=2',
-                        '--eval_iters=1', '--compile=False', '--device=cpu', "--embedding_init=codes"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stderr[-2000:]
+    train_tiny_from_codes(out, tmp_path / 'out')
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
     assert tuple(ckpt['model_args']['image_code_factors']) == (4, data.GAIN_CODES)
     assert 'image_embedding.tables.1.weight' in ckpt['model'] and 'audio_embedding.weight' in ckpt['model']
@@ -405,9 +410,4 @@ def test_pairs_with_unit_tokenizers_train_from_their_codes(tmp_path, monkeypatch
     assert meta['image']['grid'] == [8, 8] and meta['audio']['grid'] == [1, 10] and meta['audio']['codebook_size'] == 8
     toks = tokenizers.load_tokenizers(meta)
     assert toks['audio'].decode(torch.from_numpy(np.load(f'{out}/train_audio.npy')[:2].astype(np.int64))).shape == (2, 1, 80, 80)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'--data_dir={out}', '--dataset=mine',
-                        f'--out_dir={tmp_path / "out"}', '--n_layer=1', '--n_head=2', '--n_embd=16', '--decoder_n_layer=1',
-                        '--decoder_n_head=2', '--decoder_n_embd=16', '--batch_size=4', '--max_iters=2', '--eval_interval=2',
-                        '--eval_iters=1', '--compile=False', '--device=cpu', "--embedding_init=codes"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stderr[-2000:]
+    train_tiny_from_codes(out, tmp_path / 'out')
