@@ -694,6 +694,13 @@ class ConvVQTokenizer(LearnedTokenizerFile, nn.Module):
 UNIT_INPUT_ROWS = {'image': 32, 'audio': 20}  # encoder input rows (pictures square; mels: frames // 2 columns)
 UNIT_POOLS = {'image': ((2, 2), (2, 2), None, None), 'audio': ((2, 2), (2, 2), (2, 1), None)}
 
+def unit_grid(modality, size):
+    """The units' grid for an input of size (H, W): UnitEncoder's input rows and columns after its pools."""
+    h, w = UNIT_INPUT_ROWS[modality], UNIT_INPUT_ROWS[modality] if modality == 'image' else size[1] // 2
+    for pool in filter(None, UNIT_POOLS[modality]):
+        h, w = h // pool[0], w // pool[1]
+    return (1, w) if modality == 'audio' else (h, w)  # a mel's features are averaged over frequency
+
 class UnitEncoder(nn.Module):
     """(B, C, H, W) in [-1, 1] -> per-position features (B, 8 * width, h, w), unit length; the
     mel's are averaged over frequency (h = 1). embed(): the pair encoder's (B, dim) vector."""
@@ -756,12 +763,11 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         self.modality, self.channels, self.size, self.codebook_size = modality, int(channels), tuple(size), int(codes)
         self.value_range, self.width, self.path = tuple(float(v) for v in value_range), width, None
         self.encoder = UnitEncoder(channels, modality, width)
-        with torch.no_grad():
-            self.grid = tuple(self.encoder(self.encoder.pool(torch.zeros(2, channels, *size))).shape[2:])
+        self.grid = unit_grid(modality, self.size)
         self.register_buffer('centroids', torch.zeros(self.codebook_size, 8 * width))
         self.decoder = UnitDecoder(self.codebook_size, self.grid, channels, size)
 
-    def _scale(self, x):  # value_range -> [0, 1] and back
+    def _scale(self, x):  # value_range -> [0, 1] (the encoder's input, the decoder's output)
         lo, hi = self.value_range
         return (x - lo) / (hi - lo)
 
@@ -793,7 +799,6 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         return {"type": "units", "path": self.path, "modality": self.modality, "codebook_size": self.codebook_size,
                 "grid": list(self.grid), "channels": self.channels, "size": list(self.size),
                 "value_range": list(self.value_range), "fingerprint": _fingerprint(self.centroids)}
-
 
     @staticmethod
     @torch.enable_grad()  # callers may run under no_grad
@@ -864,6 +869,10 @@ def _fit_unit_decoder(tok, ids, target01, g, steps, batch=32):
 # -----------------------------------------------------------------------------
 # building tokenizers from a path or a describe() dict, and checking them against meta.json
 
+# the .pt tokenizer files by their "type" (a VQGAN is a .ckpt file or a log folder)
+TOKENIZER_FILES = {"patch_kmeans": PatchKMeansTokenizer, "patch_gain_shape": PatchGainShapeTokenizer,
+                   "conv_vq": ConvVQTokenizer, "units": UnitTokenizer}
+
 def load_tokenizer(spec):
     """spec: a path (patch k-means .pt file, or a VQGAN .ckpt / its log folder) or a describe() dict."""
     if isinstance(spec, dict):
@@ -871,14 +880,8 @@ def load_tokenizer(spec):
         if not path:
             raise ValueError(f"tokenizer description has no file path: {spec}")
         path = repo_path(path)  # recorded relative to the repo root when data.py ran there
-        if kind == "patch_kmeans":
-            return PatchKMeansTokenizer.load(path)
-        if kind == "conv_vq":
-            return ConvVQTokenizer.load(path)
-        if kind == "patch_gain_shape":
-            return PatchGainShapeTokenizer.load(path)
-        if kind == "units":
-            return UnitTokenizer.load(path)
+        if kind in TOKENIZER_FILES:
+            return TOKENIZER_FILES[kind].load(path)
         if kind == "vqgan":
             tok = VQGANTokenizer.load(path, spec.get("config"))
             if spec.get("size"):
@@ -892,8 +895,7 @@ def load_tokenizer(spec):
     if os.path.isdir(spec) or spec.endswith('.ckpt'):
         return VQGANTokenizer.load(spec)
     kind = torch_load(spec).get("type") if spec.endswith('.pt') else None
-    kinds = {"conv_vq": ConvVQTokenizer, "patch_gain_shape": PatchGainShapeTokenizer, "units": UnitTokenizer}
-    return kinds.get(kind, PatchKMeansTokenizer).load(spec)
+    return TOKENIZER_FILES.get(kind, PatchKMeansTokenizer).load(spec)
 
 def check_tokenizer_matches(meta_modality, tokenizer):
     """meta_modality: meta.json["audio"] or ["image"]. Raises ValueError if the tokenizer differs."""
