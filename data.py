@@ -45,6 +45,7 @@ SPLITS = ('train', 'val', 'test')
 TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'gainshape': PatchGainShapeTokenizer, 'vq': ConvVQTokenizer,
                    'units': UnitTokenizer}
 UNIT_CODES = 128  # units a modality (tokenizers.UnitTokenizer): measured on the digits, README
+UNIT_GLOBAL_CODES = 0  # global codes a modality with units: one id first naming the item's cluster (README)
 DEFAULT_TOKENIZER = 'kmeans'
 GAIN_CODES = 16  # a gain-shape tokenizer's mean-and-contrast codes (fixed here)
 
@@ -385,7 +386,13 @@ def save_probe_set(out, images, mels, labels):
 
 def modality_meta(tok, **extra):
     factors = {'factors': list(tok.factors)} if getattr(tok, 'factors', None) else {}  # model.py sums their embeddings
-    return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, **factors, 'tokenizer': tok.describe(), **extra}
+    global_codes = {'global_codes': tok.global_codes} if getattr(tok, 'global_codes', 0) else {}  # one id first
+    return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, **factors, **global_codes,
+            'tokenizer': tok.describe(), **extra}
+
+def token_count(tok):
+    """Ids per item: a global token (units with global codes) and the grid."""
+    return getattr(tok, 'global_tokens', 0) + math.prod(tok.grid)
 
 @torch.no_grad()
 def encode_images(tok, frames, batch=64):
@@ -394,13 +401,13 @@ def encode_images(tok, frames, batch=64):
     x = frames.reshape(N * F, *frames.shape[2:])
     ids = [tok.encode(pixels_to_tensor(x[i:i + batch]))
            for i in range(0, N * F, batch)]
-    return torch.cat(ids).numpy().astype(np.uint16).reshape(N, F, -1) if N else np.zeros((0, F, math.prod(tok.grid)), np.uint16)
+    return torch.cat(ids).numpy().astype(np.uint16).reshape(N, F, -1) if N else np.zeros((0, F, token_count(tok)), np.uint16)
 
 @torch.no_grad()
 def encode_mels(tok, mels, batch=64):
     """float (N, n_mels, frames) in [0, 1] -> uint16 ids (N, h*w)."""
     ids = [tok.encode(torch.from_numpy(mels[i:i + batch])[:, None].float()) for i in range(0, len(mels), batch)]
-    return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, math.prod(tok.grid)), np.uint16)
+    return torch.cat(ids).numpy().astype(np.uint16) if len(mels) else np.zeros((0, token_count(tok)), np.uint16)
 
 def _map(pool, fn, jobs, out):
     """pool.map on forked workers. A worker that dies (as the OOM killer's SIGKILL leaves it) breaks
@@ -835,7 +842,7 @@ def layout(size, seconds, mel_frames=None, image_patch=None, audio_patch=None):
                          f"the {cfg.frames_all} frames that {seconds:g} s give, e.g. {most}")
     return MelConfig(clip_seconds=float(seconds), frames=frames), ip, ap
 
-def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
+def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed, global_codes=0):
     """spec 'kmeans', 'gainshape', 'vq' or 'units' (TOKENIZER_KINDS): fitted on train items once and
     saved, so a resumed run reuses them; else a tokenizer file or VQGAN folder."""
     toks, todo = {}, []
@@ -856,7 +863,7 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed):
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
         if any(specs[m] == 'units' for m in todo):  # both modalities' units come from one pair encoder
             t0 = time.time()
-            units = UnitTokenizer.fit_pair(x['image'], x['audio'], codebooks, seed=seed)
+            units = UnitTokenizer.fit_pair(x['image'], x['audio'], codebooks, seed=seed, global_codes=global_codes)
             for m in todo:
                 if specs[m] == 'units':
                     toks[m] = units[m]
@@ -901,6 +908,18 @@ def _check_source(out, source, write):
             raise ValueError(f"{out}/parts: parts of unknown inputs (no source.json); delete {out} to redo it")
         save_text(path, json.dumps(source, indent=1))
 
+def _global_codes(given, image_tokenizer, audio_tokenizer):
+    """--global_codes: UNIT_GLOBAL_CODES by default with units for both modalities, else 0; only units have them."""
+    units = image_tokenizer == audio_tokenizer == 'units'
+    if given is None:
+        return UNIT_GLOBAL_CODES if units else 0
+    if given and not units:
+        raise ValueError(f"--global_codes {given}: only unit tokenizers have global codes "
+                         f"(--image_tokenizer units --audio_tokenizer units), or give 0")
+    if not 0 <= given <= 1024:
+        raise ValueError(f"--global_codes {given}: must be between 0 and 1024, e.g. 16")
+    return given
+
 def _check_gain_shape_codebook(modality, spec, given):
     if spec == 'gainshape' and given is not None and (given % GAIN_CODES or given < 2 * GAIN_CODES):
         raise ValueError(f"--{modality}_codebook {given}: a gain-shape codebook is shapes x {GAIN_CODES} gains, "
@@ -908,17 +927,20 @@ def _check_gain_shape_codebook(modality, spec, given):
 
 def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer=DEFAULT_TOKENIZER,
             audio_tokenizer=DEFAULT_TOKENIZER, image_codebook=None, audio_codebook=None, image_patch=None,
-            audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337, views=PAIR_VIEWS):
+            audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337, views=PAIR_VIEWS,
+            global_codes=None):
     """Prepare a folder of videos or image+audio pairs into `out`. cfg: the MelConfig (clip length,
     mel frames); patches and codebooks left None are derived (layout, codebook_for).
     views: image views per pair (image_views). Returns the number of skipped items."""
     frames = frames if kind == 'videos' else views
+    global_codes = _global_codes(global_codes, image_tokenizer, audio_tokenizer)
     cfg, image_patch, audio_patch = layout(size, cfg.clip_seconds, cfg.frames, image_patch, audio_patch) if cfg \
         else layout(size, MelConfig().clip_seconds, None, image_patch, audio_patch)
     items, skipped = list_items(kind, folder, labels_csv)
     settings = dict(kind=kind, size=size, frames=frames, mel=asdict(cfg), image_tokenizer=image_tokenizer,
                     audio_tokenizer=audio_tokenizer, image_codebook=image_codebook, audio_codebook=audio_codebook,
-                    image_patch=image_patch, audio_patch=audio_patch, shard=shard, chunk=chunk, fit_items=fit_items, seed=seed)
+                    image_patch=image_patch, audio_patch=audio_patch, shard=shard, chunk=chunk, fit_items=fit_items, seed=seed,
+                    **({'global_codes': global_codes} if global_codes else {}))  # (as before global codes existed)
     source = _source(items, settings)
     if is_complete(out):  # its skipped items still count: exit code 1, as the first run
         _check_source(out, source, write=False)
@@ -958,7 +980,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     _warm_up(cfg)
     with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
         toks = _tokenizers({'image': image_tokenizer, 'audio': audio_tokenizer}, out, fit, pool, job_args,
-                           codebooks, {'image': image_patch, 'audio': audio_patch}, seed)
+                           codebooks, {'image': image_patch, 'audio': audio_patch}, seed, global_codes)
         bar = tqdm(total=len(items), desc=f'{kind} -> {out}', unit='clip' if kind == 'videos' else 'pair')
         for c in range(0, len(items), chunk):
             batch = items[c:c + chunk]
@@ -1088,6 +1110,8 @@ def main(argv):
                        help="'kmeans', 'gainshape', 'vq' or 'units' (fitted on train), or a tokenizer file / VQGAN folder")
         p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
         p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
+    p.add_argument('--global_codes', type=int, default=None,
+                   help=f'units only: codes of the one global token first in each item (default {UNIT_GLOBAL_CODES}; 0: none)')
     p.add_argument('--seed', type=int, default=1337)
     p.error = lambda msg: exit_with_error(f"{msg} (see --help)")
     a = p.parse_args(argv)
@@ -1112,7 +1136,8 @@ def main(argv):
         cfg, ip, ap = layout(a.size, a.seconds, a.mel_frames, ip, ap)  # every layout flag checked before any work
         n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, cfg,
                             a.image_tokenizer, a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip, ap,
-                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed, views=a.views)
+                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed, views=a.views,
+                            global_codes=a.global_codes)
         return int(n_skipped > 0)
     except (ValueError, FileNotFoundError) as e:
         return report_error(e)

@@ -24,8 +24,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from data import probe_audio, probe_image, probe_image_input, probe_mel_input
-from model import (MODALITIES, audio_to_image, autocast_context, cogenerate, compile_for_generation, cross_modal_losses,
-                   image_to_audio, inpaint_audio, load_model, masked_token_counts, random_corruption,
+from model import (MODALITIES, ModelConfig, audio_to_image, autocast_context, cogenerate, compile_for_generation,
+                   cross_modal_losses, image_to_audio, inpaint_audio, load_model, masked_token_counts, random_corruption,
                    time_range_to_columns)
 from tokenizers import (MelConfig, exit_with_error, shift_augment, load_tokenizers, load_vocoder,
                         mel_spectrogram, pixels_to_tensor, repo_path, tensor_to_pixels, tokens_to_mel, torch_load,
@@ -480,8 +480,8 @@ def load_split(ckpt):
     tokens = [np.load(os.path.join(root, f'{split}_{m}.npy'), mmap_mode='r')[:n] for m in MODALITIES]
     audio = torch.from_numpy(tokens[0].astype(np.int64))  # (N, L_a)
     image = torch.from_numpy(tokens[1][:, meta['frames'] // 2].astype(np.int64))  # (N, L_v): the middle frame
-    if (audio.shape[1], image.shape[1]) != (ckpt['model_args']['audio_grid_h'] * ckpt['model_args']['audio_grid_w'],
-                                            ckpt['model_args']['image_grid_h'] * ckpt['model_args']['image_grid_w']):
+    config = ModelConfig(**ckpt['model_args'])
+    if (audio.shape[1], image.shape[1]) != (config.audio_len, config.image_len):
         raise ValueError(f"{root}: token lengths {audio.shape[1]}, {image.shape[1]} do not fit the model in {out_dir}")
     return root, meta, ids, labels, audio, image
 

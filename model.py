@@ -71,14 +71,23 @@ class ModelConfig:
     # every colour. From the dataset's meta.json, like the codebook sizes.
     audio_code_factors: tuple = ()
     image_code_factors: tuple = ()
+    # fixed here (0 = the paper): the last K of a modality's C ids name a whole item's semantic
+    # cluster (tokenizers.py's units with global codes). They sit at one position before the grid,
+    # which in generation takes only them, and the grid only the other ids (allowed_ids).
+    audio_global_codes: int = 0
+    image_global_codes: int = 0
 
     @property
     def audio_len(self):
-        return self.audio_grid_h * self.audio_grid_w
+        return self.global_tokens('audio') + self.audio_grid_h * self.audio_grid_w
 
     @property
     def image_len(self):
-        return self.image_grid_h * self.image_grid_w
+        return self.global_tokens('image') + self.image_grid_h * self.image_grid_w
+
+    def global_tokens(self, modality):
+        """Positions before the modality's grid: 1 with global codes, else 0."""
+        return int(getattr(self, f'{modality}_global_codes') > 0)
 
     @property
     def seq_len(self):
@@ -97,6 +106,16 @@ class ModelConfig:
 
     def mask_id(self, modality):
         return getattr(self, f'{modality}_mask_id')
+
+    def allowed_ids(self, modality, device=None):
+        """(L, C) bool, the ids each position may take (global ids first, grid ids after), or None
+        when any position takes any id."""
+        K, C = getattr(self, f'{modality}_global_codes'), getattr(self, f'{modality}_codebook_size')
+        if not K:
+            return None
+        allowed = torch.zeros(self.length(modality), C, dtype=torch.bool, device=device)
+        allowed[0, C - K:], allowed[1:, :C - K] = True, True
+        return allowed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -614,6 +633,7 @@ def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperatu
     # which modalities have anything to fill, read from the device once, here: inside the loop
     # every step would wait for the GPU to finish before queueing the next forward
     todo = [m for m in MODALITIES if n_unknown0[m].any()]
+    allowed = {m: cfg.allowed_ids(m, ids[m].device) for m in MODALITIES}
     steps = range(num_iter)
     if progress:
         from tqdm import tqdm
@@ -621,6 +641,8 @@ def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperatu
     for step in steps:
         logits = dict(zip(MODALITIES, guided_logits(model, ids['audio'], ids['image'], condition, guidance_scale)))
         for m in todo:
+            if allowed[m] is not None:
+                logits[m] = logits[m].float().masked_fill(~allowed[m], float('-inf'))
             ids[m] = unmask_step(ids[m], logits[m], cfg.mask_id(m), n_unknown0[m], step, num_iter,
                                  temperature, choice_temperature, generator)
     return ids['audio'], ids['image']
@@ -670,9 +692,10 @@ def inpaint_audio(model, audio, image, first_col, last_col, **kw):
     """Regenerate audio token columns [first_col, last_col) (every frequency row) given the rest
     of the sound and the image. audio (B, La), image (B, Lv) ids. Returns audio (B, La)."""
     cfg = model.config
-    grid = audio.clone().view(-1, cfg.audio_grid_h, cfg.audio_grid_w)  # (B, h, w) frequency x time
-    grid[:, :, first_col:last_col] = cfg.audio_mask_id
-    return generate(model, grid.flatten(1), image, condition='image', **kw)[0]
+    audio = audio.clone()
+    grid = audio[:, cfg.global_tokens('audio'):].view(-1, cfg.audio_grid_h, cfg.audio_grid_w)  # (B, h, w), a view
+    grid[:, :, first_col:last_col] = cfg.audio_mask_id  # frequency x time; a global token stays as given
+    return generate(model, audio, image, condition='image', **kw)[0]
 
 
 def continue_audio(model, image, n_windows, overlap_cols, first_window=None, **kw):
@@ -682,13 +705,13 @@ def continue_audio(model, image, n_windows, overlap_cols, first_window=None, **k
     Returns a list of n_windows (B, La) id tensors; window k > 0 repeats the previous window's
     last overlap_cols columns as its first ones (drop them when stitching)."""
     cfg = model.config
-    h, w = cfg.audio_grid_h, cfg.audio_grid_w
+    h, w, g = cfg.audio_grid_h, cfg.audio_grid_w, cfg.global_tokens('audio')
     if not 0 < overlap_cols < w:
         raise ValueError(f'overlap_cols must be in 1..{w - 1}, not {overlap_cols}')
     windows = [first_window if first_window is not None else image_to_audio(model, image, **kw)]
     for _ in range(n_windows - 1):
-        previous = windows[-1].view(-1, h, w)
-        grid = torch.full_like(previous, cfg.audio_mask_id)  # (B, h, w)
+        audio = torch.full_like(windows[-1], cfg.audio_mask_id)  # (B, La); a global token is made anew
+        grid, previous = (x[:, g:].view(-1, h, w) for x in (audio, windows[-1]))  # (B, h, w) views
         grid[:, :, :overlap_cols] = previous[:, :, w - overlap_cols:]
-        windows.append(generate(model, grid.flatten(1), image, condition='image', **kw)[0])
+        windows.append(generate(model, audio, image, condition='image', **kw)[0])
     return windows

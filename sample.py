@@ -165,7 +165,7 @@ def run_task(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
         overlap = w // 2  # half a window of context (fixed here)
         n_windows = 1 + math.ceil((args.duration - clip_s) / ((w - overlap) * clip_s / w))
         windows = M.continue_audio(net, image_ids, n_windows, overlap, first_window=audio_ids, **kw)
-        return torch.cat([x.view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2), None
+        return torch.cat([x[:, -h * w:].view(-1, h, w)[:, :, overlap if k else 0:] for k, x in enumerate(windows)], 2), None
     if args.image:
         return M.image_to_audio(net, image_ids, **kw), None
     if args.audio:

@@ -755,17 +755,30 @@ class UnitDecoder(nn.Module):
         return F.interpolate(torch.sigmoid(self.body(h)), size=self.size, mode='bilinear', align_corners=False)
 
 class UnitTokenizer(LearnedTokenizerFile, nn.Module):
-    """One modality's units: encode (B, C, H, W) in value_range -> ids (B, h*w); decode back."""
-    TYPE, WHAT, ARGS = "units", "unit tokenizer", ("modality", "channels", "size", "codebook_size", "value_range", "width")
+    """One modality's units: encode (B, C, H, W) in value_range -> ids (B, h*w); decode back.
+    global_codes K > 0 (fixed here; the paper has no such token): one more id first, C + the k-means
+    cluster of the item's whole pair embedding (UnitEncoder.embed) among K, ids (B, 1 + h*w). What a
+    picture and its sound share then sits in one token of each, so the transformer maps a token to a
+    token instead of pooling a weak signal spread over every unit (README, "Semantic units")."""
+    TYPE, WHAT = "units", "unit tokenizer"
+    ARGS = ("modality", "channels", "size", "unit_codes", "value_range", "width", "global_codes")
 
-    def __init__(self, modality, channels, size, codes, value_range, width=16):
+    def __init__(self, modality, channels, size, codes, value_range, width=16, global_codes=0):
         super().__init__()
-        self.modality, self.channels, self.size, self.codebook_size = modality, int(channels), tuple(size), int(codes)
+        self.modality, self.channels, self.size, self.unit_codes = modality, int(channels), tuple(size), int(codes)
+        self.global_codes = int(global_codes)
+        self.codebook_size = self.unit_codes + self.global_codes  # ids [C, C + K) are the global token's
         self.value_range, self.width, self.path = tuple(float(v) for v in value_range), width, None
         self.encoder = UnitEncoder(channels, modality, width)
         self.grid = unit_grid(modality, self.size)
-        self.register_buffer('centroids', torch.zeros(self.codebook_size, 8 * width))
-        self.decoder = UnitDecoder(self.codebook_size, self.grid, channels, size)
+        self.register_buffer('centroids', torch.zeros(self.unit_codes, 8 * width))
+        self.register_buffer('global_centroids', torch.zeros(self.global_codes, self.encoder.head.out_features))
+        self.decoder = UnitDecoder(self.unit_codes, self.grid, channels, size)
+
+    @property
+    def global_tokens(self):
+        """Ids before the grid: 1 with global codes, else 0."""
+        return int(self.global_codes > 0)
 
     def _scale(self, x):  # value_range -> [0, 1] (the encoder's input, the decoder's output)
         lo, hi = self.value_range
@@ -776,49 +789,71 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         f = F.normalize(self.encoder(self.encoder.pool(x01)), dim=1)
         return f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
 
+    def global_ids(self, x01):
+        """x (B, C, H, W) in [0, 1] -> (B,) ids in [C, C + K): the cluster of each item's pair embedding."""
+        return _nearest(self.encoder.embed(self.encoder.pool(x01)), self.global_centroids)[0] + self.unit_codes
+
+    @torch.no_grad()
+    def fit_global_codes(self, x01, seed=0):
+        """global_centroids <- the k-means of the items' pair embeddings (x01 (N, C, H, W) in [0, 1])."""
+        z = torch.cat([self.encoder.embed(self.encoder.pool(x01[b:b + 256])) for b in range(0, len(x01), 256)])
+        self.global_centroids.copy_(_kmeans(z, self.global_codes, seed, 50, len(z)))
+
     @torch.no_grad()
     def encode(self, x):
         _check_input(x, 'UnitTokenizer.encode', self.channels, self.size, self.value_range)
-        return _nearest(self.unit_features(self._scale(x.float())), self.centroids)[0].view(len(x), -1)
+        x01 = self._scale(x.float())
+        ids = _nearest(self.unit_features(x01), self.centroids)[0].view(len(x), -1)
+        return torch.cat([self.global_ids(x01)[:, None], ids], 1) if self.global_codes else ids
 
     @torch.no_grad()
     def decode(self, ids):
+        """ids (B, h*w) units, or (B, 1 + h*w) as encode gives them with global codes (the first is
+        not drawn: the units hold what it says) -> (B, C, H, W) in value_range."""
         n = math.prod(self.grid)
+        if ids.dim() == 2 and self.global_codes and ids.shape[1] == 1 + n:
+            ids = ids[:, 1:]
         if ids.dim() != 2 or ids.shape[1] != n:
             raise ValueError(f"UnitTokenizer.decode: expected ids (B, {n}), got {tuple(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
-            raise ValueError(f"UnitTokenizer.decode: ids must be in [0, {self.codebook_size})")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.unit_codes):
+            raise ValueError(f"UnitTokenizer.decode: unit ids must be in [0, {self.unit_codes})")
         lo, hi = self.value_range
         return self.decoder(ids.long()) * (hi - lo) + lo
 
     def code_vectors(self):
-        """(C, 8 * width): each unit's centroid (model.py's embedding_init='codes')."""
-        return self.centroids.clone()
+        """(C + K, 8 * width + dim): each unit's centroid, then each global code's, in their own columns
+        (model.py's embedding_init='codes')."""
+        return torch.block_diag(self.centroids, self.global_centroids) if self.global_codes else self.centroids.clone()
 
     def describe(self):
         return {"type": "units", "path": self.path, "modality": self.modality, "codebook_size": self.codebook_size,
-                "grid": list(self.grid), "channels": self.channels, "size": list(self.size),
-                "value_range": list(self.value_range), "fingerprint": _fingerprint(self.centroids)}
+                "global_codes": self.global_codes, "grid": list(self.grid), "channels": self.channels,
+                "size": list(self.size), "value_range": list(self.value_range),
+                "fingerprint": _fingerprint(torch.cat([self.centroids.flatten(), self.global_centroids.flatten()]))}
 
     @staticmethod
     @torch.enable_grad()  # callers may run under no_grad
-    def fit_pair(images, mels, codes, seed=0, steps=600, decoder_steps=1200, batch=128):
+    def fit_pair(images, mels, codes, seed=0, steps=600, decoder_steps=1200, batch=128, global_codes=0):
         """images (N, C, S, S) in [-1, 1] and mels (N, 1, n_mels, T) in [0, 1], row i of each from
-        one pair -> {'image': UnitTokenizer, 'audio': UnitTokenizer} with codes[modality] units."""
-        if len(images) != len(mels) or len(images) < 8:
-            raise ValueError(f"UnitTokenizer.fit_pair: needs as many pictures as sounds, at least 8, "
-                             f"got {len(images)} and {len(mels)}")
+        one pair -> {'image': UnitTokenizer, 'audio': UnitTokenizer} with codes[modality] units
+        (and global_codes global codes each)."""
+        if len(images) != len(mels) or len(images) < max(8, global_codes):
+            raise ValueError(f"UnitTokenizer.fit_pair: needs as many pictures as sounds, at least "
+                             f"{max(8, global_codes)}, got {len(images)} and {len(mels)}")
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        toks = {'image': UnitTokenizer('image', images.shape[1], images.shape[2:], codes['image'], (-1.0, 1.0)),
-                'audio': UnitTokenizer('audio', 1, mels.shape[2:], codes['audio'], (0.0, 1.0))}
+        toks = {'image': UnitTokenizer('image', images.shape[1], images.shape[2:], codes['image'], (-1.0, 1.0),
+                                       global_codes=global_codes),
+                'audio': UnitTokenizer('audio', 1, mels.shape[2:], codes['audio'], (0.0, 1.0), global_codes=global_codes)}
         x01 = {'image': (images.float() + 1) / 2, 'audio': mels.float()}
         _fit_pair_encoder(toks, x01, g, steps, min(batch, len(images) // 2))
         for m, tok in toks.items():
             with torch.no_grad(), _one_thread():
                 feats = torch.cat([tok.unit_features(x01[m][b:b + 256]) for b in range(0, len(images), 256)])
-                tok.centroids.copy_(_kmeans(feats, tok.codebook_size, seed, 20, 65536))
+                tok.centroids.copy_(_kmeans(feats, tok.unit_codes, seed, 20, 65536))
                 ids = _nearest(feats, tok.centroids)[0].view(len(images), -1)
+                if global_codes:
+                    tok.fit_global_codes(x01[m], seed)
             if decoder_steps:
                 _fit_unit_decoder(tok, ids, x01[m], g, decoder_steps)
         return {m: tok.eval().requires_grad_(False) for m, tok in toks.items()}
@@ -1359,11 +1394,13 @@ def _hifigan_input(mel, h, cfg):
     return torch.from_numpy(np.log(np.maximum(amp, 1e-5))).float()
 
 def tokens_to_mel(tokenizer, ids, frames_per_window):
-    """Sound ids (B, h * W), W >= w token columns -> mel (B, n_mels, W * frames_per_window / w) numpy in
-    [0, 1], decoded one window of the tokenizer's w columns at a time, as it was fitted (the last window
-    padded with its last column, the padding's frames cut): one clip and a continued sound alike. The
-    vocoder (load_vocoder) turns it into a wave."""
+    """Sound ids, one clip as the model gives it (B, La) or a continued sound's grid (B, h, W), W >= w
+    token columns -> mel (B, n_mels, W * frames_per_window / w) numpy in [0, 1], decoded one window of
+    the tokenizer's w columns at a time, as it was fitted (the last window padded with its last column,
+    the padding's frames cut). The vocoder (load_vocoder) turns it into a wave."""
     h, w = tokenizer.grid
+    if ids.dim() == 2:  # a clip: a global token first (units with global codes) is not drawn
+        ids = ids[:, getattr(tokenizer, 'global_tokens', 0):]
     cols = ids.view(len(ids), h, -1)  # (B, h, W) frequency x time
     W = cols.shape[2]
     cols = torch.cat([cols, cols[:, :, -1:].expand(-1, -1, -W % w)], 2)  # padded to whole windows

@@ -51,6 +51,8 @@ image_grid_w = 16
 image_codebook_size = 1024
 audio_code_factors = ()  # ids that name a tuple of codes (ModelConfig); real datasets: from meta.json
 image_code_factors = ()
+audio_global_codes = 0  # ids naming a whole item's semantic cluster, one position first (ModelConfig); from meta.json
+image_global_codes = 0
 # model (paper: MAGE ViT-L)
 n_layer = 24
 n_head = 16
@@ -137,6 +139,7 @@ else:  # the token layout comes from meta.json, whatever the config says
         audio_codebook_size, image_codebook_size = meta['audio']['codebook_size'], meta['image']['codebook_size']
         # ids that name a tuple of codes (a gain-shape tokenizer): their embeddings sum one row per code
         audio_code_factors, image_code_factors = (tuple(meta[m].get('factors', ())) for m in MODALITIES)
+        audio_global_codes, image_global_codes = (meta[m].get('global_codes', 0) for m in MODALITIES)
         frames = meta['frames']
     except FileNotFoundError:
         exit_with_error(f"{meta_path} not found: make the dataset with data.py (see README.md)")
@@ -146,7 +149,8 @@ else:  # the token layout comes from meta.json, whatever the config says
     # can rebuild the tokenizers and the mel config from the checkpoint alone
     dataset_meta = {**meta, 'splits': {s: {k: v for k, v in d.items() if k not in ('ids', 'labels')}
                                        for s, d in meta.get('splits', {}).items()}}
-L_a, L_v = audio_grid_h * audio_grid_w, image_grid_h * image_grid_w
+L_a, L_v = (ModelConfig(**{k: v for k, v in globals().items() if k in ModelConfig.__dataclass_fields__}).length(m)
+            for m in MODALITIES)  # a global token first where the tokenizer has global codes
 
 
 def load_tokens(split):
@@ -212,8 +216,8 @@ elif init_from == 'resume':
         exit_with_error(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
     # the checkpoint defines the model; the data must have the same token layout
     for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size',
-              'audio_code_factors', 'image_code_factors'):
-        saved = checkpoint['model_args'].get(k, ())  # (checkpoints older than the factors have none)
+              'audio_code_factors', 'image_code_factors', 'audio_global_codes', 'image_global_codes'):
+        saved = checkpoint['model_args'].get(k, 0 if k.endswith('global_codes') else ())  # (older checkpoints have none)
         if (tuple(saved) if k.endswith('factors') else saved) != model_args[k]:
             exit_with_error(f"{ckpt_path}: {k} = {saved} but {data_dir} has {model_args[k]}")
     model_args = checkpoint['model_args']

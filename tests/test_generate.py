@@ -115,6 +115,25 @@ def test_shapes_for_every_task():
         assert torch.equal(prev.view(2, 2, 5)[:, :, 3:], nxt.view(2, 2, 5)[:, :, :2])
 
 
+def test_global_codes_only_at_the_first_position_and_the_grid_after_it():
+    """With global codes (the last K ids), generation puts one of them first and none on the grid,
+    however the untrained model's logits fall; inpainting and continuation keep the grid's layout."""
+    model = tiny_model(audio_global_codes=3, audio_codebook_size=10, image_global_codes=4, image_codebook_size=15).eval()
+    cfg = model.config
+    assert (cfg.audio_len, cfg.image_len) == (1 + 10, 1 + 9)
+    for head, k in ((model.audio_head, 3), (model.image_head, 4)):  # push every logit towards the global ids
+        head.bias.data[-k:] = 20.0
+    kw = dict(num_iter=3, generator=torch.Generator().manual_seed(0))
+    a, v = cogenerate(model, 6, **kw)
+    for ids, C, K in ((a, 10, 3), (v, 15, 4)):
+        assert (ids[:, 0] >= C - K).all() and (ids[:, 0] < C).all() and (ids[:, 1:] < C - K).all()
+    out = inpaint_audio(model, a, v, 1, 3, **kw)
+    assert torch.equal(out[:, 0], a[:, 0]) and torch.equal(out[:, 1:].view(6, 2, 5)[:, :, 3:], a[:, 1:].view(6, 2, 5)[:, :, 3:])
+    windows = continue_audio(model, v, n_windows=2, overlap_cols=2, first_window=a, **kw)
+    assert torch.equal(windows[1][:, 1:].view(6, 2, 5)[:, :, :2], a[:, 1:].view(6, 2, 5)[:, :, 3:])
+    assert (windows[1][:, 0] >= 7).all() and (windows[1][:, 1:] < 7).all()
+
+
 def test_time_range_to_columns_widens_by_a_margin():
     assert time_range_to_columns(3.0, 5.5, 0.25, 53) == (11, 23)  # columns 12..21 plus one each side
     assert time_range_to_columns(0.0, 100.0, 1.0, 10) == (0, 10)

@@ -383,6 +383,36 @@ def test_units_learn_what_pairs_share_and_round_trip_through_a_file(tmp_path):
     assert torch.equal(toks['audio'].code_vectors(), toks['audio'].centroids)
 
 
+def test_global_codes_name_what_a_pair_shares_and_round_trip_through_a_file(tmp_path):
+    """global_codes: one id first, the cluster of the item's pair embedding; fitted on pairs alone, a
+    held-out picture's global id and its sound's each pick out the class; decode draws the grid
+    alone, from either form; a file gives them back."""
+    images, mels, labels = _toy_pairs(160)
+    toks = UnitTokenizer.fit_pair(images[:128], mels[:128], {'image': 16, 'audio': 16}, steps=80, decoder_steps=2,
+                                  batch=32, global_codes=4)
+    for m, x in (('image', images), ('audio', mels)):
+        tok = toks[m]
+        ids = tok.encode(x)
+        n = tok.grid[0] * tok.grid[1]
+        assert tok.codebook_size == 20 and tok.global_tokens == 1 and ids.shape == (160, 1 + n)
+        assert (ids[:, 0] >= 16).all() and (ids[:, 0] < 20).all() and (ids[:, 1:] < 16).all()
+        held_out, test_labels = ids[128:, 0], labels[128:]
+        # each held-out global id stands for the class most of its train items have
+        train_ids, train_labels = ids[:128, 0], labels[:128]
+        majority = {int(g): int(train_labels[train_ids == g].mode().values) for g in train_ids.unique()}
+        guessed = torch.tensor([majority.get(int(g), -1) for g in held_out])
+        assert (guessed == test_labels).float().mean() >= 0.8, m
+        assert torch.equal(tok.decode(ids), tok.decode(ids[:, 1:]))
+        with pytest.raises(ValueError, match='unit ids'):
+            tok.decode(ids[:, :n].clone().fill_(16))  # a global id on the grid
+        tok.save(str(tmp_path / f'{m}.pt'))
+        again = load_tokenizer(tok.describe())
+        assert again.global_codes == 4 and torch.equal(again.encode(x), ids)
+        assert tok.code_vectors().shape == (20, tok.centroids.shape[1] + tok.global_centroids.shape[1])
+    mel = tokenizers.tokens_to_mel(toks['audio'], toks['audio'].encode(mels[:2]), mels.shape[-1])
+    assert mel.shape == (2, mels.shape[2], mels.shape[3])
+
+
 def test_units_decoder_learns_to_render_its_units():
     images, mels, _ = _toy_pairs(64)
     toks = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=0)
@@ -392,7 +422,8 @@ def test_units_decoder_learns_to_render_its_units():
     assert (toks['audio'].decode(toks['audio'].encode(mels)) - mels).abs().mean() < 0.5 * untrained
 
 
-def test_pairs_with_unit_tokenizers_train_from_their_codes(tmp_path, monkeypatch):
+@pytest.mark.parametrize('global_codes', [0, 3])
+def test_pairs_with_unit_tokenizers_train_from_their_codes(tmp_path, monkeypatch, global_codes):
     """data.py pairs --image_tokenizer units --audio_tokenizer units: one pair encoder for both,
     meta.json records them, sample/evaluate's load_tokenizers rebuilds them, train.py starts the
     embeddings from the units' centroids."""
@@ -404,10 +435,20 @@ def test_pairs_with_unit_tokenizers_train_from_their_codes(tmp_path, monkeypatch
     out = str(tmp_path / 'mine')
     assert data.prepare('pairs', str(tmp_path / 'in'), out, size=32, cfg=data.MelConfig(clip_seconds=1.0, frames=80),
                         image_tokenizer='units', audio_tokenizer='units', image_codebook=8, audio_codebook=8,
-                        workers=2, fit_items=16) == 7
+                        workers=2, fit_items=16, global_codes=global_codes) == 7
     import json
     meta = json.load(open(f'{out}/meta.json'))
-    assert meta['image']['grid'] == [8, 8] and meta['audio']['grid'] == [1, 10] and meta['audio']['codebook_size'] == 8
+    assert meta['image']['grid'] == [8, 8] and meta['audio']['grid'] == [1, 10]
+    assert meta['audio']['codebook_size'] == 8 + global_codes and meta['audio'].get('global_codes', 0) == global_codes
+    audio = np.load(f'{out}/train_audio.npy')
+    assert audio.shape[1] == (global_codes > 0) + 10 and np.load(f'{out}/train_image.npy').shape[2] == (global_codes > 0) + 64
     toks = tokenizers.load_tokenizers(meta)
-    assert toks['audio'].decode(torch.from_numpy(np.load(f'{out}/train_audio.npy')[:2].astype(np.int64))).shape == (2, 1, 80, 80)
+    assert toks['audio'].decode(torch.from_numpy(audio[:2].astype(np.int64))).shape == (2, 1, 80, 80)
     train_tiny_from_codes(out, tmp_path / 'out')
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    assert ckpt['model_args']['audio_global_codes'] == ckpt['model_args']['image_global_codes'] == global_codes
+
+
+def test_global_codes_need_units():
+    with pytest.raises(ValueError, match='--global_codes 4: only unit tokenizers'):
+        data.prepare('pairs', 'nowhere', 'nowhere_out', image_tokenizer='units', audio_tokenizer='kmeans', global_codes=4)
