@@ -45,7 +45,7 @@ SPLITS = ('train', 'val', 'test')
 TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'gainshape': PatchGainShapeTokenizer, 'vq': ConvVQTokenizer,
                    'units': UnitTokenizer}
 UNIT_CODES = 128  # units a modality (tokenizers.UnitTokenizer): measured on the digits, README
-UNIT_GLOBAL_CODES = 0  # global codes a modality with units: one id first naming the item's cluster (README)
+UNIT_GLOBAL_CODES = 16  # global codes a modality with units: one id first naming the item's cluster (README)
 DEFAULT_TOKENIZER = 'kmeans'
 GAIN_CODES = 16  # a gain-shape tokenizer's mean-and-contrast codes (fixed here)
 

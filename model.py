@@ -76,6 +76,10 @@ class ModelConfig:
     # which in generation takes only them, and the grid only the other ids (allowed_ids).
     audio_global_codes: int = 0
     image_global_codes: int = 0
+    # fixed here (False): a known global id's embedding is also added to every position of its
+    # modality at the encoder's input, so every token of a picture says what the whole picture is:
+    # one position among ~90 is a signal attention finds only slowly (README, "Semantic units").
+    global_broadcast: bool = False
 
     @property
     def audio_len(self):
@@ -284,11 +288,25 @@ class VisualEchoes(nn.Module):
         None for all (inference). Returns (B, K, D) (K = La + Lv when keep is None)."""
         x = torch.cat([self.audio_embedding(audio), self.image_embedding(image)], dim=1)  # (B, L, D)
         x = x + self.encoder_pos + self.encoder_modality[self.modality_of_position]
+        if self.config.global_broadcast:
+            x = x + self.broadcast_global(audio, image, x)
         if keep is not None:
             x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.size(-1)))  # (B, K, D)
         for block in self.encoder:
             x = block(x)
         return self.encoder_norm(x)
+
+    def broadcast_global(self, audio, image, x):
+        """(B, L, D): each modality's global id embedding (zero where it is [MASK] or absent) at all
+        of that modality's positions."""
+        out = []
+        for m, ids in zip(MODALITIES, (audio, image)):
+            if self.config.global_tokens(m):
+                known = (ids[:, :1] != self.config.mask_id(m)).unsqueeze(-1)  # (B, 1, 1)
+                out.append((getattr(self, f'{m}_embedding')(ids[:, :1]) * known).expand(-1, ids.size(1), -1))
+            else:
+                out.append(x.new_zeros(ids.size(0), ids.size(1), x.size(-1)))
+        return torch.cat(out, 1)
 
     def forward_decoder(self, x, keep, masked):
         """x (B, K, D) encoder output at the positions `keep` (None: all); masked (B, L) bool.

@@ -37,6 +37,10 @@ null_prob = 0.1
 # (121.8 with the paper's masking). The run in the README trained with these settings.
 drop_ratio = 0.5
 drop_masked_only = True
+# with global codes (units: data.py --image_tokenizer units --audio_tokenizer units), a known global id
+# is also added to every position of its modality, so what the whole item is reaches every token
+# (no such token in the paper; without one this does nothing). README, "Semantic units".
+global_broadcast = True
 mask_ratio_mu = 0.7  # the paper's (0.9 with given_prob 0.5 was worse: a gain of -0.38 nats at step 800)
 
 batch_size = 32

@@ -186,3 +186,16 @@ def test_paper_size_parameter_count():
         model = VisualEchoes(ModelConfig())
     n = model.get_num_params()
     assert 380e6 < n < 420e6, n  # SPEC 2: about 400M besides the tokenizers
+
+
+def test_global_broadcast_adds_a_known_global_id_to_its_modality_only():
+    model = tiny_model(audio_global_codes=3, audio_codebook_size=10, global_broadcast=True)
+    cfg = model.config
+    audio, image = random_batch(cfg, B=2)
+    audio[0, 0], audio[1, 0] = 8, cfg.audio_mask_id  # a known global id, then a masked one
+    x = torch.zeros(2, cfg.seq_len, cfg.n_embd)
+    added = model.broadcast_global(audio, image, x)
+    assert torch.equal(added[0, :cfg.audio_len], model.audio_embedding.weight[8].expand(cfg.audio_len, -1))
+    assert not added[1].any() and not added[:, cfg.audio_len:].any()  # masked: nothing; the image has none
+    plain = tiny_model(audio_global_codes=3, audio_codebook_size=10)
+    assert not torch.allclose(model(audio, image)[0][0][0], plain(audio, image)[0][0][0])
