@@ -80,6 +80,9 @@ class ModelConfig:
     # modality at the encoder's input, so every token of a picture says what the whole picture is:
     # one position among ~90 is a signal attention finds only slowly (README, "Semantic units").
     global_broadcast: bool = False
+    # fixed here (1 = one position among the others): the loss weight of a masked global token, so
+    # the one token that says what the item is is learned as fast as the grid it stands for.
+    global_loss_weight: float = 1.0
 
     @property
     def audio_len(self):
@@ -296,6 +299,15 @@ class VisualEchoes(nn.Module):
             x = block(x)
         return self.encoder_norm(x)
 
+    def position_weights(self, modality):
+        """(L,) loss weights of a modality's positions, or None when all are 1."""
+        cfg = self.config
+        if not cfg.global_tokens(modality) or cfg.global_loss_weight == 1.0:
+            return None
+        weights = torch.ones(cfg.length(modality), device=self.encoder_pos.device)
+        weights[0] = cfg.global_loss_weight
+        return weights
+
     def broadcast_global(self, audio, image, x):
         """(B, L, D): each modality's global id embedding (zero where it is [MASK] or absent) at all
         of that modality's positions."""
@@ -336,8 +348,8 @@ class VisualEchoes(nn.Module):
         logits = self.forward_decoder(self.forward_encoder(audio, image, keep), keep, masked)
         if targets is None:
             return logits, None
-        losses = {name: masked_cross_entropy(lg, tg, cfg.label_smoothing)
-                  for name, lg, tg in zip(MODALITIES, logits, targets)}
+        losses = {m: masked_cross_entropy(lg, tg, cfg.label_smoothing, self.position_weights(m))
+                  for m, lg, tg in zip(MODALITIES, logits, targets)}
         losses['loss'] = losses['audio'] + losses['image']  # Eq. 1: the sum over both modalities
         return logits, losses
 
@@ -375,12 +387,17 @@ class VisualEchoes(nn.Module):
         return 3 * self.flops_per_sample() * fwdbwd_per_iter / dt / peak_flops
 
 
-def masked_cross_entropy(logits, targets, label_smoothing):
-    """Cross-entropy over positions whose target is not -1, in float32."""
+def masked_cross_entropy(logits, targets, label_smoothing, weights=None):
+    """Cross-entropy over positions whose target is not -1, in float32; weights (L,) scale each
+    position's term (None: the plain mean)."""
     if not (targets >= 0).any():  # nothing masked: a zero that still depends on the graph
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
-                           label_smoothing=label_smoothing)
+    if weights is None:
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
+                               label_smoothing=label_smoothing)
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1, reduction='none',
+                         label_smoothing=label_smoothing)  # (B, L), 0 where no target
+    return (ce * weights).sum() / (targets >= 0).sum()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ null_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality
 embedding_init = 'random'  # fixed here, 'random' = the paper; 'codes': token embeddings start from the tokenizers' code vectors
 drop_masked_only = False  # fixed here, False = the paper; True: drop only masked positions (MAGE)
 global_broadcast = False  # fixed here, False = no such token; True: a known global id is added to its modality's every position
+global_loss_weight = 1.0  # fixed here, 1.0: the loss weight of a masked global token (ModelConfig)
 # adamw optimizer (SPEC 4, as MAGE)
 learning_rate = 3e-4  # peak lr: 1.5e-4 * effective_batch / 256 (SPEC 4), here 8 GPUs x 64
 max_iters = 356_000  # total optimizer steps (~1000 epochs of 182,563 clips at 512 per step)

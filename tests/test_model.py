@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import (ModelConfig, VisualEchoes, load_model, masked_cross_entropy, random_corruption,
                    truncated_normal)
@@ -199,3 +200,16 @@ def test_global_broadcast_adds_a_known_global_id_to_its_modality_only():
     assert not added[1].any() and not added[:, cfg.audio_len:].any()  # masked: nothing; the image has none
     plain = tiny_model(audio_global_codes=3, audio_codebook_size=10)
     assert not torch.allclose(model(audio, image)[0][0][0], plain(audio, image)[0][0][0])
+
+
+def test_global_loss_weight_scales_the_global_positions_term_only():
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(3, 5, 7, generator=g), torch.randint(0, 7, (3, 5), generator=g)
+    targets[1, 2] = -1
+    plain = masked_cross_entropy(logits, targets, 0.1)
+    assert torch.allclose(masked_cross_entropy(logits, targets, 0.1, torch.ones(5)), plain)
+    w = torch.tensor([4.0, 1, 1, 1, 1])
+    first = F.cross_entropy(logits[:, 0], targets[:, 0], label_smoothing=0.1, reduction='sum') / 14
+    assert torch.allclose(masked_cross_entropy(logits, targets, 0.1, w), plain + 3 * first)
+    model = tiny_model(audio_global_codes=3, audio_codebook_size=10, global_loss_weight=4.0)
+    assert model.position_weights('audio').tolist() == [4.0] + [1.0] * 10 and model.position_weights('image') is None
