@@ -91,7 +91,9 @@ def test_griffin_lim_is_librosas_and_a_batch_is_item_by_item():
     batch = T.griffin_lim(mel, cfg, n_iter=4)
     assert batch.shape == (3, 20 * cfg.hop_length) and batch.dtype == np.float32
     for m, wave in zip(mel, batch):
-        assert np.allclose(T.griffin_lim(m, cfg, n_iter=4), wave, atol=1e-6)
+        # float32 FFTs of a batch and of one item round differently on some CPUs (1e-6 of a ~2 peak
+        # seen); another item's sound leaking in would be of the order of the wave itself
+        assert np.abs(T.griffin_lim(m, cfg, n_iter=4) - wave).max() <= 1e-5 * np.abs(wave).max()
         S = T.mel_to_magnitude(T.mel_to_amplitude(m), cfg)
         ref = librosa.griffinlim(S, n_iter=4, hop_length=cfg.hop_length, win_length=cfg.n_fft, random_state=0)
         assert np.abs(wave[:len(ref)] - ref).max() < 1e-3 * np.abs(ref).max()  # float32 vs librosa's float64
