@@ -39,8 +39,9 @@ drop_ratio = 0.5
 drop_masked_only = True
 # with global codes (units: data.py --image_tokenizer units --audio_tokenizer units), a known global id
 # is also added to every position of its modality, so what the whole item is reaches every token
-# (no such token in the paper; without one this does nothing). README, "Semantic units".
+# (no such token in the paper; without one this does nothing). README, "Global codes".
 global_broadcast = True
+global_loss_weight = 10.0  # a masked global token's loss weight (1 = a position like the others)
 mask_ratio_mu = 0.7  # the paper's (0.9 with given_prob 0.5 was worse: a gain of -0.38 nats at step 800)
 
 batch_size = 32
