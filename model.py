@@ -291,7 +291,7 @@ class VisualEchoes(nn.Module):
         None for all (inference). Returns (B, K, D) (K = La + Lv when keep is None)."""
         x = torch.cat([self.audio_embedding(audio), self.image_embedding(image)], dim=1)  # (B, L, D)
         x = x + self.encoder_pos + self.encoder_modality[self.modality_of_position]
-        if self.config.global_broadcast:
+        if self.config.global_broadcast and any(self.config.global_tokens(m) for m in MODALITIES):
             x = x + self.broadcast_global(audio, image, x)
         if keep is not None:
             x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.size(-1)))  # (B, K, D)
