@@ -241,11 +241,16 @@ class LearnedTokenizerFile:
 
     @classmethod
     def load(cls, path):
-        obj = _read_file(path, cls.TYPE, cls.WHAT)
+        obj = cls.upgrade(_read_file(path, cls.TYPE, cls.WHAT))
         tok = cls(*(obj[k] for k in cls.ARGS))
         _load_exact(tok, obj["state_dict"], path, path)
         tok.path = os.path.normpath(path)
         return tok.eval().requires_grad_(False)
+
+    @staticmethod
+    def upgrade(obj):
+        """A file of an older version of the class, in today's layout (override where it changed)."""
+        return obj
 
 def torch_load(path):
     """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
@@ -779,6 +784,16 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
     def global_tokens(self):
         """Ids before the grid: 1 with global codes, else 0."""
         return int(self.global_codes > 0)
+
+    @staticmethod
+    def upgrade(obj):
+        """Files from before global codes: 'codebook_size' units, no global codes."""
+        if 'unit_codes' in obj:
+            return obj
+        sd = obj['state_dict']
+        empty = torch.zeros(0, sd['encoder.head.weight'].shape[0])
+        return {**obj, 'unit_codes': obj['codebook_size'], 'global_codes': 0,
+                'state_dict': {**sd, 'global_centroids': empty}}
 
     def _scale(self, x):  # value_range -> [0, 1] (the encoder's input, the decoder's output)
         lo, hi = self.value_range

@@ -151,8 +151,9 @@ else:  # the token layout comes from meta.json, whatever the config says
     # can rebuild the tokenizers and the mel config from the checkpoint alone
     dataset_meta = {**meta, 'splits': {s: {k: v for k, v in d.items() if k not in ('ids', 'labels')}
                                        for s, d in meta.get('splits', {}).items()}}
-L_a, L_v = (ModelConfig(**{k: v for k, v in globals().items() if k in ModelConfig.__dataclass_fields__}).length(m)
-            for m in MODALITIES)  # a global token first where the tokenizer has global codes
+# model init: the architecture from the config, the token layout from the data
+model_args = {k: v for k, v in globals().items() if k in ModelConfig.__dataclass_fields__}
+L_a, L_v = (ModelConfig(**model_args).length(m) for m in MODALITIES)  # with a global token where there is one
 
 
 def load_tokens(split):
@@ -199,8 +200,6 @@ def get_batch(split, generator):
 # init these up here, can override if init_from='resume' (i.e. from a checkpoint)
 iter_num = 0
 best_val_loss = 1e9
-# model init: the architecture from the config, the token layout from the data
-model_args = {k: v for k, v in globals().items() if k in ModelConfig.__dataclass_fields__}
 if init_from == 'scratch':
     print("Initializing a new model from scratch")
     checkpoint = None

@@ -413,6 +413,20 @@ def test_global_codes_name_what_a_pair_shares_and_round_trip_through_a_file(tmp_
     assert mel.shape == (2, mels.shape[2], mels.shape[3])
 
 
+def test_unit_files_from_before_global_codes_still_load(tmp_path):
+    """A units file saved before global codes ('codebook_size' units, no global centroids) loads as
+    a tokenizer without them and encodes as before."""
+    images, mels, _ = _toy_pairs(32)
+    tok = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=0)['audio']
+    tok.save(str(tmp_path / 'new.pt'))
+    obj = torch.load(tmp_path / 'new.pt', weights_only=True)
+    old = {**{k: v for k, v in obj.items() if k not in ('unit_codes', 'global_codes')}, 'codebook_size': 8,
+           'state_dict': {k: v for k, v in obj['state_dict'].items() if k != 'global_centroids'}}
+    torch.save(old, tmp_path / 'old.pt')
+    again = load_tokenizer(str(tmp_path / 'old.pt'))
+    assert (again.codebook_size, again.global_codes) == (8, 0) and torch.equal(again.encode(mels), tok.encode(mels))
+
+
 def test_units_decoder_learns_to_render_its_units():
     images, mels, _ = _toy_pairs(64)
     toks = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=0)
