@@ -734,15 +734,17 @@ class UnitEncoder(nn.Module):
 
 class UnitDecoder(nn.Module):
     """ids (B, h*w) -> (B, C, H, W) in [0, 1]: embeddings on the grid, conv + nearest upsampling to
-    half the size (mels: 5 bands first), bilinear to the full size."""
+    half the size (mels: 5 bands first), bilinear to the full size. With global_codes K, the item's
+    global id (B,) in [0, K] is added to every position's embedding (K: not known)."""
 
-    def __init__(self, codes, grid, channels, size, width=64):
+    def __init__(self, codes, grid, channels, size, width=64, global_codes=0):
         super().__init__()
-        self.grid, self.size = tuple(grid), tuple(size)
+        self.grid, self.size, self.global_codes = tuple(grid), tuple(size), int(global_codes)
         self.bands = 5 if grid[0] == 1 else 1  # a mel's time-only grid grows 5 frequency rows first
         half = (size[0] // 2, size[1] // 2)
         ups = max(1, round(math.log2(half[0] / (grid[0] * self.bands))))
         self.embed = nn.Embedding(codes, width)
+        self.global_embed = nn.Embedding(self.global_codes + 1, width) if self.global_codes else None
         self.rows = nn.Conv2d(width, width * self.bands, 3, padding=1)
         layers, c = [], width
         for i in range(ups):
@@ -753,8 +755,12 @@ class UnitDecoder(nn.Module):
             c = c_out
         self.body = nn.Sequential(*layers, nn.Conv2d(c, channels, 3, padding=1))
 
-    def forward(self, ids):
-        h = self.rows(self.embed(ids).view(len(ids), *self.grid, -1).permute(0, 3, 1, 2))
+    def forward(self, ids, global_ids=None):
+        e = self.embed(ids)  # (B, h*w, width)
+        if self.global_embed is not None:
+            unknown = torch.full((len(ids),), self.global_codes, dtype=torch.long, device=ids.device)
+            e = e + self.global_embed(unknown if global_ids is None else global_ids)[:, None]
+        h = self.rows(e.view(len(ids), *self.grid, -1).permute(0, 3, 1, 2))
         B, C, H, W = h.shape
         h = h.view(B, C // self.bands, H * self.bands, W)  # (mels) the channels' 5 groups become 5 rows
         return F.interpolate(torch.sigmoid(self.body(h)), size=self.size, mode='bilinear', align_corners=False)
@@ -778,7 +784,7 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         self.grid = unit_grid(modality, self.size)
         self.register_buffer('centroids', torch.zeros(self.unit_codes, 8 * width))
         self.register_buffer('global_centroids', torch.zeros(self.global_codes, self.encoder.head.out_features))
-        self.decoder = UnitDecoder(self.unit_codes, self.grid, channels, size)
+        self.decoder = UnitDecoder(self.unit_codes, self.grid, channels, size, global_codes=self.global_codes)
 
     @property
     def global_tokens(self):
@@ -787,13 +793,17 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
 
     @staticmethod
     def upgrade(obj):
-        """Files from before global codes: 'codebook_size' units, no global codes."""
-        if 'unit_codes' in obj:
-            return obj
+        """Files from before global codes ('codebook_size' units, no global codes), and from before the
+        decoder read the global id (a zero global embedding draws as those did)."""
         sd = obj['state_dict']
-        empty = torch.zeros(0, sd['encoder.head.weight'].shape[0])
-        return {**obj, 'unit_codes': obj['codebook_size'], 'global_codes': 0,
-                'state_dict': {**sd, 'global_centroids': empty}}
+        if 'unit_codes' not in obj:
+            empty = torch.zeros(0, sd['encoder.head.weight'].shape[0])
+            obj = {**obj, 'unit_codes': obj['codebook_size'], 'global_codes': 0,
+                   'state_dict': {**sd, 'global_centroids': empty}}
+        if obj['global_codes'] and 'decoder.global_embed.weight' not in sd:
+            zeros = torch.zeros(obj['global_codes'] + 1, sd['decoder.embed.weight'].shape[1])
+            obj = {**obj, 'state_dict': {**sd, 'decoder.global_embed.weight': zeros}}
+        return obj
 
     def _scale(self, x):  # value_range -> [0, 1] (the encoder's input, the decoder's output)
         lo, hi = self.value_range
@@ -810,9 +820,11 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
 
     @torch.no_grad()
     def fit_global_codes(self, x01, seed=0):
-        """global_centroids <- the k-means of the items' pair embeddings (x01 (N, C, H, W) in [0, 1])."""
+        """global_centroids <- the k-means of the items' pair embeddings (x01 (N, C, H, W) in [0, 1]).
+        Returns each item's cluster (N,) in [0, K)."""
         z = torch.cat([self.encoder.embed(self.encoder.pool(x01[b:b + 256])) for b in range(0, len(x01), 256)])
         self.global_centroids.copy_(_kmeans(z, self.global_codes, seed, 50, len(z)))
+        return _nearest(z, self.global_centroids)[0]
 
     @torch.no_grad()
     def encode(self, x):
@@ -823,17 +835,19 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
 
     @torch.no_grad()
     def decode(self, ids):
-        """ids (B, h*w) units, or (B, 1 + h*w) as encode gives them with global codes (the first is
-        not drawn: the units hold what it says) -> (B, C, H, W) in value_range."""
-        n = math.prod(self.grid)
+        """ids (B, 1 + h*w) as encode gives them with global codes, or (B, h*w) units alone (the
+        decoder then draws without the global id) -> (B, C, H, W) in value_range."""
+        n, global_ids = math.prod(self.grid), None
         if ids.dim() == 2 and self.global_codes and ids.shape[1] == 1 + n:
-            ids = ids[:, 1:]
+            global_ids, ids = ids[:, 0] - self.unit_codes, ids[:, 1:]
+            if global_ids.min() < 0 or global_ids.max() >= self.global_codes:
+                raise ValueError(f"UnitTokenizer.decode: a global id must be in [{self.unit_codes}, {self.codebook_size})")
         if ids.dim() != 2 or ids.shape[1] != n:
             raise ValueError(f"UnitTokenizer.decode: expected ids (B, {n}), got {tuple(ids.shape)}")
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.unit_codes):
             raise ValueError(f"UnitTokenizer.decode: unit ids must be in [0, {self.unit_codes})")
         lo, hi = self.value_range
-        return self.decoder(ids.long()) * (hi - lo) + lo
+        return self.decoder(ids.long(), None if global_ids is None else global_ids.long()) * (hi - lo) + lo
 
     def code_vectors(self):
         """(C + K, 8 * width + dim): each unit's centroid, then each global code's, in their own columns
@@ -867,10 +881,9 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
                 feats = torch.cat([tok.unit_features(x01[m][b:b + 256]) for b in range(0, len(images), 256)])
                 tok.centroids.copy_(_kmeans(feats, tok.unit_codes, seed, 20, 65536))
                 ids = _nearest(feats, tok.centroids)[0].view(len(images), -1)
-                if global_codes:
-                    tok.fit_global_codes(x01[m], seed)
+                global_ids = tok.fit_global_codes(x01[m], seed) if global_codes else None
             if decoder_steps:
-                _fit_unit_decoder(tok, ids, x01[m], g, decoder_steps)
+                _fit_unit_decoder(tok, ids, x01[m], g, decoder_steps, global_ids)
         return {m: tok.eval().requires_grad_(False) for m, tok in toks.items()}
 
 def _fit_pair_encoder(toks, x01, g, steps, batch):
@@ -899,8 +912,9 @@ def _fit_pair_encoder(toks, x01, g, steps, batch):
         net.eval()
 
 @torch.enable_grad()
-def _fit_unit_decoder(tok, ids, target01, g, steps, batch=32):
-    """L1 + L2 reconstruction of the [0, 1] input from its units."""
+def _fit_unit_decoder(tok, ids, target01, g, steps, global_ids=None, batch=32, unknown_prob=0.1):
+    """L1 + L2 reconstruction of the [0, 1] input from its units and global id (N,) if given; the
+    global id is hidden (K) from unknown_prob of the items, so the units alone also decode."""
     from tqdm import tqdm
     tok.decoder.requires_grad_(True)
     opt = torch.optim.AdamW(tok.decoder.parameters(), lr=2e-3, weight_decay=1e-4)
@@ -908,7 +922,11 @@ def _fit_unit_decoder(tok, ids, target01, g, steps, batch=32):
     tok.decoder.train()
     for _ in tqdm(range(steps), desc=f'fitting the {tok.modality} unit decoder', leave=False):
         ix = torch.randint(len(ids), (batch,), generator=g)
-        out = tok.decoder(ids[ix])
+        gix = None
+        if global_ids is not None:
+            hide = torch.rand(batch, generator=g) < unknown_prob
+            gix = global_ids[ix].masked_fill(hide, tok.global_codes)
+        out = tok.decoder(ids[ix], gix)
         loss = (out - target01[ix]).abs().mean() + (out - target01[ix]).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -1414,12 +1432,12 @@ def tokens_to_mel(tokenizer, ids, frames_per_window):
     the tokenizer's w columns at a time, as it was fitted (the last window padded with its last column,
     the padding's frames cut). The vocoder (load_vocoder) turns it into a wave."""
     h, w = tokenizer.grid
-    if ids.dim() == 2:  # a clip: a global token first (units with global codes) is not drawn
-        ids = ids[:, getattr(tokenizer, 'global_tokens', 0):]
-    cols = ids.view(len(ids), h, -1)  # (B, h, W) frequency x time
+    first = ids[:, :getattr(tokenizer, 'global_tokens', 0)] if ids.dim() == 2 else ids[:, :0, 0]
+    cols = ids[:, first.shape[1]:].reshape(len(ids), h, -1)  # (B, h, W) frequency x time
     W = cols.shape[2]
     cols = torch.cat([cols, cols[:, :, -1:].expand(-1, -1, -W % w)], 2)  # padded to whole windows
-    mel = torch.cat([tokenizer.decode(c.reshape(-1, h * w))[:, 0] for c in cols.split(w, 2)], 2)
+    # a clip's global token (units with global codes) goes with each window it decodes
+    mel = torch.cat([tokenizer.decode(torch.cat([first, c.reshape(-1, h * w)], 1))[:, 0] for c in cols.split(w, 2)], 2)
     return mel[:, :, :W * frames_per_window // w].float().clamp(0, 1).cpu().numpy()
 
 def load_vocoder(spec, cfg):

@@ -402,15 +402,37 @@ def test_global_codes_name_what_a_pair_shares_and_round_trip_through_a_file(tmp_
         majority = {int(g): int(train_labels[train_ids == g].mode().values) for g in train_ids.unique()}
         guessed = torch.tensor([majority.get(int(g), -1) for g in held_out])
         assert (guessed == test_labels).float().mean() >= 0.8, m
-        assert torch.equal(tok.decode(ids), tok.decode(ids[:, 1:]))
+        assert tok.decode(ids).shape == tok.decode(ids[:, 1:]).shape == x.shape  # with the global id or without
         with pytest.raises(ValueError, match='unit ids'):
             tok.decode(ids[:, :n].clone().fill_(16))  # a global id on the grid
         tok.save(str(tmp_path / f'{m}.pt'))
         again = load_tokenizer(tok.describe())
         assert again.global_codes == 4 and torch.equal(again.encode(x), ids)
         assert tok.code_vectors().shape == (20, tok.centroids.shape[1] + tok.global_centroids.shape[1])
-    mel = tokenizers.tokens_to_mel(toks['audio'], toks['audio'].encode(mels[:2]), mels.shape[-1])
-    assert mel.shape == (2, mels.shape[2], mels.shape[3])
+    ids = toks['audio'].encode(mels[:2])
+    mel = tokenizers.tokens_to_mel(toks['audio'], ids, mels.shape[-1])  # a clip decodes with its global id
+    assert np.array_equal(mel, toks['audio'].decode(ids)[:, 0].clamp(0, 1).numpy())
+
+
+def test_unit_decoder_draws_what_the_global_id_says():
+    """With global codes the decoder also reads the item's global id: fitted on units that say
+    nothing (one id everywhere), it still draws each item's class from the global id alone, and
+    draws worse when the global id is hidden."""
+    images, mels, labels = _toy_pairs(96)
+    tok = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=80, decoder_steps=0, batch=32,
+                                 global_codes=4)['audio']
+    ids = tok.encode(mels)
+    blank = torch.zeros_like(ids[:, 1:])
+    g = torch.Generator().manual_seed(0)
+    tokenizers._fit_unit_decoder(tok, blank, mels, g, steps=150, global_ids=ids[:, 0] - tok.unit_codes)
+    with_global = tok.decode(torch.cat([ids[:, :1], blank], 1))
+    without = tok.decode(blank)
+    err = lambda out: (out - mels).abs().mean().item()
+    assert err(with_global) < 0.8 * err(without)
+    # the drawn mels are nearer their own class's mean mel than any other class's
+    means = torch.stack([mels[labels == c].mean(0) for c in range(4)])
+    nearest = torch.cdist(with_global.flatten(1), means.flatten(1)).argmin(1)
+    assert (nearest == labels).float().mean() >= 0.8
 
 
 def test_unit_files_from_before_global_codes_still_load(tmp_path):
@@ -425,6 +447,23 @@ def test_unit_files_from_before_global_codes_still_load(tmp_path):
     torch.save(old, tmp_path / 'old.pt')
     again = load_tokenizer(str(tmp_path / 'old.pt'))
     assert (again.codebook_size, again.global_codes) == (8, 0) and torch.equal(again.encode(mels), tok.encode(mels))
+
+
+def test_unit_files_from_before_the_decoder_read_global_ids_draw_as_before(tmp_path):
+    """A units file with global codes saved before the decoder read the global id (no
+    decoder.global_embed) loads with a zero global embedding: it draws from the units alone."""
+    images, mels, _ = _toy_pairs(32)
+    tok = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=3,
+                                 global_codes=2)['audio']
+    tok.save(str(tmp_path / 'new.pt'))
+    obj = torch.load(tmp_path / 'new.pt', weights_only=True)
+    del obj['state_dict']['decoder.global_embed.weight']
+    torch.save(obj, tmp_path / 'old.pt')
+    again = load_tokenizer(str(tmp_path / 'old.pt'))
+    ids = again.encode(mels)
+    assert torch.equal(ids, tok.encode(mels))
+    tok.decoder.global_embed.weight.data.zero_()
+    assert torch.equal(again.decode(ids), tok.decode(ids)) and torch.equal(again.decode(ids), again.decode(ids[:, 1:]))
 
 
 def test_units_decoder_learns_to_render_its_units():
