@@ -839,7 +839,7 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         decoder then draws without the global id) -> (B, C, H, W) in value_range."""
         n, global_ids = math.prod(self.grid), None
         if ids.dim() == 2 and self.global_codes and ids.shape[1] == 1 + n:
-            global_ids, ids = ids[:, 0] - self.unit_codes, ids[:, 1:]
+            global_ids, ids = ids[:, 0].long() - self.unit_codes, ids[:, 1:]
             if global_ids.min() < 0 or global_ids.max() >= self.global_codes:
                 raise ValueError(f"UnitTokenizer.decode: a global id must be in [{self.unit_codes}, {self.codebook_size})")
         if ids.dim() != 2 or ids.shape[1] != n:
@@ -847,7 +847,7 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.unit_codes):
             raise ValueError(f"UnitTokenizer.decode: unit ids must be in [0, {self.unit_codes})")
         lo, hi = self.value_range
-        return self.decoder(ids.long(), None if global_ids is None else global_ids.long()) * (hi - lo) + lo
+        return self.decoder(ids.long(), global_ids) * (hi - lo) + lo
 
     def code_vectors(self):
         """(C + K, 8 * width + dim): each unit's centroid, then each global code's, in their own columns
@@ -1432,8 +1432,9 @@ def tokens_to_mel(tokenizer, ids, frames_per_window):
     the tokenizer's w columns at a time, as it was fitted (the last window padded with its last column,
     the padding's frames cut). The vocoder (load_vocoder) turns it into a wave."""
     h, w = tokenizer.grid
-    first = ids[:, :getattr(tokenizer, 'global_tokens', 0)] if ids.dim() == 2 else ids[:, :0, 0]
-    cols = ids[:, first.shape[1]:].reshape(len(ids), h, -1)  # (B, h, W) frequency x time
+    flat = ids.reshape(len(ids), -1)
+    g = getattr(tokenizer, 'global_tokens', 0) if ids.dim() == 2 else 0  # a continued sound's grid has none
+    first, cols = flat[:, :g], flat[:, g:].view(len(ids), h, -1)  # cols (B, h, W) frequency x time
     W = cols.shape[2]
     cols = torch.cat([cols, cols[:, :, -1:].expand(-1, -1, -W % w)], 2)  # padded to whole windows
     # a clip's global token (units with global codes) goes with each window it decodes
