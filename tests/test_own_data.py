@@ -466,6 +466,73 @@ def test_unit_files_from_before_the_decoder_read_global_ids_draw_as_before(tmp_p
     assert torch.equal(again.decode(ids), tok.decode(ids)) and torch.equal(again.decode(ids), again.decode(ids[:, 1:]))
 
 
+def test_picture_palette_names_a_pictures_colours_not_their_places():
+    """picture_palette: the main colours, largest share first, and their shares; shuffling the
+    pixels changes nothing (it cannot say where anything is)."""
+    picture = torch.zeros(1, 3, 8, 8)
+    picture[0, 0] = 1.0                 # red ground
+    picture[0, :, 2:6, 2:6] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]  # a blue square, a quarter
+    palette = tokenizers.picture_palette(picture, k=2)
+    assert palette.shape == (1, 2 * 4)
+    assert torch.allclose(palette[0, :6], torch.tensor([1.0, 0, 0, 0, 0, 1.0]))
+    assert torch.allclose(palette[0, 6:], torch.tensor([0.75, 0.25]))
+    shuffled = picture.flatten(2)[:, :, torch.randperm(64, generator=torch.Generator().manual_seed(0))].view(1, 3, 8, 8)
+    assert torch.allclose(tokenizers.picture_palette(shuffled, k=2), palette)
+
+
+def _plain_pictures(n, seed=0):
+    """Pictures of one random colour with a square of another: what units leave out is the colour."""
+    g = torch.Generator().manual_seed(seed)
+    pictures = torch.rand(n, 3, 1, 1, generator=g).expand(n, 3, 64, 64).clone()
+    pictures[:, :, 24:40, 24:40] = torch.rand(n, 3, 1, 1, generator=g)
+    return pictures * 2 - 1
+
+
+def test_unit_picture_decoder_draws_the_palette_it_is_given():
+    """With appearances the picture decoder reads a palette: fitted on units that say nothing, it
+    draws each picture's own colours from its palette, far better than from another picture's."""
+    pictures = _plain_pictures(96)
+    _, mels, _ = _toy_pairs(96)
+    tok = UnitTokenizer.fit_pair(pictures, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=0)['image']
+    x01 = (pictures + 1) / 2
+    palettes = tokenizers.picture_palette(x01)
+    blank = torch.zeros(96, 64, dtype=torch.long)
+    tokenizers._fit_unit_decoder(tok, blank, x01, torch.Generator().manual_seed(0), steps=400, appearance=palettes)
+    with torch.no_grad():
+        err = lambda p: (tok.decoder(blank, None, p) - x01).abs().mean().item()
+        assert err(palettes) < 0.3 * err(palettes.roll(1, 0))
+
+
+def test_unit_picture_decode_draws_a_stored_palette_of_the_same_global_code(tmp_path):
+    """decode() draws a stored train picture's palette of the item's global code, the same for the
+    same ids (decoding is a function), spread over the palettes for different ids; a file keeps
+    them, and a file from before appearances loads without."""
+    images, mels, _ = _toy_pairs(64)
+    tok = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=20, decoder_steps=2,
+                                 global_codes=2, appearance_items=40)['image']
+    assert tok.appearance_items == 40 and tok.appearances.shape == (40, 16)
+    ids = tok.encode(images)
+    global_ids = ids[:, 0] - tok.unit_codes
+    drawn = tok.draw_appearance(ids[:, 1:], global_ids)
+    for palette, g in zip(drawn, global_ids):  # each one a stored palette of the item's global code
+        assert ((tok.appearances == palette).all(1) & (tok.appearance_globals == g)).any()
+    assert len(drawn.unique(dim=0)) > 5
+    assert torch.equal(tok.decode(ids), tok.decode(ids))
+    tok.save(str(tmp_path / 'new.pt'))
+    again = load_tokenizer(str(tmp_path / 'new.pt'))
+    assert torch.equal(again.appearances, tok.appearances) and torch.equal(again.decode(ids), tok.decode(ids))
+    obj = torch.load(tmp_path / 'new.pt', weights_only=True)
+    old = {**{k: v for k, v in obj.items() if k != 'appearance_items'},
+           'state_dict': {k: v for k, v in obj['state_dict'].items()
+                          if not k.startswith(('appearance', 'decoder.appearance'))}}
+    torch.save(old, tmp_path / 'old.pt')
+    before = load_tokenizer(str(tmp_path / 'old.pt'))
+    assert before.appearance_items == 0 and torch.equal(before.encode(images), ids)
+    assert before.decode(ids).shape == images.shape
+    with pytest.raises(ValueError, match='palette'):
+        UnitTokenizer('audio', 1, (80, 80), 8, (0.0, 1.0), appearance_items=4)
+
+
 def test_units_decoder_learns_to_render_its_units():
     images, mels, _ = _toy_pairs(64)
     toks = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=0)
