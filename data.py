@@ -46,7 +46,11 @@ TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'gainshape': PatchGainShapeTo
                    'units': UnitTokenizer}
 UNIT_CODES = 128  # units a modality (tokenizers.UnitTokenizer): measured on the digits, README
 UNIT_GLOBAL_CODES = 16  # global codes a modality with units: one id first naming the item's cluster (README)
-DEFAULT_TOKENIZER = 'kmeans'
+DEFAULT_TOKENIZER = 'kmeans'  # prepare()'s and `data.py videos`' default
+# `data.py pairs` and `data.py digits`: semantic units with global codes, the tokenizers the recipe for
+# new data was measured with (README, "Bring your own paired data"); k-means codes learn each modality
+# there but not the mapping between them
+PAIRS_TOKENIZER = 'units'
 GAIN_CODES = 16  # a gain-shape tokenizer's mean-and-contrast codes (fixed here)
 
 class BadInput(ValueError):
@@ -695,7 +699,7 @@ def make_digits(out, seed=1337, n_train=4000, n_val=400, n_test=500, workers=Non
         save_text(f'{folder}/labels.csv', 'id,label,split\n' + '\n'.join(r.rsplit(',', 1)[0] for r in rows) + '\n')
         print(f"digits: {len(rows)} pairs written to {folder} in {time.time() - t0:.0f} s")
     return prepare('pairs', folder, out, size=DIGIT_SIZE, cfg=layout(DIGIT_SIZE, DIGIT_SECONDS)[0],
-                   workers=workers, seed=seed)
+                   image_tokenizer=PAIRS_TOKENIZER, audio_tokenizer=PAIRS_TOKENIZER, workers=workers, seed=seed)
 
 # -----------------------------------------------------------------------------
 # 3) real material: list items, decode in parallel, tokenize, write shard-wise, resume, merge
@@ -1106,8 +1110,9 @@ def main(argv):
     p.add_argument('--seconds', type=float, default=10.0, help='audio clip length, s')
     p.add_argument('--mel_frames', type=int, default=None, help='mel frames kept for tokenization (default: all whole token columns)')
     for m in ('image', 'audio'):
-        p.add_argument(f'--{m}_tokenizer', default=DEFAULT_TOKENIZER,
-                       help="'kmeans', 'gainshape', 'vq' or 'units' (fitted on train), or a tokenizer file / VQGAN folder")
+        p.add_argument(f'--{m}_tokenizer', default=None,
+                       help="'kmeans', 'gainshape', 'vq' or 'units' (fitted on train), or a tokenizer file / VQGAN folder "
+                            f"(default: {PAIRS_TOKENIZER} for pairs, {DEFAULT_TOKENIZER} for videos)")
         p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
         p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
     p.add_argument('--global_codes', type=int, default=None,
@@ -1123,6 +1128,9 @@ def main(argv):
             return int(make_digits(a.out, seed=a.seed, workers=a.workers) > 0)
         if a.command == 'merge':
             return int(merge(a.inputs, a.out) > 0)
+        for m in ('image', 'audio'):
+            if getattr(a, f'{m}_tokenizer') is None:
+                setattr(a, f'{m}_tokenizer', PAIRS_TOKENIZER if a.command == 'pairs' else DEFAULT_TOKENIZER)
         shard = re.fullmatch(r'(\d+)/(\d+)', a.shard)
         if len(a.inputs) != 1 or not shard or not int(shard[1]) < int(shard[2]):
             raise ValueError(f"{a.command} takes one input folder and --shard K/N with 0 <= K < N")

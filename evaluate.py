@@ -486,6 +486,31 @@ def load_split(ckpt):
     return root, meta, ids, labels, audio, image
 
 
+def _file_stamp(path):
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def check_results_source(run, ckpt_path, root, toks):
+    """A results folder resumes only what the same checkpoint, data folder and tokenizers made: the
+    first run writes run/source.json, a later one must match it (else files another checkpoint or
+    decoder made would be scored as this one's)."""
+    source = {'checkpoint': _file_stamp(ckpt_path), 'data_dir': os.path.abspath(root),
+              'tokenizers': {m: [tok.describe().get('fingerprint'),
+                                 *(_file_stamp(tok.path) if os.path.isfile(str(getattr(tok, 'path', None))) else [])]
+                             for m, tok in toks.items()}}
+    path = os.path.join(run, 'source.json')
+    if not os.path.isfile(path):
+        write_atomic(path, lambda f: f.write(json.dumps(source)), 'w')
+        return
+    with open(path) as f:
+        old = json.load(f)
+    changed = [k for k in source if old.get(k) != json.loads(json.dumps(source[k]))]
+    if changed:
+        raise ValueError(f"{run}: its files were made with another {' and '.join(changed).replace('_', ' ')}; "
+                         f"delete the folder to redo them, or give another --out_dir")
+
+
 def check_request():
     """The settings and the weight files checked before any work. Returns the tasks and the model's
     precision (name, autocast context)."""
@@ -659,6 +684,7 @@ def main():
                                 + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
     for sub in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip'):
         os.makedirs(os.path.join(run, sub), exist_ok=True)
+    check_results_source(run, os.path.join(out_dir, 'ckpt.pt'), root, toks)
     runner = Tasks(net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, model.config.audio_grid_w)
     # ---- generate what is missing, one file per item
     with torch.no_grad():

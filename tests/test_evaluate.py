@@ -111,6 +111,25 @@ def test_float32_has_its_own_folder(env):
     assert report['settings']['dtype'] == 'float32' and report['throughput']['i2a_items_per_min'] > 0
 
 
+def test_results_of_another_checkpoint_are_not_resumed(env, tmp_path):
+    """A results folder records what made it; after the checkpoint is replaced (or the tokenizers
+    refitted), evaluate refuses to score the old files as the new model's."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    shutil.copy(env / 'out' / 'ckpt.pt', out / 'ckpt.pt')
+    configure(env, out_dir=str(out), dtype='float32', tasks='a2i')
+    evaluate.main()
+    source = json.loads((out / FP32_RUN / 'source.json').read_text())
+    assert source['checkpoint'][0] == str(out / 'ckpt.pt') and set(source['tokenizers']) == {'audio', 'image'}
+    evaluate.main()  # the same checkpoint: resumed
+    os.utime(out / 'ckpt.pt', ns=(1, 1))  # as if trained again
+    with pytest.raises(ValueError, match=f'{FP32_RUN}: its files were made with another checkpoint; delete'):
+        evaluate.main()
+    shutil.rmtree(out / FP32_RUN)
+    evaluate.main()
+    assert (out / FP32_RUN / 'metrics.json').exists()
+
+
 def test_network_metrics_path(env, monkeypatch, tmp_path):
     """FD / IS / KL / FAD through the command, with untrained PANNs and VGGish standing in for the
     public weights (tests/test_metrics.py proves the networks; this proves the plumbing)."""

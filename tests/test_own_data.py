@@ -57,6 +57,19 @@ def test_bad_layout_flags_fail_before_any_work(tmp_path, capsys, args, flag, val
     assert not out.exists()  # nothing was made
 
 
+@pytest.mark.parametrize('command, given, expected', [
+    ('pairs', [], ('units', 'units')), ('videos', [], ('kmeans', 'kmeans')),
+    ('pairs', ['--image_tokenizer', 'kmeans'], ('kmeans', 'units'))])
+def test_default_tokenizers_are_the_recipes(tmp_path, monkeypatch, command, given, expected):
+    """data.py pairs fits semantic units (with global codes) unless told otherwise, the tokenizers
+    the recipe for new data was measured with; videos keep the k-means default."""
+    seen = {}
+    monkeypatch.setattr(data, 'prepare', lambda kind, folder, out, csv, size, frames, cfg, image_tokenizer,
+                        audio_tokenizer, *rest, **kw: seen.update(tokenizers=(image_tokenizer, audio_tokenizer)) or 0)
+    assert data.main([command, str(tmp_path), '--out', str(tmp_path / 'out'), '--seconds', '2', '--size', '64', *given]) == 0
+    assert seen['tokenizers'] == expected
+
+
 # -----------------------------------------------------------------------------
 # training corruption: the given/null shares (fixed here; 0 and 0 are the paper's)
 
