@@ -499,13 +499,14 @@ def check_results_source(run, ckpt_path, root, toks):
               'tokenizers': {m: [tok.describe().get('fingerprint'),
                                  *(_file_stamp(tok.path) if os.path.isfile(str(getattr(tok, 'path', None))) else [])]
                              for m, tok in toks.items()}}
+    source = json.loads(json.dumps(source))  # as it reads back from the file (lists, not tuples)
     path = os.path.join(run, 'source.json')
     if not os.path.isfile(path):
         write_atomic(path, lambda f: f.write(json.dumps(source)), 'w')
         return
     with open(path) as f:
         old = json.load(f)
-    changed = [k for k in source if old.get(k) != json.loads(json.dumps(source[k]))]
+    changed = [k for k in source if old.get(k) != source[k]]
     if changed:
         raise ValueError(f"{run}: its files were made with another {' and '.join(changed).replace('_', ' ')}; "
                          f"delete the folder to redo them, or give another --out_dir")

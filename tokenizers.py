@@ -900,10 +900,10 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         decode to the same picture and different ones spread over the palettes."""
         position = torch.arange(ids.shape[1], device=ids.device)
         hashes = ((ids.long() + 1) * (2 * position + 1) * 2654435761).sum(1).abs()
-        picks = []
+        every, picks = torch.arange(self.appearance_items, device=ids.device), []
         for item, h in enumerate(hashes.tolist()):
-            pool = None if global_ids is None else (self.appearance_globals == global_ids[item]).nonzero()[:, 0]
-            pool = pool if pool is not None and len(pool) else torch.arange(self.appearance_items, device=ids.device)
+            pool = every if global_ids is None else (self.appearance_globals == global_ids[item]).nonzero()[:, 0]
+            pool = pool if len(pool) else every  # a global code none of the stored pictures has
             picks.append(pool[(h * 40503) % len(pool)])
         return self.appearances[torch.stack(picks)]
 
@@ -938,16 +938,16 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
         x01 = {'image': (images.float() + 1) / 2, 'audio': mels.float()}
         _fit_pair_encoder(toks, x01, g, steps, min(batch, len(images) // 2))
         for i, (m, tok) in enumerate(toks.items()):
-            g = torch.Generator().manual_seed(seed + 1 + i)  # each decoder its own draws: one's steps leave the other's be
+            decoder_g = torch.Generator().manual_seed(seed + 1 + i)  # each decoder its own draws: one's steps leave the other's be
             with torch.no_grad(), _one_thread():
                 feats = torch.cat([tok.unit_features(x01[m][b:b + 256]) for b in range(0, len(images), 256)])
                 tok.centroids.copy_(_kmeans(feats, tok.unit_codes, seed, 20, 65536))
                 ids = _nearest(feats, tok.centroids)[0].view(len(images), -1)
                 global_ids = tok.fit_global_codes(x01[m], seed) if global_codes else None
-                appearance = tok.fit_appearances(x01[m], global_ids, g) if tok.appearance_items else None
+                appearance = tok.fit_appearances(x01[m], global_ids, decoder_g) if tok.appearance_items else None
             steps_m = UNIT_DECODER_STEPS[m] if decoder_steps is None else decoder_steps
             if steps_m:
-                _fit_unit_decoder(tok, ids, x01[m], g, steps_m, global_ids, appearance)
+                _fit_unit_decoder(tok, ids, x01[m], decoder_g, steps_m, global_ids, appearance)
         return {m: tok.eval().requires_grad_(False) for m, tok in toks.items()}
 
 def _fit_pair_encoder(toks, x01, g, steps, batch):
