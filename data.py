@@ -4,15 +4,18 @@ Turns audio-visual material into the token format train.py reads (see README, "D
   python data.py videos CLIPS/ --out data/vggsound [--csv vggsound.csv] [--shard K/N]
   python data.py pairs FOLDER/ --out data/mine           # <id>.png + <id>.wav pairs
   python data.py merge data/vgg.0 data/vgg.1 --out data/vggsound
-1) preprocessing (SPEC 1): load_image, load_audio, ffmpeg video decoding
+1) preprocessing (SPEC 1): load_image, load_audio, ffmpeg video decoding; 1b) a trained checkpoint read
+   back with its dataset's tokenizers (sample.py, evaluate.py); 1c) sample.py's files (mel panel, video)
 2) the embedded toy dataset and its analytic probes (no learned weights)
 3) real material: parallel decoding, shard-wise resumable writes, skipped.tsv, merge
 """
 import os
 import io
+import argparse
 import re
 import sys
 import csv
+import glob
 import json
 import math
 import shutil
@@ -24,16 +27,18 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
-from model import MODALITIES
-from tokenizers import (MelConfig, mel_spectrogram, ConvVQTokenizer, PatchGainShapeTokenizer, PatchKMeansTokenizer, UnitTokenizer,
-                        load_tokenizer, load_tokenizers, exit_with_error, pixels_to_tensor, report_error, write_atomic)
+from model import MODALITIES, load_model
+from tokenizers import (ROOT, ArgumentParser, AtomicFiles, ConvVQTokenizer, MelConfig, PatchGainShapeTokenizer,
+                        PatchKMeansTokenizer, UnitTokenizer, load_tokenizer, load_tokenizers, mel_spectrogram,
+                        pixels_to_tensor, report_error, tokenized_mel, writable_folder, write_atomic)
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
@@ -217,19 +222,110 @@ def decode_video(path, size, frames, cfg):
     return np.stack(imgs), wave
 
 # -----------------------------------------------------------------------------
+# 1b) a trained checkpoint read back for generation (sample.py, evaluate.py)
+
+def find_checkpoint(out_dir):
+    """out_dir's ckpt.pt (or out_dir, a file), as nanoGPT; without one, out/ckpt.pt, else the one
+    trained out*/ckpt.pt here or in the repo (the quick start writes out-toy/), said aloud."""
+    if out_dir is not None:
+        return out_dir if os.path.isfile(out_dir) else os.path.join(out_dir, 'ckpt.pt')
+    if os.path.isfile(os.path.join('out', 'ckpt.pt')):
+        return os.path.join('out', 'ckpt.pt')
+    found = {os.path.realpath(f): os.path.normpath(f) for d in ('.', ROOT) for f in glob.glob(os.path.join(d, 'out*', 'ckpt.pt'))}
+    if len(found) > 1:
+        raise ValueError(f'{len(found)} trained checkpoints, choose one with --out_dir: {", ".join(sorted(found.values()))}')
+    if not found:
+        raise FileNotFoundError('out/ckpt.pt: no such checkpoint (train one, e.g. python train.py config/toy.py, or give --out_dir)')
+    path = found.popitem()[1]
+    print(f'using {path}, the only trained checkpoint (--out_dir to choose)')
+    return path
+
+def load_trained(path, device='cpu'):
+    """A train.py checkpoint and what generation needs from it: (model in eval mode, checkpoint dict,
+    dataset meta, MelConfig, {'audio': tokenizer, 'image': tokenizer}). The tokenizers are rebuilt
+    from the copy of meta.json the checkpoint carries, the one source sample.py and evaluate.py use,
+    and checked against the model's grids and codebook sizes."""
+    try:
+        model, ckpt = load_model(path, device)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # truncated file, wrong shapes: name the file, no traceback
+        raise ValueError(f'{path}: cannot load the checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
+    meta = ckpt.get('dataset_meta')
+    if not meta:
+        raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
+    toks = load_tokenizers(meta, device)
+    for m, tok in toks.items():
+        want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
+        if [*tok.grid, tok.codebook_size] != want:
+            raise ValueError(f'{path}: the model wants {m} grid {want[:2]} and {want[2]} codes, '
+                             f'tokenizer {meta[m]["tokenizer"].get("path")} has {list(tok.grid)} and {tok.codebook_size}')
+    return model, ckpt, meta, MelConfig(**meta['audio']['mel']), toks
+
+# -----------------------------------------------------------------------------
+# 1c) sample.py's files: the picture beside its mel, a still video, all written whole
+
+# magma-like colormap, 6 anchors linearly interpolated: no matplotlib (fixed here)
+MEL_COLORS = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]],
+                      np.float32)
+
+def mel_panel(image, mel, span=None, height=256):
+    """image (S, S, 3) uint8 beside mel (n_mels, T) in [0, 1], both `height` px tall; span (a, b)
+    in mel frames is outlined (the inpainted range). Returns a PIL image."""
+    x = np.clip(mel[::-1], 0, 1) * (len(MEL_COLORS) - 1)  # (n_mels, T), low frequencies at the bottom
+    i = np.minimum(x.astype(int), len(MEL_COLORS) - 2)
+    f = (x - i)[..., None]
+    spec = Image.fromarray(((1 - f) * MEL_COLORS[i] + f * MEL_COLORS[i + 1]).astype(np.uint8))  # (n_mels, T, 3)
+    spec = spec.resize((max(mel.shape[1], 2 * height), height), Image.BILINEAR)  # >= 2:1 for short clips
+    out = Image.new('RGB', (height + 8 + spec.width, height), 'white')
+    out.paste(Image.fromarray(image).resize((height, height), Image.BICUBIC), (0, 0))
+    out.paste(spec, (height + 8, 0))
+    if span is not None:
+        a, b = (height + 8 + round(s * spec.width / mel.shape[1]) for s in span)
+        ImageDraw.Draw(out).rectangle([a, 0, b - 1, height - 1], outline='white', width=2)
+    return out
+
+def still_video(ffmpeg, picture, still, wav, seconds, out):
+    """sample.py's --video: an mp4 at `out`, the picture (S, S, 3) uint8 shown at 256 px (written to the
+    png `still` first: toy pictures are tiny) with the sound of the file `wav`, `seconds` long (-t, as
+    -shortest overshoots a looped picture). Returns whether ffmpeg succeeded."""
+    Image.fromarray(picture).resize((256, 256), Image.BICUBIC).save(still, format='PNG')
+    cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', str(still), '-i', str(wav), '-c:v', 'libx264',
+           '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', f'{seconds:.3f}', '-f', 'mp4', str(out)]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+def write_samples(folder, names, template, sr, waves, shown, mels, images=None, span=None, ffmpeg=None):
+    """sample.py's files, one set per name: NAME.wav (waves (B, T), 16-bit; None: none), NAME.png
+    (images, generated pictures (B, S, S, 3) uint8), NAME_mel.png (shown (B, S, S, 3) uint8 beside
+    mels (B, n_mels, T), span outlined) and, given ffmpeg, NAME.mp4. Every file is written under a
+    temporary name first (tokenizers.AtomicFiles(template)); all are renamed once all exist."""
+    out = Path(folder)
+    with AtomicFiles(template) as files:
+        still = files.path(out / 'still.png', keep=False)  # the video's picture
+        for j, name in enumerate(names):
+            if waves is not None:
+                wav = files.path(out / f'{name}.wav', f'sound, {len(waves[j]) / sr:.2f} s at {sr} Hz')
+                sf.write(wav, waves[j], sr, format='WAV', subtype='PCM_16')
+            if images is not None:
+                Image.fromarray(images[j]).save(files.path(out / f'{name}.png', 'generated image'), format='PNG')
+            mel_panel(shown[j], mels[j], span).save(files.path(out / f'{name}_mel.png', 'image | mel-spectrogram'), format='PNG')
+            if ffmpeg and waves is not None and not still_video(ffmpeg, shown[j], still, wav, len(waves[j]) / sr,
+                                                                files.path(out / f'{name}.mp4', 'video')):
+                raise ValueError(f'ffmpeg failed to write {out / name}.mp4')
+    for final, what, replaced in files.written:
+        print(f'wrote {final} ({what}{"; replaced the old file, --overwrite" if replaced else ""})')
+
+# -----------------------------------------------------------------------------
 # 2) the embedded toy dataset: the picture decides the sound (fixed here)
 # Class = (shape, colour). Colour sets the pitch, shape sets the timbre: a pure tone (square), or
 # the tone with a second, quieter partial 5 mel bands above it (ring), below it (hbar) or both
 # (vbar). The four pitches sit at the centres of mel bands 8, 24, 40, 56, one per 16-band row of
 # audio patches, with their partials inside the same row, so every audio token shows the class.
 # The class must explain most of every token, or a tiny model spends its few minutes on nuisance
-# detail and never learns to use the other modality (we measured it: with shapes anywhere at any
-# size, random levels, starts and a noise floor, a 1.3M model ignored the picture after 1,500
-# steps). And the sound must not need all its tokens right to be heard as its class: with shape
-# told by rhythm (note lengths), one wrong token column of ten merged or split a note and changed the
-# class, and image->audio stayed near 50% (README, "Why the toy looks the way it does"). So the
-# shapes fill most of the picture near its middle on a plain grey, the sound is one steady note,
-# and level, pitch and start vary only a little, over near-silence.
+# detail and never learns to use the other modality; and the sound must not need all its tokens
+# right to be heard as its class (README, "Why the toy looks the way it does": the designs that
+# failed). So the shapes fill most of the picture near its middle on a plain grey, the sound is one
+# steady note, and level, pitch and start vary only a little, over near-silence.
 
 TOY_SIZE, TOY_MEL = 64, MelConfig(clip_seconds=2.0, frames=160)   # 64 px; 80 x 160 mel (1.86 s)
 TOY_SHAPES = ('square', 'ring', 'hbar', 'vbar')
@@ -440,7 +536,7 @@ def _toy_batch(args):
     for j in range(len(labels) if split != 'train' else 0):  # evaluation compares against exactly these
         save_wav(f'{out}/{split}_wav/{split}{start + j:05d}.wav', waves[j], TOY_MEL.sample_rate)
         save_png(f'{out}/{split}_frame/{split}{start + j:05d}.png', images[j])
-    return images, mel_spectrogram(waves, TOY_MEL)[:, :, :TOY_MEL.frames]
+    return images, tokenized_mel(waves, TOY_MEL)
 
 def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=400,
                 image_codebook=32, audio_codebook=32, workers=None):
@@ -786,7 +882,7 @@ def _decode_item(job):
             seed = int(hashlib.sha1(item['id'].encode()).hexdigest()[:8], 16)  # the same views on every run
             imgs = image_views(item['paths'][0], size, frames, seed)
             wave = load_audio(item['paths'][1], cfg.sample_rate, cfg.clip_seconds)
-        mel = mel_spectrogram(wave, cfg)[:, :cfg.frames]
+        mel = tokenized_mel(wave, cfg)
         if item['split'] != 'train':  # evaluation compares against exactly these
             save_wav(f"{out}/{item['split']}_wav/{item['id']}.wav", wave, cfg.sample_rate)
             save_png(f"{out}/{item['split']}_frame/{item['id']}.png", imgs[len(imgs) // 2])
@@ -951,12 +1047,8 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
         skipped = json.load(open(f'{out}/meta.json')).get('source', {}).get('skipped', 0)
         print(f"{out}: already prepared (delete it to redo)" + (f"; {skipped} skipped, see {out}/skipped.tsv" if skipped else ''))
         return skipped
-    try:  # an unwritable output is a clear error before any work
-        for d in ('parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):
-            os.makedirs(f'{out}/{d}', exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as e:
-        raise ValueError(f"{out}: cannot write the output folder ({e.strerror})") from None
+    for sub in ('', 'parts', 'val_wav', 'val_frame', 'test_wav', 'test_frame'):  # unwritable: an error before any work
+        writable_folder(os.path.join(out, sub), f"{out}: cannot write the output folder")
     if not items:  # nothing usable (say, no clip matches the CSV): list them all, and say why
         save_skipped(out, skipped)
         raise ValueError(f"{folder}: no usable item, {len(skipped)} skipped (see {out}/skipped.tsv): {skipped[0][1]}")
@@ -1096,8 +1188,8 @@ def parse_patch(flag, text):
     return int(m[1]), int(m[2] or m[1])
 
 def main(argv):
-    import argparse
-    p = argparse.ArgumentParser(description=__doc__.split('\n1)')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n1)')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       hint=' (see --help)')
     p.add_argument('command', choices=['toy', 'digits', 'videos', 'pairs', 'merge'])
     p.add_argument('inputs', nargs='*', help='the input folder (videos, pairs) or the shard outputs (merge)')
     p.add_argument('--out', required=True, help='output dataset folder, e.g. data/vggsound')
@@ -1118,7 +1210,6 @@ def main(argv):
     p.add_argument('--global_codes', type=int, default=None,
                    help=f'units only: codes of the one global token first in each item (default {UNIT_GLOBAL_CODES}; 0: none)')
     p.add_argument('--seed', type=int, default=1337)
-    p.error = lambda msg: exit_with_error(f"{msg} (see --help)")
     a = p.parse_args(argv)
     try:
         if a.command == 'toy':

@@ -23,13 +23,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from data import probe_audio, probe_image, probe_image_input, probe_mel_input
+from data import load_trained, probe_audio, probe_image, probe_image_input, probe_mel_input, save_png, save_text, save_wav
 from model import (MODALITIES, ModelConfig, audio_to_image, autocast_context, cogenerate, compile_for_generation,
-                   cross_modal_losses, image_to_audio, inpaint_audio, load_model, masked_token_counts, random_corruption,
+                   cross_modal_losses, image_to_audio, inpaint_audio, masked_token_counts, random_corruption,
                    time_range_to_columns)
-from tokenizers import (MelConfig, exit_with_error, shift_augment, load_tokenizers, load_vocoder,
-                        mel_spectrogram, pixels_to_tensor, repo_path, tensor_to_pixels, tokens_to_mel, torch_load,
-                        write_atomic)
+from tokenizers import (check_tokenizer_matches, exit_with_error, load_vocoder, pixels_to_tensor, repo_path,
+                        shift_augment, tensor_to_pixels, tokenized_mel, tokens_to_wave, torch_load, write_atomic)
 
 # -----------------------------------------------------------------------------
 # metric math (audioldm_eval)
@@ -66,7 +65,7 @@ def inception_score(logits, splits=10, seed=2020):
 def paired_kl(logits_g, logits_r, kind="softmax"):
     """Mean KL(reference || generated) over paired rows (N, C), float32; kind softmax or sigmoid.
     The sigmoid form sums only the positive-class terms (the toolbox's definition, not a Bernoulli KL)."""
-    act = (lambda x: x.softmax(dim=1)) if kind == "softmax" else torch.sigmoid
+    act = functools.partial(torch.softmax, dim=1) if kind == "softmax" else torch.sigmoid
     p_g, p_r = act(torch.as_tensor(logits_g).float()), act(torch.as_tensor(logits_r).float())
     return float(F.kl_div((p_g + 1e-6).log(), p_r, reduction="sum") / len(p_r))
 
@@ -181,14 +180,17 @@ class Cnn14(nn.Module):
 # -----------------------------------------------------------------------------
 # VGGish (FAD): torchvggish with use_pca=False and the final ReLU removed (the toolbox's settings)
 
+def htk_mel(f):
+    return 1127.0 * np.log(1.0 + f / 700.0)
+
+
 def vggish_examples(wave):
     """16 kHz float waveform (T,) -> log-mel examples (n, 1, 96, 64) float32, numpy in float64."""
     x = np.asarray(wave, dtype=np.float64)
     n = 1 + (len(x) - 400) // 160  # 25 ms frames, 10 ms hop, no padding
     frames = np.lib.stride_tricks.as_strided(x, (n, 400), (x.strides[0] * 160, x.strides[0]))
     spec = np.abs(np.fft.rfft(frames * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)), 512))
-    hz2mel = lambda f: 1127.0 * np.log(1.0 + f / 700.0)  # HTK
-    bins, edges = hz2mel(np.linspace(0, 8000, 257)), np.linspace(hz2mel(125.0), hz2mel(7500.0), 66)
+    bins, edges = htk_mel(np.linspace(0, 8000, 257)), np.linspace(htk_mel(125.0), htk_mel(7500.0), 66)
     lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
     w = np.maximum(0.0, np.minimum((bins[:, None] - lo) / (mid - lo), (hi - bins[:, None]) / (hi - mid)))
     w[0] = 0.0  # DC bin
@@ -226,7 +228,7 @@ def load_metric_net(kind, path):
     if not path or not os.path.isfile(path):
         name, url = PUBLIC_WEIGHTS[kind]
         raise FileNotFoundError(f"{path}: {kind} weights not found; download the public {name} from {url}")
-    net = {"panns16k": lambda: Cnn14(16000), "panns32k": lambda: Cnn14(32000), "vggish": VGGish}[kind]()
+    net = VGGish() if kind == "vggish" else Cnn14(16000 if kind == "panns16k" else 32000)
     sd = torch_load(path)
     net.load_state_dict(sd["model"] if "model" in sd else sd)  # PANNs wrap the weights in "model"
     return net.eval()
@@ -323,7 +325,7 @@ def probe_predict(net, kind, paths, mel_cfg, chunk=64):
     with timer(task_of(paths), 'score'):
         for b in range(0, len(paths), chunk):
             if kind == 'audio':
-                x = probe_mel_input(np.stack([mel_spectrogram(read_wav(p), mel_cfg)[:, :mel_cfg.frames] for p in paths[b:b + chunk]]))
+                x = probe_mel_input(np.stack([tokenized_mel(read_wav(p), mel_cfg) for p in paths[b:b + chunk]]))
             else:
                 x = probe_image_input(np.stack([read_png(p) for p in paths[b:b + chunk]]))
             out.append(net(probe_tensor(x, kind)).argmax(1).numpy())
@@ -418,7 +420,7 @@ def mel_stats(paths, mel_cfg):
     rows = []
     with timer(task_of(paths), 'score'):
         for p in paths:
-            mel = mel_spectrogram(read_wav(p), mel_cfg)[:, :mel_cfg.frames]  # (n_mels, frames) in [0, 1]
+            mel = tokenized_mel(read_wav(p), mel_cfg)  # (n_mels, frames) in [0, 1]
             rows.append(np.concatenate([mel.mean(1), mel.std(1)]))
     return np.stack(rows).astype(np.float64)
 
@@ -442,23 +444,29 @@ def network_metrics(gen_paths, real_paths):
     out = {}
     if panns:
         net = load_metric_net('panns16k' if panns_rate == 16000 else 'panns32k', panns).to(device)
-        def cnn14(paths):  # -> embeddings (N, 2048), logits (N, 527)
-            with timer(task_of(paths), 'score'):
-                outs = [net(load_eval_audio(p, panns_rate)[None].to(device)) for p in paths]
-            return [torch.cat(t).cpu().numpy() for t in zip(*outs)]
-        (e_g, l_g), (e_r, l_r) = cnn14(gen_paths), cnn14(real_paths)
+        (e_g, l_g), (e_r, l_r) = cnn14_outputs(net, gen_paths), cnn14_outputs(net, real_paths)
         out['FD_panns'] = frechet_distance(e_g, e_r)
         # the toolbox's 10 splits, fewer only for a set too small to fill them
         out['IS_panns'], out['IS_panns_std'] = inception_score(l_g, splits=min(10, len(l_g)))
         out['KL_softmax'], out['KL_sigmoid'] = paired_kl(l_g, l_r), paired_kl(l_g, l_r, 'sigmoid')
     if vggish:
         net = load_metric_net('vggish', vggish).to(device)
-        def embed(paths):  # one 128-d row per 0.96 s example of every file (FAD pools examples)
-            with timer(task_of(paths), 'score'):
-                examples = [vggish_examples(load_eval_audio(p, 16000).numpy()) for p in paths]  # (n_i, 1, 96, 64) each
-                return torch.cat([net(x.to(device)) for x in examples]).cpu().numpy()
-        out['FAD_vggish'] = frechet_distance(embed(gen_paths), embed(real_paths))
+        out['FAD_vggish'] = frechet_distance(vggish_embeddings(net, gen_paths), vggish_embeddings(net, real_paths))
     return out
+
+
+def cnn14_outputs(net, paths):
+    """Cnn14 on each file -> embeddings (N, 2048), logits (N, 527)."""
+    with timer(task_of(paths), 'score'):
+        outs = [net(load_eval_audio(p, panns_rate)[None].to(device)) for p in paths]
+    return [torch.cat(t).cpu().numpy() for t in zip(*outs)]
+
+
+def vggish_embeddings(net, paths):
+    """One 128-d row per 0.96 s example of every file (FAD pools examples)."""
+    with timer(task_of(paths), 'score'):
+        examples = [vggish_examples(load_eval_audio(p, 16000).numpy()) for p in paths]  # (n_i, 1, 96, 64) each
+        return torch.cat([net(x.to(device)) for x in examples]).cpu().numpy()
 
 
 def load_split(ckpt):
@@ -502,7 +510,7 @@ def check_results_source(run, ckpt_path, root, toks):
     source = json.loads(json.dumps(source))  # as it reads back from the file (lists, not tuples)
     path = os.path.join(run, 'source.json')
     if not os.path.isfile(path):
-        write_atomic(path, lambda f: f.write(json.dumps(source)), 'w')
+        save_text(path, json.dumps(source))
         return
     with open(path) as f:
         old = json.load(f)
@@ -551,10 +559,7 @@ class Tasks:
             return fn(self.net, *args, generator=generator, **more, **self.kw)
 
     def decode_audio(self, ids, task):  # (B, La) ids -> (B, T) waves
-        with timer(task, 'decode'):
-            mel = tokens_to_mel(self.toks['audio'], ids, self.mel_cfg.frames)
-        with timer(task, 'vocoder'):
-            return self.vocode(mel)
+        return tokens_to_wave(self.toks['audio'], ids, self.mel_cfg, self.vocode, timed=functools.partial(timer, task))[1]
 
     def decode_image(self, ids, task):  # (B, Lv) ids -> (B, S, S, 3) uint8
         with timer(task, 'decode'):
@@ -569,9 +574,9 @@ class Tasks:
         with timer(task, 'write'):
             for k, i in enumerate(idx):
                 if images is not None:
-                    write_atomic(self.stems[task][i] + '.png', lambda f: Image.fromarray(images[k]).save(f, format='PNG'))
+                    save_png(self.stems[task][i] + '.png', images[k])
                 if waves is not None:
-                    write_atomic(self.stems[task][i] + '.wav', lambda f: sf.write(f, waves[k], sr, format='WAV', subtype='FLOAT'))
+                    save_wav(self.stems[task][i] + '.wav', waves[k], sr)
 
     def i2a(self, idx):  # the paper's task, guided by the image
         made = self.sample('i2a', image_to_audio, idx, self.image[idx].to(device))
@@ -656,11 +661,11 @@ def write_report(run, root, n_items, precision, metrics, speed, columns):
               'metrics': metrics, 'throughput': speed, 'outputs': run,
               'seconds': {t: {k: round(v, 2) for k, v in parts.items()} for t, parts in SECONDS.items()},
               'inpaint_columns': columns}
-    write_atomic(os.path.join(run, 'metrics.json'), lambda f: f.write(json.dumps(report, indent=1)), 'w')
+    save_text(os.path.join(run, 'metrics.json'), json.dumps(report, indent=1))
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
     table += [f"| {k:<28} | {v:>10.4f} |" for k, v in metrics.items()]
     table += [f"| {k:<28} | {v:>10.1f} |" for k, v in speed.items() if v is not None]
-    write_atomic(os.path.join(run, 'metrics.md'), lambda f: f.write('\n'.join(table) + '\n'), 'w')
+    save_text(os.path.join(run, 'metrics.md'), '\n'.join(table) + '\n')
     print('\n'.join(table))
     for t, parts in SECONDS.items():  # the next bottleneck
         print(f"seconds, {t}: " + ', '.join(f'{k} {v:.1f}' for k, v in parts.items()))
@@ -674,11 +679,11 @@ def main():
     todo, (precision, ctx) = check_request()
     SECONDS.clear()
     # ---- the model, the test split, the tokenizers and the vocoder
-    model, ckpt = load_model(os.path.join(out_dir, 'ckpt.pt'), device)
+    model, ckpt, _, mel_cfg, toks = load_trained(os.path.join(out_dir, 'ckpt.pt'), device)  # tokenizers as trained
     net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
     root, meta, ids, labels, audio, image = load_split(ckpt)
-    toks = load_tokenizers(meta, device)
-    mel_cfg = MelConfig(**meta['audio']['mel'])
+    for m in MODALITIES:  # the split's tokens were made by the same tokenizers
+        check_tokenizer_matches(meta[m], toks[m])
     vocode = load_vocoder(vocoder, mel_cfg)
     run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"

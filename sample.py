@@ -7,28 +7,21 @@ $ python sample.py --audio dog.wav                     # -> dog.png, dog_mel.png
 $ python sample.py --cogen --num_samples 4             # -> cogen_0.wav, cogen_0.png, cogen_0_mel.png, ...
 $ python sample.py --audio x.wav --image y.jpg --inpaint 3.0:5.5   # -> x_inpaint.wav, x_inpaint_mel.png
 $ python sample.py --audio x.wav --image y.jpg --duration 30       # -> x_continued.wav: x.wav, continued
-The checkpoint is out/ckpt.pt (--out_dir), else the one trained out*/ckpt.pt here or in the repo.
-Files go to the current directory (--output); an existing one is replaced only with --overwrite,
-and an input never is.
+The checkpoint is out/ckpt.pt (--out_dir), else the one trained out*/ckpt.pt here or in the repo. Files
+go to the current directory (--output); an existing one is replaced only with --overwrite, an input never.
 """
-import argparse, glob, math, os, re, subprocess, sys
+import math, os, sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
-from PIL import Image, ImageDraw
 
 import model as M
-from data import ffmpeg_exe, load_audio, load_image
-from tokenizers import (ROOT, MelConfig, exit_with_error, load_tokenizers, load_vocoder, mel_spectrogram,
-                        peak_limit, report_error, tensor_to_pixels, tokens_to_mel)
+from data import ffmpeg_exe, find_checkpoint, load_audio, load_image, load_trained, write_samples
+from tokenizers import (ArgumentParser, load_vocoder, peak_limit, remove_dead_temporaries, report_error, splice,
+                        tensor_to_pixels, tokenized_mel, tokens_to_wave, writable_folder)
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit code 2, like every other bad input
-        exit_with_error(message)
-
-p = Parser(description='Visual Echoes: image->audio, audio->image, co-generation, audio inpainting')
+p = ArgumentParser(description='Visual Echoes: image->audio, audio->image, co-generation, audio inpainting')
 p.add_argument('--image', nargs='+', default=[], help='condition image(s): generate their sounds')
 p.add_argument('--audio', nargs='+', default=[], help='condition sound(s): generate their images')
 p.add_argument('--cogen', action='store_true', help='generate image and sound pairs together')
@@ -50,66 +43,48 @@ p.add_argument('--dtype', default='auto', help='float32, bfloat16, float16, or a
 p.add_argument('--compile', action='store_true', help='torch.compile the model for the unmasking loop')
 p.add_argument('--video', action='store_true', help='also write NAME.mp4, the still image with its sound (ffmpeg)')
 MAX_SECONDS = 600  # --duration cap (fixed here): 10 minutes of sound is already ~120 windows of the paper's model
+LIMITS = dict(cfg=(0, math.inf), temperature=(0, math.inf), choice_temperature=(0, math.inf),  # 0: none/argmax
+              num_samples=(1, math.inf), steps=(1, math.inf), seed=(0, 2 ** 63 - 1))  # the numbers' ranges
+TMP = '.sample-{pid}-{name}'  # this run's temporary files in the output folder (a dead run's are removed)
 
-# magma-like colormap, 6 anchors linearly interpolated: no matplotlib (fixed here)
-CMAP = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], np.float32)
-
-def panel(image, mel, span=None, height=256):
-    """image (S, S, 3) uint8 beside mel (n_mels, T) in [0, 1], both `height` px tall; span (a, b)
-    in mel frames is outlined (the inpainted range). Returns a PIL image."""
-    x = np.clip(mel[::-1], 0, 1) * (len(CMAP) - 1)  # (n_mels, T), low frequencies at the bottom
-    i = np.minimum(x.astype(int), len(CMAP) - 2)
-    f = (x - i)[..., None]
-    spec = Image.fromarray(((1 - f) * CMAP[i] + f * CMAP[i + 1]).astype(np.uint8))  # (n_mels, T, 3)
-    spec = spec.resize((max(mel.shape[1], 2 * height), height), Image.BILINEAR)  # >= 2:1 for short clips
-    out = Image.new('RGB', (height + 8 + spec.width, height), 'white')
-    out.paste(Image.fromarray(image).resize((height, height), Image.BICUBIC), (0, 0))
-    out.paste(spec, (height + 8, 0))
-    if span is not None:
-        a, b = (height + 8 + round(s * spec.width / mel.shape[1]) for s in span)
-        ImageDraw.Draw(out).rectangle([a, 0, b - 1, height - 1], outline='white', width=2)
-    return out
-
-def find_checkpoint(out_dir):
-    """--out_dir's ckpt.pt (or the file), as nanoGPT; without it out/ckpt.pt, else the one trained
-    out*/ckpt.pt here or in the repo (the quick start writes out-toy/), said aloud."""
-    if out_dir is not None:
-        return out_dir if os.path.isfile(out_dir) else os.path.join(out_dir, 'ckpt.pt')
-    if os.path.isfile(os.path.join('out', 'ckpt.pt')):
-        return os.path.join('out', 'ckpt.pt')
-    found = {os.path.realpath(f): os.path.normpath(f) for d in ('.', ROOT) for f in glob.glob(os.path.join(d, 'out*', 'ckpt.pt'))}
-    if len(found) > 1:
-        raise ValueError(f'{len(found)} trained checkpoints, choose one with --out_dir: {", ".join(sorted(found.values()))}')
-    if not found:
-        raise FileNotFoundError('out/ckpt.pt: no such checkpoint (train one, e.g. python train.py config/toy.py, or give --out_dir)')
-    path = found.popitem()[1]
-    print(f'using {path}, the only trained checkpoint (--out_dir to choose)')
-    return path
-
-def load_all(args):
-    """The model, its dataset meta, mel config and both tokenizers, checked against each other."""
-    path = find_checkpoint(args.out_dir)
-    try:
-        model, ckpt = M.load_model(path, args.device)
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as e:  # truncated file, wrong shapes: name the file, no traceback
-        raise ValueError(f'{path}: cannot load the checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
-    meta = ckpt.get('dataset_meta')
-    if not meta:
-        raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
-    toks = load_tokenizers(meta, args.device)
-    for m, tok in toks.items():
-        want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
-        if [*tok.grid, tok.codebook_size] != want:
-            raise ValueError(f'{path}: the model wants {m} grid {want[:2]} and {want[2]} codes, '
-                             f'tokenizer {meta[m]["tokenizer"].get("path")} has {list(tok.grid)} and {tok.codebook_size}')
-    return model, meta, MelConfig(**meta['audio']['mel']), toks
+@torch.no_grad()
+def main(args):
+    n, dur = args.num_samples, args.duration
+    # ---- check the request before any work
+    names, makes_wave, ctx = check_request(args)
+    ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
+    model, _, meta, mel_cfg, toks = load_trained(find_checkpoint(args.out_dir), args.device)
+    vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
+    clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
+    gap = time_range(args, clip_s)
+    # ---- inputs, preprocessed as in training; n samples of every condition
+    images = [load_image(f, meta['image']['size']) for f in args.image]  # (3, S, S) in [-1, 1] each
+    waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in args.audio]  # (T,) each, finite
+    mels = np.stack([tokenized_mel(wv, mel_cfg) for wv in waves]).repeat(n, 0) if waves else None  # (B, n_mels, frames)
+    images = torch.stack(images).to(args.device).repeat_interleave(n, dim=0) if images else None
+    image_ids = toks['image'].encode(images) if images is not None else None  # (B, Lv)
+    audio_ids = toks['audio'].encode(torch.from_numpy(mels)[:, None].to(args.device)) if waves else None  # (B, La)
+    # ---- generate
+    torch.manual_seed(args.seed)
+    net = M.compile_for_generation(model, args.device) if args.compile else model
+    with ctx:  # the model only: the tokenizers and the vocoder below stay float32
+        audio, image = run_task(args, net, image_ids, audio_ids, toks['audio'].grid, clip_s, gap)
+    # ---- tokens -> mel -> wave; tokens -> image
+    if vocoder is None:  # audio->image: the given sound is shown, no wav written
+        mel, wave = mels, None
+    else:  # a continuation's windows cover whole token columns: cut to the duration asked for
+        mel, wave = tokens_to_wave(toks['audio'], audio, mel_cfg, vocoder, seconds=dur)  # (B, n_mels, T), (B, samples)
+    if wave is not None and args.audio:  # the given sound outside [a, b], the generated one inside (fixed here);
+        # the vocoder's part is within full scale, a float input may not be
+        wave = peak_limit(splice(np.stack(waves).repeat(n, 0), wave, *gap, mel_cfg.sample_rate))
+    shown = tensor_to_pixels(images if images is not None else toks['image'].decode(image))  # (B, S, S, 3)
+    span = tuple(t * mel_cfg.frames_per_second for t in gap) if args.inpaint else None  # outlined in the panel
+    write_samples(args.output, names, TMP, mel_cfg.sample_rate, wave, shown, mel, shown if image is not None else None,
+                  span, ffmpeg)
 
 def check_request(args):
-    """Every flag, input file and output name checked before any work. Returns the output names
-    (one per sample), whether a sound is made (audio->image shows the given one) and the model's
-    precision context (model.autocast_context)."""
+    """Every flag, input file and output name checked before any work. Returns the output names (one
+    per sample), whether a sound is made (audio->image shows the given one) and the model's precision."""
     img_in, aud_in, n, dur = args.image, args.audio, args.num_samples, args.duration
     if args.cogen == bool(img_in or aud_in):
         raise ValueError('give --image, --audio, both (with --inpaint A:B or --duration S), or --cogen alone')
@@ -120,7 +95,9 @@ def check_request(args):
     if dur is not None and not (0 < dur <= MAX_SECONDS and img_in):  # (False for nan)
         raise ValueError(f'--duration {dur}: takes seconds, more than 0 and at most {MAX_SECONDS} (a cap, '
                          f'fixed here), and an --image to guide the sound')
-    check_numbers(args)
+    for name, (low, high) in LIMITS.items():  # argparse's float takes nan and inf
+        if not (math.isfinite(value := getattr(args, name)) and low <= value <= high):
+            raise ValueError(f'--{name} {value}: must be a finite number >= {low}' + (f' and <= {high}' if high < math.inf else ''))
     _, ctx = M.autocast_context(args.device, args.dtype)  # raises on an unknown --dtype
     for f in img_in + aud_in:
         if not os.path.isfile(f):
@@ -132,12 +109,21 @@ def check_request(args):
     names = [s + suffix if n == 1 else f'{s}{suffix}_{j}' for s in stems for j in range(n)]
     makes_wave = bool(img_in or args.cogen)
     exts = ['.wav'] * makes_wave + ['.png'] * (not img_in) + ['_mel.png'] + ['.mp4'] * (args.video and makes_wave)
-    check_output(args, [name + e for name in names for e in exts], img_in + aud_in)
+    # the output folder: writable (temporary files of killed runs removed), no input or existing file replaced
+    if (out := Path(args.output)).exists() and not out.is_dir():
+        raise ValueError(f'--output {out}: is a file, not a folder')
+    writable_folder(out, f'--output {out}: cannot write files there')
+    remove_dead_temporaries(out, TMP)
+    given = {os.path.realpath(f) for f in img_in + aud_in}
+    for f in (out / (name + e) for name in names for e in exts):
+        if os.path.realpath(f) in given:
+            raise ValueError(f'{f}: is an input and would be replaced by an output; choose another --output')
+        if f.exists() and not args.overwrite:
+            raise ValueError(f'{f}: exists; --overwrite replaces it, or choose another --output')
     return names, makes_wave, ctx
 
 def time_range(args, clip_s):
-    """Seconds (a, b) the generated sound fills: --inpaint A:B within the clip, a continuation
-    everything after the given clip, else None."""
+    """Seconds (a, b) the generated sound fills: --inpaint A:B, a continuation's all after the clip, or None."""
     if args.inpaint:
         try:
             a, b = (float(s) for s in args.inpaint.split(':'))
@@ -153,8 +139,7 @@ def time_range(args, clip_s):
     return None
 
 def run_task(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
-    """One call into model.py per task; they differ only in which tokens start as [MASK].
-    Returns (audio ids or None, image ids or None)."""
+    """One call into model.py per task (they differ only in which tokens start as [MASK]) -> (audio, image) ids or None."""
     h, w = audio_grid
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
               guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
@@ -172,132 +157,10 @@ def run_task(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
         return None, M.audio_to_image(net, audio_ids, **kw)
     return M.cogenerate(net, args.num_samples, device=args.device, **kw)
 
-def main(args):
-    n, dur = args.num_samples, args.duration
-    # ---- check the request before any work
-    names, makes_wave, ctx = check_request(args)
-    ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
-    model, meta, mel_cfg, toks = load_all(args)
-    vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
-    fps = mel_cfg.sample_rate / mel_cfg.hop_length  # mel frames per second
-    clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
-    gap = time_range(args, clip_s)
-    # ---- inputs, preprocessed as in training; n samples of every condition
-    images = [load_image(f, meta['image']['size']) for f in args.image]  # (3, S, S) in [-1, 1] each
-    waves = [load_audio(f, mel_cfg.sample_rate, mel_cfg.clip_seconds) for f in args.audio]  # (T,) each, finite
-    mels = [mel_spectrogram(wv, mel_cfg)[:, :mel_cfg.frames] for wv in waves]  # (n_mels, frames) in [0, 1]
-    images = torch.stack(images).to(args.device).repeat_interleave(n, dim=0) if images else None
-    image_ids = toks['image'].encode(images) if images is not None else None  # (B, Lv)
-    audio_ids = toks['audio'].encode(torch.from_numpy(np.stack(mels))[:, None].to(args.device).repeat_interleave(
-        n, dim=0)) if mels else None  # (B, La)
-    # ---- generate
-    torch.manual_seed(args.seed)
-    net = M.compile_for_generation(model, args.device) if args.compile else model
-    with ctx:  # the model only: the tokenizers and the vocoder below stay float32
-        audio, image = run_task(args, net, image_ids, audio_ids, toks['audio'].grid, clip_s, gap)
-    # ---- tokens -> mel -> wave; tokens -> image
-    if vocoder is None:  # audio->image: show the given sound, write no wav
-        mel, wave = np.stack(mels).repeat(n, 0), None
-    else:
-        mel = tokens_to_mel(toks['audio'], audio, mel_cfg.frames)  # (B, n_mels, T)
-        wave = vocoder(mel)  # (B, samples)
-        if dur:  # the windows cover whole token columns: cut to the duration asked for
-            mel, wave = mel[:, :, :math.ceil(dur * fps)], wave[:, :round(dur * mel_cfg.sample_rate)]
-        if args.audio:  # the given sound outside [a, b], the generated one inside (fixed here)
-            wave = splice(np.stack(waves).repeat(n, 0), wave, *gap, mel_cfg.sample_rate)
-            wave = peak_limit(wave)  # the vocoder's part is within full scale, a float input may not be
-    shown = tensor_to_pixels(images if images is not None else toks['image'].decode(image))  # (B, S, S, 3)
-    span = tuple(t * fps for t in gap) if args.inpaint else None  # the inpainted range, outlined in the picture
-    write(args, names, wave, shown, mel, shown if image is not None else None, span, mel_cfg.sample_rate, ffmpeg)
-
-def splice(given, made, a, b, sr, fade=0.02):
-    """given (B, T0), made (B, T1) waves -> (B, T1): made inside [a, b] s, given outside,
-    with `fade` s linear crossfades centred on a and b."""
-    given = np.pad(given, ((0, 0), (0, max(0, made.shape[1] - given.shape[1]))))[:, :made.shape[1]]
-    t = np.arange(made.shape[1]) / sr
-    inside = np.clip(np.minimum(t - a, b - t) / fade + 0.5, 0, 1)  # 1 inside the range, 0 outside
-    return (inside * made + (1 - inside) * given).astype(np.float32)
-
-def check_numbers(args):
-    """Every number finite and in range before any work (argparse's float takes nan and inf)."""
-    limits = dict(cfg=(0, math.inf), temperature=(0, math.inf), choice_temperature=(0, math.inf),  # 0: none/argmax
-                  num_samples=(1, math.inf), steps=(1, math.inf), seed=(0, 2 ** 63 - 1))
-    for name, (low, high) in limits.items():
-        value = getattr(args, name)
-        if not (math.isfinite(value) and low <= value <= high):
-            raise ValueError(f'--{name} {value}: must be a finite number >= {low}' + (f' and <= {high}' if high < math.inf else ''))
-
-TMP = '.sample-{pid}-'  # prefix of this run's temporary files in the output folder (a dead run's are removed)
-
-def check_output(args, files, inputs):
-    """The output folder is writable, no input would be replaced, an existing file only with
-    --overwrite; temporary files left by killed runs are removed. All before any work."""
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f'--output {out}: is a file, not a folder')
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / (TMP.format(pid=os.getpid()) + 'check')).touch()
-        (out / (TMP.format(pid=os.getpid()) + 'check')).unlink()
-    except OSError as e:
-        raise ValueError(f'--output {out}: cannot write files there ({e.strerror})') from None
-    for f in out.glob('.sample-*'):  # a SIGKILL can leave some: remove those whose run is gone
-        m = re.match(r'\.sample-(\d+)-', f.name)
-        if m and not alive(int(m[1])):
-            f.unlink(missing_ok=True)
-    given = {os.path.realpath(f) for f in inputs}
-    for f in (out / name for name in files):
-        if os.path.realpath(f) in given:
-            raise ValueError(f'{f}: is an input and would be replaced by an output; choose another --output')
-        if f.exists() and not args.overwrite:
-            raise ValueError(f'{f}: exists; --overwrite replaces it, or choose another --output')
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)  # signal 0: is there such a process
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        pass
-    return True
-
-def write(args, names, wave, shown, mel, gen_image, span, sr, ffmpeg=None):
-    """Every file goes to a temporary name in the output folder first (.sample-<pid>-...); all are
-    renamed only once all exist. A killed run's leftovers are removed by the next (check_output)."""
-    out, prefix = Path(args.output), TMP.format(pid=os.getpid())
-    pending, still = [], out / f'{prefix}still.png'  # the video's picture: at the panel's size, toy images are tiny
-    def tmp(name, what):
-        pending.append((out / f'{prefix}{name}.tmp', out / name, what))
-        return pending[-1][0]
-    try:
-        for j, name in enumerate(names):
-            if wave is not None:
-                wav = tmp(f'{name}.wav', f'sound, {len(wave[j]) / sr:.2f} s at {sr} Hz')
-                sf.write(wav, wave[j], sr, format='WAV', subtype='PCM_16')
-            if gen_image is not None:
-                Image.fromarray(gen_image[j]).save(tmp(f'{name}.png', 'generated image'), format='PNG')
-            panel(shown[j], mel[j], span).save(tmp(f'{name}_mel.png', 'image | mel-spectrogram'), format='PNG')
-            if ffmpeg and wave is not None:  # the still image with its sound; -t, as -shortest overshoots a loop
-                Image.fromarray(shown[j]).resize((256, 256), Image.BICUBIC).save(still)
-                cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', str(still), '-i', str(wav), '-c:v',
-                       'libx264', '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', f'{len(wave[j]) / sr:.3f}',
-                       '-f', 'mp4', str(tmp(f'{name}.mp4', 'video'))]
-                if subprocess.run(cmd, capture_output=True).returncode != 0:
-                    raise ValueError(f'ffmpeg failed to write {out / name}.mp4')
-        for t, final, what in pending:
-            replaced = final.exists()
-            os.replace(t, final)
-            print(f'wrote {final} ({what}{"; replaced the old file, --overwrite" if replaced else ""})')
-    finally:  # on any failure, no partial outputs
-        for t in [t for t, _, _ in pending] + [still]:
-            t.unlink(missing_ok=True)
-
 def cli(argv=None):
     """The command line: 0 on success, 2 with a one-line `error: ...` on bad input (no traceback)."""
-    args = p.parse_args(argv)
     try:
-        with torch.no_grad():
-            main(args)
+        main(p.parse_args(argv))
     except (ValueError, FileNotFoundError) as e:
         return report_error(e)
     return 0

@@ -10,6 +10,8 @@ import os
 import re
 import sys
 import glob
+import argparse
+import tempfile
 import math
 import pickle
 import json
@@ -17,6 +19,7 @@ import hashlib
 import functools
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,19 +28,61 @@ import torch.nn.functional as F
 import yaml
 
 # -----------------------------------------------------------------------------
-# shared by every script: files written whole, one-line errors, pixels <-> tensors
+# shared by every script: files written whole, one-line errors, finding files, pixels <-> tensors
+
+class AtomicFiles:
+    """Files written whole or not at all, as a group: `with AtomicFiles() as files:` hands out
+    files.path(final), a temporary name beside `final` (template: '{name}.tmp{pid}'); when the block
+    ends without an error every temporary is renamed to its final name (files.written lists them),
+    on an error none is, and the temporaries are removed. A killed process leaves its temporaries,
+    named by its pid: remove_dead_temporaries removes them later."""
+    def __init__(self, template='{name}.tmp{pid}'):
+        self.template, self.pending, self.written = template, [], []  # written: (final, note, replaced)
+
+    def __enter__(self):
+        return self
+
+    def path(self, final, note='', keep=True):
+        """The temporary path to write `final` under; note says what it holds. keep=False: a scratch
+        file, removed at the end, never renamed."""
+        final = Path(final)
+        tmp = final.with_name(self.template.format(name=final.name, pid=os.getpid()))
+        self.pending.append((tmp, final if keep else None, note))
+        return tmp
+
+    def __exit__(self, error, *_):
+        try:
+            for tmp, final, note in self.pending if error is None else []:
+                if final is not None:
+                    self.written.append((final, note, final.exists()))
+                    os.replace(tmp, final)
+        finally:  # on any failure, no partial outputs
+            for tmp, _, _ in self.pending:
+                tmp.unlink(missing_ok=True)
 
 def write_atomic(path, write, mode='wb'):
     """write(f) into a temporary file beside `path`, then rename it to `path`: a killed or failed
     write never leaves half a file (the temporary is removed on any error)."""
-    tmp = f'{path}.tmp{os.getpid()}'
+    with AtomicFiles() as files, open(files.path(path), mode) as f:
+        write(f)
+
+def remove_dead_temporaries(folder, template):
+    """The temporary files AtomicFiles(template) left in `folder` for a process that is gone (a
+    SIGKILL runs no clean-up), removed. The template must start with a prefix, then '{pid}-'."""
+    prefix = template.split('{pid}')[0]
+    for f in Path(folder).glob(prefix + '*'):
+        m = re.match(re.escape(prefix) + r'(\d+)-', f.name)
+        if m and not process_alive(int(m[1])):
+            f.unlink(missing_ok=True)
+
+def process_alive(pid):
     try:
-        with open(tmp, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.kill(pid, 0)  # signal 0: is there such a process
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
 
 def report_error(e):
     """Every script's answer to bad input: one `error: ...` line on stderr, no traceback. Returns
@@ -47,6 +92,34 @@ def report_error(e):
 
 def exit_with_error(e):
     sys.exit(report_error(e))
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `error: ...` line and exit code 2, like every other bad
+    input (no usage block); `hint` ends each message."""
+    def __init__(self, *args, hint='', **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
+    def error(self, message):
+        exit_with_error(message + self.hint)
+
+def writable_folder(folder, error):
+    """`folder` made (with its parents) and a file written there and removed: an output that cannot
+    be written is a one-line ValueError (`error`, then the reason) before any work."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ValueError(f'{error} ({e.strerror})') from None
+
+ROOT = os.path.dirname(os.path.abspath(__file__))  # the repo root
+
+def repo_path(path):
+    """`path` when it exists from the current directory (or is absolute), else the same path under the
+    repo root: the scripts find data/, out*/ and tokenizer files from any directory."""
+    if os.path.isabs(path) or os.path.exists(path) or os.path.abspath(path) == os.path.join(ROOT, path):
+        return path
+    return os.path.join(ROOT, path)
 
 def pixels_to_tensor(pixels):
     """uint8 pixels (B, H, W, 3), array or tensor -> float (B, 3, H, W) in [-1, 1], as the image
@@ -75,15 +148,21 @@ class MelConfig:
     sample_rate: int = 22050
     n_fft: int = 1024
     hop_length: int = 256
+
+    @property
+    def frames_per_second(self):
+        return self.sample_rate / self.hop_length
+
     n_mels: int = 80
     fmin: float = 125.0
     fmax: float = 7600.0
     clip_seconds: float = 10.0
-    frames: int = 848     # frames kept for tokenization (paper: 848 -> 5x53 tokens)
 
     @property
     def num_samples(self):
         return int(round(self.sample_rate * self.clip_seconds))
+
+    frames: int = 848     # frames kept for tokenization (paper: 848 -> 5x53 tokens)
 
     @property
     def tokenized_seconds(self):
@@ -125,6 +204,10 @@ def mel_spectrogram(wave, cfg):
     mel = np.clip((mel + 100) / 100, 0.0, 1.0)               # [-100, 0] dB -> [0, 1]
     return mel[..., :num_mel_frames(wave.shape[-1], cfg)].astype(np.float32)
 
+def tokenized_mel(wave, cfg):
+    """wave (T,) or (B, T) -> the frames the audio tokenizer takes: mel (..., n_mels, cfg.frames) in [0, 1]."""
+    return mel_spectrogram(wave, cfg)[..., :cfg.frames]
+
 def mel_to_amplitude(mel):
     """Inverse of the [0, 1] normalisation: mel -> linear-amplitude mel energies."""
     return 10.0 ** ((np.asarray(mel, dtype=np.float64) * 100 - 100 + 20) / 20)
@@ -153,7 +236,7 @@ def mel_to_magnitude(amp, cfg):
 @functools.lru_cache(maxsize=8)
 def _mel_basis_and_pinv(sr, n_fft, n_mels, fmin, fmax, dtype):
     # the filters as mel_to_stft builds them, and their pseudo-inverse once (librosa recomputes it
-    # per call: an SVD that took 1.5 ms on one thread, 160 ms with numpy's two on a busy machine)
+    # per call: an SVD, slow with several numpy threads on a busy machine)
     import librosa
     A = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=dtype)  # (n_mels, F)
     return A, np.linalg.pinv(A)
@@ -207,15 +290,6 @@ def _fingerprint(t):
     # a short hash of the codebook, recorded in meta.json so a refitted tokenizer with the same
     # shapes is still caught as a mismatch
     return hashlib.sha1(t.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-ROOT = os.path.dirname(os.path.abspath(__file__))  # the repo root
-
-def repo_path(path):
-    """`path` when it exists from the current directory (or is absolute), else the same path under the
-    repo root: the scripts find data/, out*/ and tokenizer files from any directory."""
-    if os.path.isabs(path) or os.path.exists(path) or os.path.abspath(path) == os.path.join(ROOT, path):
-        return path
-    return os.path.join(ROOT, path)
 
 def _save_file(tokenizer, obj, path):
     """A tokenizer's file, written whole or not at all (a temporary name, then a rename); its path is
@@ -975,10 +1049,8 @@ def _fit_pair_encoder(toks, x01, g, steps, batch):
     for net in nets.values():
         net.eval()
 
-# decoder steps a modality: a picture decoder's class survives a round trip in 0.24 of the digits' test
-# pictures after 1200 steps, 0.50 after 4000 and 0.57 after 8000; with appearances 0.65, 0.75 after 8000
-# and 0.76 after 16000, where audio->image gains 0.09 (README); the sound's 1200 already keep 0.86, and
-# a sound step costs 5x a picture's
+# decoder steps a modality: the picture decoder still gains from 8000 to 16000 steps; the sound's keeps
+# the class after 1200, and a sound step costs 5x a picture's (README, "The picture decoder reads an appearance")
 UNIT_DECODER_STEPS = {'image': 16000, 'audio': 1200}
 
 @torch.enable_grad()
@@ -1512,6 +1584,23 @@ def tokens_to_mel(tokenizer, ids, frames_per_window):
     mel = torch.cat([tokenizer.decode(torch.cat([first, c.reshape(-1, h * w)], 1))[:, 0] for c in cols.split(w, 2)], 2)
     return mel[:, :, :W * frames_per_window // w].float().clamp(0, 1).cpu().numpy()
 
+def tokens_to_wave(tokenizer, ids, cfg, vocoder, seconds=None, timed=None):
+    """Sound ids, as tokens_to_mel takes them -> (mel (B, n_mels, T) numpy in [0, 1], wave (B, T * hop)):
+    tokens_to_mel, then the vocoder (load_vocoder); both cut to `seconds` if given (a continuation's
+    windows cover whole token columns). timed(part) -> a context manager around each part ('decode',
+    'vocoder'): evaluate.py's timings."""
+    timed = timed or _untimed
+    with timed('decode'):
+        mel = tokens_to_mel(tokenizer, ids, cfg.frames)  # (B, n_mels, T)
+    with timed('vocoder'):
+        wave = vocoder(mel)  # (B, samples)
+    if seconds:
+        mel, wave = mel[:, :, :math.ceil(seconds * cfg.frames_per_second)], wave[:, :round(seconds * cfg.sample_rate)]
+    return mel, wave
+
+def _untimed(part):
+    return contextlib.nullcontext()
+
 def load_vocoder(spec, cfg):
     """spec None / 'griffinlim' -> Griffin-Lim; else a MelGAN best_netG.pt (or folder) or a HiFi-GAN
     generator (or folder). Returns f(mel (B, n_mels, T) in [0, 1]) -> float32 (B, T*hop), every
@@ -1545,6 +1634,14 @@ def peak_limit(wave, ceiling=0.99):
     wave = np.asarray(wave, np.float32)
     peak = np.abs(wave).max(-1, keepdims=True)  # (..., 1)
     return wave * np.where(peak > 1.0, ceiling / np.maximum(peak, 1e-12), 1.0).astype(np.float32)
+
+def splice(given, made, a, b, sr, fade=0.02):
+    """given (B, T0), made (B, T1) waves -> (B, T1): made inside [a, b] s, given outside,
+    with `fade` s linear crossfades centred on a and b."""
+    given = np.pad(given, ((0, 0), (0, max(0, made.shape[1] - given.shape[1]))))[:, :made.shape[1]]
+    t = np.arange(made.shape[1]) / sr
+    inside = np.clip(np.minimum(t - a, b - t) / fade + 0.5, 0, 1)  # 1 inside the range, 0 outside
+    return (inside * made + (1 - inside) * given).astype(np.float32)
 
 def _as_mel_batch(mel, cfg):
     mel = np.asarray(mel.detach().cpu() if torch.is_tensor(mel) else mel, dtype=np.float32)

@@ -267,7 +267,7 @@ def test_bad_input_from_the_command_line(env):
 ])
 def test_every_number_and_the_output_checked_before_any_work(env, capsys, monkeypatch, args, says):
     monkeypatch.chdir(env)
-    monkeypatch.setattr(sample, 'load_all', lambda args: pytest.fail('the model was loaded before the check'))
+    monkeypatch.setattr(sample, 'load_trained', lambda *args: pytest.fail('the model was loaded before the check'))
     args = ['--out_dir', str(env / 'ckpt'), '--output', str(env / 'checked'), *args]  # a later --output wins
     assert sample.cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -334,7 +334,7 @@ def test_sigkill_while_writing_leaves_nothing_behind(env, cli, tmp_path):
 def test_finds_the_one_trained_checkpoint(env, capsys, monkeypatch, tmp_path):
     """Right after the quick start (out-toy/ckpt.pt, no out/), the bare command finds and names it."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sample, 'ROOT', str(tmp_path / 'repo'), raising=False)  # the repo root's out*/ too
+    monkeypatch.setattr(data, 'ROOT', str(tmp_path / 'repo'), raising=False)  # the repo root's out*/ too
     (tmp_path / 'repo' / 'out-toy').mkdir(parents=True)
     (tmp_path / 'repo' / 'out-toy' / 'ckpt.pt').write_bytes((env / 'ckpt' / 'ckpt.pt').read_bytes())
     args = ['--image', str(env / 'cat.jpg'), '--steps', '2', '--device', 'cpu']
