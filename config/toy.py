@@ -1,4 +1,4 @@
-# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); about 11 min on 2 cores
+# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); its time: README
 # $ python train.py config/toy.py
 out_dir = 'out-toy'
 dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 32 codes each) is made on first use, no download
@@ -9,17 +9,13 @@ always_save_checkpoint = True  # ckpt.pt is the latest state: --init_from=resume
 
 # a tiny model: 4 encoder and 2 decoder blocks of width 128 (1.3M parameters; ~0.95 GFLOP per clip
 # per training step without token drop)
-n_layer = 4
-n_head = 4
-n_embd = 128
-decoder_n_layer = 2
-decoder_n_head = 4
-decoder_n_embd = 128
+n_layer, n_head, n_embd = 4, 4, 128
+decoder_n_layer, decoder_n_head, decoder_n_embd = 2, 4, 128
 dropout = 0.0  # small data, short run: no dropout
 # No token drop here (the paper drops 50% of positions before the encoder to speed up training): with
 # drop, the encoder trains on half the tokens but sees all of them at inference, and this tiny model's
-# late unmasking steps (sound mostly known, picture fully given) got worse than its early ones.
-# Measured (README, "Results"): image->audio 0.56 -> 0.85 with s = 3; 0.30 s per step instead of 0.22 s.
+# late unmasking steps (sound mostly known, picture fully given) got worse than its early ones
+# (README, "Why the toy trains without token drop").
 drop_ratio = 0.0
 
 batch_size = 32
@@ -30,8 +26,4 @@ lr_decay_iters = 2000
 warmup_iters = 50
 min_lr = 1e-4
 
-# Not compiled: a whole fresh-clone run took 687 s compiled and 683 s not (the compile costs ~40 s; 200-step
-# runs had shown 0.265 s a step against 0.315 s, the whole run 0.29-0.32 s either way). Shorter runs fit in
-# 10 minutes but lost 4-5 points of image->audio probe accuracy (400 test items, s = 3): 2000 steps 0.855,
-# 1800 compiled 0.805 (588 s wall in all), 1600 0.818 (530 s); audio->image 0.79, 0.78, 0.82.
-compile = False
+compile = False  # in a run this short the compile costs about what it saves (README, "Results")
