@@ -344,6 +344,7 @@ temperature = 1.0  # sampling temperature
 choice_temperature = 9.0  # Gumbel noise T on the confidences (paper: 9)
 seed = 1337
 tasks = 'i2a,a2i,cogen,inpaint'  # image->audio, audio->image, co-generation (CFG does not touch it), audio inpainting
+TASKS = ('i2a', 'a2i', 'cogen', 'inpaint')  # every task, in the order they run
 inpaint_fraction = 0.5  # inpaint: the middle part of each test sound regenerated, guided by its image
 vocoder = 'griffinlim'  # or a MelGAN / HiFi-GAN generator file (tokenizers.load_vocoder)
 panns = ''  # Cnn14_16k_mAP=0.438.pth (panns_rate=16000) or Cnn14_mAP=0.431.pth (32000): FD, IS, KL
@@ -368,7 +369,7 @@ def timer(task, part):
 
 def task_of(paths):  # scoring time goes to the task whose folder holds the files; real files: 'reference'
     task = os.path.basename(os.path.dirname(paths[0])) if paths else ''
-    return task if task in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip') else 'reference'
+    return task if task in (*TASKS, 'roundtrip') else 'reference'
 
 
 def read_png(path):
@@ -524,7 +525,7 @@ def check_request():
     """The settings and the weight files checked before any work. Returns the tasks and the model's
     precision (name, autocast context)."""
     todo = tasks.split(',')
-    if not todo or set(todo) - {'i2a', 'a2i', 'cogen', 'inpaint'}:
+    if not todo or set(todo) - set(TASKS):
         raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
     if panns_rate not in (16000, 32000):
         raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
@@ -688,14 +689,14 @@ def main():
     run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
                                 + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
-    for sub in ('i2a', 'a2i', 'cogen', 'inpaint', 'roundtrip'):
+    for sub in (*TASKS, 'roundtrip'):
         os.makedirs(os.path.join(run, sub), exist_ok=True)
     check_results_source(run, os.path.join(out_dir, 'ckpt.pt'), root, toks)
     runner = Tasks(net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, model.config.audio_grid_w)
     # ---- generate what is missing, one file per item
     with torch.no_grad():
         speed = {f'{t}_items_per_min': generate_missing(runner.done_marker(t), getattr(runner, t), t)
-                 for t in ('i2a', 'a2i', 'cogen', 'inpaint') if t in todo}
+                 for t in TASKS if t in todo}
         labelled = bool(meta.get('classes')) and all(l is not None for l in labels)
         probes = load_probes(root, len(meta['classes'])) if labelled else None
         if probes:
