@@ -1,9 +1,11 @@
 """
 Everything that turns pixels and waveforms into token ids and back. Frozen during training.
+0) what every script shares: files written whole, one-line errors, repo paths, pixels <-> tensors
 1) the SpecVQGAN mel front-end and its Griffin-Lim inverse (needs no weights)
-2) PatchKMeansTokenizer: a patch vector-quantizer fitted by k-means (needs no downloaded weights)
+2) tokenizers fitted here, no downloaded weights: patch k-means (and gain-shape), a conv VQ
+   autoencoder, semantic units; load_tokenizers rebuilds any of them from meta.json
 3) the taming-transformers VQGAN (ImageNet f16 image model and the SpecVQGAN mel codebook)
-4) vocoders: SpecVQGAN's MelGAN and HiFi-GAN generators
+4) vocoders: SpecVQGAN's MelGAN and HiFi-GAN generators; tokens -> mel -> wave
 All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.safe_load.
 """
 import os
