@@ -78,6 +78,7 @@ def remove_dead_temporaries(folder, template):
             f.unlink(missing_ok=True)
 
 def process_alive(pid):
+    """Whether a process with this id runs (on this machine)."""
     try:
         os.kill(pid, 0)  # signal 0: is there such a process
     except ProcessLookupError:
@@ -147,6 +148,8 @@ def shift_augment(x, g, max_shift):
 
 @dataclass
 class MelConfig:
+    """The mel front-end's settings (the SpecVQGAN release's by default; meta.json keeps a dataset's):
+    the STFT, the mel bands, the clip. Each derived property sits beside the fields it reads."""
     sample_rate: int = 22050
     n_fft: int = 1024
     hop_length: int = 256
