@@ -15,6 +15,7 @@ import os
 import time
 from contextlib import contextmanager
 
+import librosa
 import numpy as np
 import soundfile as sf
 import torch
@@ -131,7 +132,6 @@ class Spectrogram(nn.Module):
 class LogMel(nn.Module):
     def __init__(self, sample_rate, n_fft, fmax):
         super().__init__()
-        import librosa
         mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=64, fmin=50, fmax=fmax)  # Slaney
         self.register_buffer("melW", torch.from_numpy(mel.T.copy()).float())  # (F, 64), in the checkpoint
 
