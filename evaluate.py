@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from data import load_trained, probe_audio, probe_image, probe_image_input, probe_mel_input, save_png, save_text, save_wav
 from model import (MODALITIES, ModelConfig, audio_to_image, autocast_context, cogenerate, compile_for_generation,
-                   cross_modal_losses, image_to_audio, inpaint_audio, masked_token_counts, random_corruption,
-                   time_range_to_columns)
+                   cross_modal_losses, image_to_audio, inpaint_audio, majority_codes, masked_token_counts,
+                   random_corruption, time_range_to_columns)
 from tokenizers import (check_tokenizer_matches, exit_with_error, load_vocoder, pixels_to_tensor, repo_path,
                         shift_augment, tensor_to_pixels, tokenized_mel, tokens_to_wave, torch_load, write_atomic)
 
@@ -701,8 +701,7 @@ def main():
         probes = load_probes(root, len(meta['classes'])) if labelled else None
         if probes:
             generate_missing(runner.done_marker('roundtrip'), runner.roundtrip, 'round trips')
-        train_tokens = [np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r')[:10_000] for m in MODALITIES]
-        majority = {m: int(np.bincount(np.asarray(t).ravel()).argmax()) for m, t in zip(MODALITIES, train_tokens)}
+        majority = majority_codes(*(np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r') for m in MODALITIES))
         metrics = token_metrics(model, audio, image, majority)
     # ---- score the files on disk, so a resumed run scores exactly what it kept
     real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]

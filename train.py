@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (MODALITIES, ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, masked_token_counts,
-                   random_corruption)
+from model import (MODALITIES, ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, majority_codes,
+                   masked_token_counts, random_corruption)
 from tokenizers import ROOT, exit_with_error, load_tokenizers, repo_path, torch_load, write_atomic
 
 # -----------------------------------------------------------------------------
@@ -90,6 +90,7 @@ min_lr = 0.0  # as MAE/MAGE
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
 dtype = 'auto'  # 'float32', 'bfloat16' or 'float16'; 'auto': bf16 on a GPU that has it, else fp16 (SPEC 4); float32 on CPU
 compile = True  # torch.compile the model (PyTorch 2.0+)
+seed = 1337  # the model's initial weights, masks and data order; DDP ranks add their rank
 peak_flops = 0.0  # FLOP/s the MFU is measured against; 0: an A100's bf16 312e12 on cuda, no MFU on other devices (bench.py measures yours)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
@@ -116,7 +117,7 @@ else:
     ddp_rank, ddp_world_size, master_process, seed_offset = 0, 1, True, 0
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
-torch.manual_seed(1337 + seed_offset)
+torch.manual_seed(seed + seed_offset)
 try:  # float32 plain, bf16/fp16 under autocast, TF32 on GPUs: the one helper every script uses
     dtype, ctx = autocast_context(device, dtype, cpu_auto='float32')  # CPU training stays float32 (as measured)
 except ValueError as e:
@@ -173,10 +174,7 @@ def load_tokens(split):
 
 
 splits = {} if dataset == 'random' else {split: load_tokens(split) for split in ('train', 'val')}
-# the most frequent code of each modality in (up to 10k clips of) train: the accuracy a model that
-# predicts it everywhere gets, printed beside the masked-token accuracy (a collapsed run shows equal)
-majority_code = {m: int(np.bincount(a[:10_000].ravel()).argmax()) for m, a in zip(MODALITIES, splits['train'])} \
-    if splits else {}
+majority_code = majority_codes(*splits['train']) if splits else {}  # printed beside the masked-token accuracy
 
 
 def get_batch(split, generator):
@@ -267,7 +265,7 @@ if ddp:
 
 # the sampler's RNG is its own generator (not the global one, which draws masks and dropout), so
 # its state is the data position; a different seed so sampled rows don't correlate with masks
-data_generator = torch.Generator().manual_seed(1337 + seed_offset + 1_000_000)
+data_generator = torch.Generator().manual_seed(seed + seed_offset + 1_000_000)
 if checkpoint is not None and len(checkpoint['rng']) == ddp_world_size:  # continue exactly
     rng = checkpoint['rng'][ddp_rank]  # this rank's RNG states and data position
     torch.set_rng_state(rng['torch'].cpu())
@@ -276,8 +274,8 @@ if checkpoint is not None and len(checkpoint['rng']) == ddp_world_size:  # conti
     data_generator.set_state(checkpoint['data_state'][ddp_rank]['generator'].cpu())
 elif checkpoint is not None:  # another number of processes: fresh streams, not an exact continuation
     print(f"warning: checkpoint is from {len(checkpoint['rng'])} processes, not {ddp_world_size}: reseeding")
-    torch.manual_seed(1337 + seed_offset + iter_num)
-    data_generator.manual_seed(1337 + seed_offset + 1_000_000 + iter_num)
+    torch.manual_seed(seed + seed_offset + iter_num)
+    data_generator.manual_seed(seed + seed_offset + 1_000_000 + iter_num)
 checkpoint = None  # free up memory
 
 

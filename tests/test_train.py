@@ -297,3 +297,14 @@ def test_toy_dataset_is_prepared_on_first_use(tmp_path):
     code, log = run(args, script=str(probe))
     assert code == 0, log
     assert os.path.exists(os.path.join(toy_dir, 'meta.json')) and re.search(r'^iter 0: loss', log, re.M)
+
+
+def test_seed_sets_the_initial_weights_and_the_run(data_dir, tmp_path):
+    # --seed: another seed is another run (weights, masks, data order); the same seed the same run
+    ckpts = {}
+    for name, seed in (('a', 7), ('b', 7), ('c', 8)):
+        code, log = run(tiny_args(data_dir, str(tmp_path / name), max_iters=2, seed=seed))
+        assert code == 0, log
+        ckpts[name] = load(str(tmp_path / name))['model']
+    assert_same_weights(ckpts['a'], ckpts['b'])
+    assert not torch.equal(ckpts['a']['encoder_pos'], ckpts['c']['encoder_pos'])
