@@ -17,12 +17,16 @@ dropout = 0.0  # small data, short run: no dropout
 # late unmasking steps (sound mostly known, picture fully given) got worse than its early ones
 # (README, "Why the toy trains without token drop").
 drop_ratio = 0.0
+# Fixed here (0 = the paper): 30% of the samples leave one modality whole, as the condition is at
+# inference, the other masked as usual: without it some training seeds stall with only part of the
+# classes mapped across; with it every seed measured learns the mapping, in fewer steps (README, "Results").
+given_prob = 0.3
 
 batch_size = 32
 gradient_accumulation_steps = 1
 learning_rate = 1e-3  # a small model takes a larger lr than SPEC 4's rule (1.2e-5 at 32 clips)
-max_iters = 2000  # 16 epochs of the 4,000 train clips
-lr_decay_iters = 2000
+max_iters = 1600  # 13 epochs of the 4,000 train clips
+lr_decay_iters = 1600
 warmup_iters = 50
 min_lr = 1e-4
 
