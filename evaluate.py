@@ -308,7 +308,7 @@ def load_probes(root, n_classes):
             continue
         nets[kind] = fit_probe(probe_tensor(x, kind), labels, n_classes, kind)
         try:
-            write_atomic(path, lambda f: torch.save({'key': key, 'model': nets[kind].state_dict()}, f))
+            write_atomic(path, functools.partial(torch.save, {'key': key, 'model': nets[kind].state_dict()}))
         except OSError:  # a read-only dataset: the probe lives for this run only
             pass
     return nets
