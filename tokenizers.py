@@ -1593,7 +1593,7 @@ def tokens_to_wave(tokenizer, ids, cfg, vocoder, seconds=None, timed=None):
     tokens_to_mel, then the vocoder (load_vocoder); both cut to `seconds` if given (a continuation's
     windows cover whole token columns). timed(part) -> a context manager around each part ('decode',
     'vocoder'): evaluate.py's timings."""
-    timed = timed or _untimed
+    timed = timed or contextlib.nullcontext  # nullcontext(part): no timing
     with timed('decode'):
         mel = tokens_to_mel(tokenizer, ids, cfg.frames)  # (B, n_mels, T)
     with timed('vocoder'):
@@ -1601,9 +1601,6 @@ def tokens_to_wave(tokenizer, ids, cfg, vocoder, seconds=None, timed=None):
     if seconds:
         mel, wave = mel[:, :, :math.ceil(seconds * cfg.frames_per_second)], wave[:, :round(seconds * cfg.sample_rate)]
     return mel, wave
-
-def _untimed(part):
-    return contextlib.nullcontext()
 
 def load_vocoder(spec, cfg):
     """spec None / 'griffinlim' -> Griffin-Lim; else a MelGAN best_netG.pt (or folder) or a HiFi-GAN
