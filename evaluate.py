@@ -340,6 +340,7 @@ max_items = 0  # evaluate only the first max_items items of the split (0 = all)
 batch_size = 16  # items per generation batch
 steps = 30  # decoding iterations N (paper: 30)
 cfg = 3.0  # guidance scale s (paper: 3; 1 = none)
+cfg_fade = 0.0  # guidance s_t = 1 + (s - 1) * share still masked ** cfg_fade (paper: 0, constant; model.guidance_at)
 temperature = 1.0  # sampling temperature
 choice_temperature = 9.0  # Gumbel noise T on the confidences (paper: 9)
 seed = 1337
@@ -527,6 +528,8 @@ def check_request():
     todo = tasks.split(',')
     if not todo or set(todo) - set(TASKS):
         raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
+    if cfg_fade < 0:
+        raise ValueError(f'cfg_fade must be >= 0 (0: constant guidance, the paper), not {cfg_fade}')
     if panns_rate not in (16000, 32000):
         raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
     for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
@@ -544,7 +547,8 @@ class Tasks:
     def __init__(self, net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, n_cols):
         self.net, self.ctx, self.toks, self.mel_cfg, self.vocode = net, ctx, toks, mel_cfg, vocode
         self.audio, self.image = audio, image  # (N, La), (N, Lv) the real test tokens
-        self.kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg)
+        self.kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg,
+                       guidance_fade=cfg_fade)
         # each task's files without the extension: .wav for a sound, .png for a picture
         self.stems = {t: [os.path.join(run, t, name) for name in ids] for t in ('i2a', 'a2i', 'inpaint', 'roundtrip')}
         self.stems['cogen'] = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
@@ -656,7 +660,7 @@ def score_toy_probes(runner, real_wav, real_png, labels, todo, sr):
 def write_report(run, root, n_items, precision, metrics, speed, columns):
     """A table on stdout and in metrics.md, everything in metrics.json."""
     report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': n_items,
-              'settings': dict(cfg=cfg, steps=steps, choice_temperature=choice_temperature,
+              'settings': dict(cfg=cfg, cfg_fade=cfg_fade, steps=steps, choice_temperature=choice_temperature,
                                temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks,
                                dtype=precision, compile=compile),
               'metrics': metrics, 'throughput': speed, 'outputs': run,
@@ -686,7 +690,7 @@ def main():
     for m in MODALITIES:  # the split's tokens were made by the same tokenizers
         check_tokenizer_matches(meta[m], toks[m])
     vocode = load_vocoder(vocoder, mel_cfg)
-    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
+    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}" + (f"_fade{cfg_fade:g}" if cfg_fade else '') + f"_n{steps}_T{choice_temperature:g}_t{temperature:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
                                 + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
     for sub in (*TASKS, 'roundtrip'):

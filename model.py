@@ -623,13 +623,27 @@ def model_logits(model, audio, image):
 def guided_logits(model, audio, image, condition=None, guidance_scale=1.0):
     """Logits for both modalities, with classifier-free guidance in logit space (paper Eq. 2):
     s * logits(x | condition) + (1 - s) * logits(x | condition masked), the two passes as one
-    batch. s = 1 (or no condition) is the plain conditional pass."""
-    if condition is None or guidance_scale == 1.0:
+    batch. s = 1 (or no condition) is the plain conditional pass; s may be a (B,) tensor, one
+    scale per sample (guidance_at)."""
+    if condition is None or (not torch.is_tensor(guidance_scale) and guidance_scale == 1.0):
         return model_logits(model, audio, image)
     null_audio, null_image = remove_condition(audio, image, condition, model.config)
     logits = model_logits(model, torch.cat([audio, null_audio]), torch.cat([image, null_image]))
-    B, s = audio.size(0), guidance_scale
+    B = audio.size(0)
+    s = guidance_scale.view(B, 1, 1) if torch.is_tensor(guidance_scale) else guidance_scale
     return tuple(s * lg[:B].float() + (1 - s) * lg[B:].float() for lg in logits)
+
+
+def guidance_at(guidance_scale, share_masked, fade):
+    """The guidance scale of this step (fixed here; the paper's is constant, fade = 0):
+    s_t = 1 + (s - 1) * share_masked ** fade, share_masked (B,) the part of the target's unknown
+    tokens still [MASK]. Guidance then sets what the first tokens are, the ones that decide what the
+    sound or picture will be, and steps back as the target fills: once a sound's first tokens say
+    its class, the condition adds little to the rest, and s > 1 only amplifies the difference
+    between two nearly equal passes (measured in the README: "Guidance that fades")."""
+    if fade == 0 or guidance_scale == 1.0:
+        return guidance_scale
+    return 1.0 + (guidance_scale - 1.0) * share_masked.float().pow(fade)
 
 
 def sample_ids(log_probs, temperature, generator=None):
@@ -664,11 +678,12 @@ def unmask_step(ids, logits, mask_id, n_unknown0, step, num_iter, temperature, c
 
 @torch.no_grad()
 def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperature=9.0,
-             guidance_scale=3.0, condition=None, generator=None, progress=False):
+             guidance_scale=3.0, condition=None, generator=None, progress=False, guidance_fade=0.0):
     """Fill every [MASK] of audio (B, La) and image (B, Lv) in num_iter steps (paper defaults:
-    N 30, T 9, s 3). Given ids are never changed. condition: the modality guidance removes
-    ('image' for image->audio, 'audio' for audio->image, None for co-generation: no guidance).
-    Each modality keeps its own per-sample schedule. Returns (audio, image) ids, no [MASK] left."""
+    N 30, T 9, s 3, guidance constant: fade 0). Given ids are never changed. condition: the
+    modality guidance removes ('image' for image->audio, 'audio' for audio->image, None for
+    co-generation: no guidance). Each modality keeps its own per-sample schedule. Returns
+    (audio, image) ids, no [MASK] left."""
     cfg = model.config
     ids = {'audio': audio.clone(), 'image': image.clone()}
     n_unknown0 = {m: (ids[m] == cfg.mask_id(m)).sum(dim=1) for m in MODALITIES}  # (B,) each
@@ -680,8 +695,13 @@ def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperatu
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc='unmasking', leave=False)
+    target = {'image': 'audio', 'audio': 'image'}.get(condition)
     for step in steps:
-        logits = dict(zip(MODALITIES, guided_logits(model, ids['audio'], ids['image'], condition, guidance_scale)))
+        scale = guidance_scale
+        if target is not None and guidance_fade:
+            share_masked = (ids[target] == cfg.mask_id(target)).sum(dim=1) / n_unknown0[target].clamp_min(1)
+            scale = guidance_at(guidance_scale, share_masked, guidance_fade)
+        logits = dict(zip(MODALITIES, guided_logits(model, ids['audio'], ids['image'], condition, scale)))
         for m in todo:
             if allowed[m] is not None:
                 logits[m] = logits[m].float().masked_fill(~allowed[m], float('-inf'))

@@ -35,6 +35,8 @@ p.add_argument('--seed', type=int, default=1337)
 p.add_argument('--steps', type=int, default=30, help='decoding iterations N (paper: 30)')
 p.add_argument('--temperature', type=float, default=1.0, help='sampling temperature')
 p.add_argument('--cfg', type=float, default=3.0, help='guidance scale s (paper: 3; 1 = none)')
+p.add_argument('--cfg_fade', type=float, default=0.0, help='guidance fades as the target fills: '
+               's_t = 1 + (s - 1) * share still masked ** cfg_fade (paper: 0, constant)')
 p.add_argument('--choice_temperature', type=float, default=9.0, help='Gumbel noise T on confidences (paper: 9)')
 p.add_argument('--vocoder', default='griffinlim', help='griffinlim, or a MelGAN / HiFi-GAN generator file')
 p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -43,7 +45,8 @@ p.add_argument('--dtype', default='auto', help='float32, bfloat16, float16, or a
 p.add_argument('--compile', action='store_true', help='torch.compile the model for the unmasking loop')
 p.add_argument('--video', action='store_true', help='also write NAME.mp4, the still image with its sound (ffmpeg)')
 MAX_SECONDS = 600  # --duration cap (fixed here): 10 minutes of sound is already ~120 windows of the paper's model
-LIMITS = dict(cfg=(0, math.inf), temperature=(0, math.inf), choice_temperature=(0, math.inf),  # 0: none/argmax
+LIMITS = dict(cfg=(0, math.inf), cfg_fade=(0, math.inf), temperature=(0, math.inf),  # 0: none/argmax
+              choice_temperature=(0, math.inf),
               num_samples=(1, math.inf), steps=(1, math.inf), seed=(0, 2 ** 63 - 1))  # the numbers' ranges
 TMP = '.sample-{pid}-{name}'  # this run's temporary files in the output folder (a dead run's are removed)
 
@@ -142,7 +145,7 @@ def run_task(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
     """One call into model.py per task (they differ only in which tokens start as [MASK]) -> (audio, image) ids or None."""
     h, w = audio_grid
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
-              guidance_scale=args.cfg, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
+              guidance_scale=args.cfg, guidance_fade=args.cfg_fade, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
     if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
         c0, c1 = M.time_range_to_columns(*gap, clip_s / w, w, margin=1)
         return M.inpaint_audio(net, audio_ids, image_ids, c0, c1, **kw), None

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+import model as model_module
 from model import (ModelConfig, VisualEchoes, audio_to_image, cogenerate, continue_audio, generate,
-                   guided_logits, image_to_audio, inpaint_audio, mask_by_random_topk, mask_schedule,
+                   guidance_at, guided_logits, image_to_audio, inpaint_audio, mask_by_random_topk, mask_schedule,
                    random_corruption, time_range_to_columns)
 from test_model import TINY, random_batch, tiny_model
 
@@ -88,6 +89,46 @@ def test_guidance_scale_one_is_the_unguided_pass():
     uncond = model(audio, null_image)[0]
     guided = guided_logits(model, audio, image, 'image', 3.0)
     assert torch.allclose(guided[0], 3 * plain[0] - 2 * uncond[0], atol=1e-5)
+
+
+def test_guidance_fades_from_s_to_one_as_the_target_fills():
+    share = torch.tensor([1.0, 0.5, 0.0])
+    assert torch.allclose(guidance_at(3.0, share, 8.0), torch.tensor([3.0, 1 + 2 * 0.5 ** 8, 1.0]))
+    assert guidance_at(3.0, share, 0.0) == 3.0  # fade 0: the paper's constant s
+    assert guidance_at(1.0, share, 8.0) == 1.0  # no guidance stays none
+    # a scale per sample: s = 3 for row 0 and s = 1 (the plain conditional pass) for row 1
+    model = tiny_model().eval()
+    cfg = model.config
+    audio, image = random_batch(cfg, B=2)
+    audio = torch.full_like(audio, cfg.audio_mask_id)
+    cond = model(audio, image)[0][0]
+    uncond = model(audio, torch.full_like(image, cfg.image_mask_id))[0][0]
+    guided = guided_logits(model, audio, image, 'image', torch.tensor([3.0, 1.0]))[0]
+    assert torch.allclose(guided[0], 3 * cond[0] - 2 * uncond[0], atol=1e-5)
+    assert torch.allclose(guided[1], cond[1], atol=1e-5)
+
+
+def test_generate_applies_the_faded_scale_of_each_step(monkeypatch):
+    model = tiny_model().eval()
+    cfg = model.config
+    audio, image = random_batch(cfg, B=2)
+    audio = torch.full_like(audio, cfg.audio_mask_id)
+    audio[1, :4] = 0  # sample 1 starts with 4 of its 10 tokens known (inpainting): its share counts the 6 unknown
+    seen = []
+    real = model_module.guided_logits
+
+    def recording(net, a, v, condition, scale):
+        seen.append(((a == cfg.audio_mask_id).sum(1).float(), scale))
+        return real(net, a, v, condition, scale)
+
+    monkeypatch.setattr(model_module, 'guided_logits', recording)
+    generate(model, audio, image, num_iter=6, guidance_scale=3.0, guidance_fade=2.0, condition='image',
+             generator=torch.Generator().manual_seed(0))
+    n0 = torch.tensor([10.0, 6.0])
+    assert torch.allclose(seen[0][1], torch.tensor([3.0, 3.0]))  # everything unknown: the full s
+    for masked, scale in seen:
+        assert torch.allclose(scale, 1 + 2 * (masked / n0) ** 2)
+    assert seen[-1][1].max() < 3.0  # and it has faded by the last step
 
 
 def test_determinism_under_a_seed():

@@ -259,6 +259,7 @@ def test_bad_input_from_the_command_line(env):
     (['--image', 'cat.jpg', '--duration', '1e9'], 'at most 600'),  # capped, and the cap is said
     (['--image', 'cat.jpg', '--cfg', 'nan'], '--cfg nan'),
     (['--image', 'cat.jpg', '--cfg=-inf'], '--cfg -inf'),
+    (['--image', 'cat.jpg', '--cfg_fade=-1'], '--cfg_fade -1'),
     (['--image', 'cat.jpg', '--temperature', '-1'], '--temperature -1'),
     (['--image', 'cat.jpg', '--choice_temperature', 'nan'], '--choice_temperature nan'),
     (['--image', 'cat.jpg', '--seed', '-1'], '--seed -1'),
