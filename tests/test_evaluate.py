@@ -78,7 +78,7 @@ def test_evaluate_writes_table_and_json(env):
 
 def configure(env, **kw):  # evaluate.py's config globals, as the configurator would set them
     settings = dict(out_dir=str(env / 'out'), steps=3, batch_size=4, device='cpu', split='test', panns='', vggish='',
-                    max_items=0, tasks='i2a,a2i,cogen,inpaint', dtype='auto')
+                    max_items=0, tasks='i2a,a2i,cogen,inpaint', dtype='auto', cfg_fade=0.0)
     for k, v in {**settings, **kw}.items():
         setattr(evaluate, k, v)
 
@@ -96,6 +96,9 @@ def test_bad_input_is_a_clear_error(env):
     configure(env, dtype='half')
     with pytest.raises(ValueError, match="dtype must be 'auto', 'float32', 'bfloat16' or 'float16'"):
         evaluate.main()
+    configure(env, cfg_fade=-1.0)
+    with pytest.raises(ValueError, match='cfg_fade must be >= 0'):
+        evaluate.main()
     truncated = env / 'truncated_vggish.pth'
     truncated.write_bytes((env / 'out' / 'ckpt.pt').read_bytes()[:1000])
     with pytest.raises(ValueError, match='truncated or corrupt'):
@@ -109,6 +112,14 @@ def test_float32_has_its_own_folder(env):
     evaluate.main()
     report = json.loads((env / 'out' / FP32_RUN / 'metrics.json').read_text())
     assert report['settings']['dtype'] == 'float32' and report['throughput']['i2a_items_per_min'] > 0
+
+
+def test_faded_guidance_has_its_own_folder_and_is_recorded(env):
+    configure(env, cfg_fade=8.0, tasks='i2a')
+    evaluate.main()
+    [run] = [p for p in (env / 'out').iterdir() if '_fade8_' in p.name]
+    report = json.loads((run / 'metrics.json').read_text())
+    assert report['settings']['cfg_fade'] == 8.0 and report['metrics']['i2a_acc'] >= 0
 
 
 def test_results_of_another_checkpoint_are_not_resumed(env, tmp_path):
