@@ -528,7 +528,7 @@ def check_request():
     todo = tasks.split(',')
     if not todo or set(todo) - set(TASKS):
         raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
-    if cfg_fade < 0:
+    if not 0 <= cfg_fade < float('inf'):  # nan too
         raise ValueError(f'cfg_fade must be >= 0 (0: constant guidance, the paper), not {cfg_fade}')
     if panns_rate not in (16000, 32000):
         raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
@@ -690,7 +690,8 @@ def main():
     for m in MODALITIES:  # the split's tokens were made by the same tokenizers
         check_tokenizer_matches(meta[m], toks[m])
     vocode = load_vocoder(vocoder, mel_cfg)
-    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}" + (f"_fade{cfg_fade:g}" if cfg_fade else '') + f"_n{steps}_T{choice_temperature:g}_t{temperature:g}"
+    fade = f"_fade{cfg_fade:g}" if cfg_fade else ''  # constant guidance: no suffix, as before
+    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}{fade}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
                                 + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
     for sub in (*TASKS, 'roundtrip'):

@@ -145,7 +145,8 @@ def run_task(args, net, image_ids, audio_ids, audio_grid, clip_s, gap):
     """One call into model.py per task (they differ only in which tokens start as [MASK]) -> (audio, image) ids or None."""
     h, w = audio_grid
     kw = dict(num_iter=args.steps, temperature=args.temperature, choice_temperature=args.choice_temperature,
-              guidance_scale=args.cfg, guidance_fade=args.cfg_fade, generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
+              guidance_scale=args.cfg, guidance_fade=args.cfg_fade,
+              generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
     if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
         c0, c1 = M.time_range_to_columns(*gap, clip_s / w, w, margin=1)
         return M.inpaint_audio(net, audio_ids, image_ids, c0, c1, **kw), None
