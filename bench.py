@@ -8,8 +8,8 @@ Measurements (as nanoGPT's bench.py), on random weights and random tokens, so no
   video       data.py's video preparation: 10 s clips (ffmpeg test sources) per second per core
 $ python bench.py                                  # everything, on this machine's device
 $ python bench.py --what=sample,train --device=cuda --dtype=bfloat16
-Sampling runs sample.py's and evaluate.py's code path: model.autocast_context, optionally
-model.compile_for_generation, then model.image_to_audio, each setting after a one-step warm-up
+Sampling runs sample.py's and evaluate.py's code path: util.autocast_context, optionally
+util.compile_for_generation, then model.image_to_audio, each setting after a one-step warm-up
 (compiling, kernel choice, the weights' bf16 copies: one-time costs a 30-step call pays once).
 Paper-size sampling on a CPU is slow (a 400M model, 30 full passes, twice with guidance): there the
 warm-up is one step at batch 1 per precision, and the time per step is measured over `timed_steps`
@@ -23,8 +23,8 @@ import tempfile
 import time
 import torch
 
-from model import (DTYPES, ModelConfig, VisualEchoes, autocast_context, compile_for_generation, image_to_audio,
-                   random_corruption)
+from model import ModelConfig, VisualEchoes, image_to_audio, random_corruption
+from util import DTYPES, autocast_context, compile_for_generation
 
 # -----------------------------------------------------------------------------
 what = 'peak,train,sample,tokenizers,video'  # a comma-separated subset
@@ -166,7 +166,7 @@ def bench_video():
         os.makedirs(f'{root}/clips')
         for i in range(video_clips):
             subprocess.run([ffmpeg, '-nostdin', '-y', '-loglevel', 'error', '-f', 'lavfi', '-i',
-                            f'testsrc2=size=640x360:rate=25:duration=10', '-f', 'lavfi', '-i',
+                            'testsrc2=size=640x360:rate=25:duration=10', '-f', 'lavfi', '-i',
                             f'sine=frequency={200 + 50 * i}:sample_rate=44100:duration=10', '-ac', '2',
                             '-c:v', 'libx264', '-preset', 'ultrafast', '-c:a', 'aac', '-shortest',
                             f'{root}/clips/clip{i:03d}.mp4'], check=True)

@@ -15,7 +15,7 @@ import sys
 from ast import literal_eval
 
 
-from tokenizers import exit_with_error as _config_error  # one line on stderr, exit code 2
+from util import exit_with_error as _config_error  # one line on stderr, exit code 2
 
 
 def _checked(key, value, where):

@@ -1,21 +1,20 @@
 """
-Turns audio-visual material into the token format train.py reads (see README, "Data"):
-  python data.py toy --out data/toy                      # the embedded synthetic dataset
+Turns audio-visual material into the token format train.py reads (README, "Your own data"):
   python data.py videos CLIPS/ --out data/vggsound [--csv vggsound.csv] [--shard K/N]
   python data.py pairs FOLDER/ --out data/mine           # <id>.png + <id>.wav pairs
   python data.py merge data/vgg.0 data/vgg.1 --out data/vggsound
-1) preprocessing (SPEC 1): load_image, load_audio, ffmpeg video decoding; 1b) a trained checkpoint read
-   back with its dataset's tokenizers (sample.py, evaluate.py); 1c) sample.py's files (mel panel, video)
-2) the embedded toy dataset and its analytic probes (no learned weights)
+The embedded toy and the digits benchmark have their makers beside their data: data/<name>/prepare.py.
+1) preprocessing (SPEC 1): load_image, load_audio, ffmpeg video decoding
+2) writing the token format: arrays first, meta.json last, all via temporary names
 3) real material: parallel decoding, shard-wise resumable writes, skipped.tsv, merge
 """
 import os
 import io
+import importlib.util
 import argparse
 import re
 import sys
 import csv
-import glob
 import json
 import math
 import shutil
@@ -27,36 +26,44 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from model import MODALITIES, load_model
-from tokenizers import (ROOT, ArgumentParser, AtomicFiles, ConvVQTokenizer, MelConfig, PatchGainShapeTokenizer,
-                        PatchKMeansTokenizer, UnitTokenizer, load_tokenizer, load_tokenizers, mel_spectrogram,
-                        pixels_to_tensor, report_error, tokenized_mel, writable_folder, write_atomic)
+from model import MODALITIES
+from tokenizers import (MelConfig, PatchKMeansTokenizer, UnitTokenizer, load_tokenizer, mel_spectrogram,
+                        pixels_to_tensor, tokenized_mel)
+from util import ROOT, ArgumentParser, report_error, writable_folder, write_atomic
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
 MIN_SIDE, MAX_PIXELS = 16, 8192 * 8192   # fixed here: smaller/larger images are skipped as unusable
 MIN_AUDIO_SECONDS = 0.1
 SPLITS = ('train', 'val', 'test')
-# what data.py fits on the train items when no tokenizer file is given: 'kmeans' (patch k-means), 'gainshape'
-# (patch gain-shape codes, whose ids factor into shape x gain) or 'vq' (a conv VQ autoencoder); README
-TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'gainshape': PatchGainShapeTokenizer, 'vq': ConvVQTokenizer,
-                   'units': UnitTokenizer}
-UNIT_CODES = 128  # units a modality (tokenizers.UnitTokenizer): measured on the digits, README
-UNIT_GLOBAL_CODES = 16  # global codes a modality with units: one id first naming the item's cluster (README)
+# what data.py fits on the train items when no tokenizer file is given: 'kmeans' (patch k-means, seconds)
+# or 'units' (semantic units, docs/units.md: minutes)
+TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'units': UnitTokenizer}
+UNIT_CODES = 128  # units a modality (tokenizers.UnitTokenizer): measured on the digits (docs/units.md)
+UNIT_GLOBAL_CODES = 16  # global codes a modality with units: one id first naming the item's cluster
 DEFAULT_TOKENIZER = 'kmeans'  # prepare()'s and `data.py videos`' default
-# `data.py pairs` and `data.py digits`: semantic units with global codes, the tokenizers the recipe for
-# new data was measured with (README, "Bring your own paired data"); k-means codes learn each modality
-# there but not the mapping between them
+# `data.py pairs` and the digits: semantic units with global codes, the tokenizers the recipe for own
+# data was measured with; k-means codes learn each modality there but not the mapping between them
 PAIRS_TOKENIZER = 'units'
-GAIN_CODES = 16  # a gain-shape tokenizer's mean-and-contrast codes (fixed here)
+
+_MAKERS = {}  # name -> its prepare.py, loaded once
+
+def dataset_maker(name):
+    """data/<name>/prepare.py as a module: the embedded toy and the digits benchmark keep their makers
+    beside their data, as nanoGPT does (train.py makes the toy with it, evaluate.py reads its probes)."""
+    path = os.path.join(ROOT, 'data', name, 'prepare.py')
+    if name not in _MAKERS:
+        spec = importlib.util.spec_from_file_location(f'prepare_{name}', path)
+        _MAKERS[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_MAKERS[name])
+    return _MAKERS[name]
 
 class BadInput(ValueError):
     """An item that cannot be used: skipped and listed in skipped.tsv, never fatal."""
@@ -99,26 +106,6 @@ def image_array(path, size):
     im = im.resize((W, H), Image.BICUBIC)  # PIL widens the kernel when shrinking: antialiased
     left, top = (W - size) // 2, (H - size) // 2
     return np.array(im.crop((left, top, left + size, top + size)))
-
-PAIR_VIEWS = 1  # image views stored per pair: 1 = the picture alone; more, an option (README, "Bring your own paired data")
-
-def image_views(path, size, n, seed):
-    """n views of a picture, uint8 (n, size, size, 3). The middle one (n // 2) is image_array's; the
-    others are random crops of 70-100% of its centre square's area (aspect 3/4 to 4/3, no flips: they
-    would mirror text) resized to `size`. A pair has one picture where a video has frames; training
-    picks one of them per step, as the paper picks a frame (an option, fixed here: no gain measured
-    in 800 steps on the digits benchmark; README)."""
-    plain = image_array(path, size)
-    if n == 1:
-        return plain[None]
-    big = Image.fromarray(image_array(path, 2 * size))  # crops keep detail: cut from twice the size
-    rng, S, views = np.random.default_rng(seed), 2 * size, []
-    for _ in range(n - 1):
-        area, aspect = rng.uniform(0.7, 1.0), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        w, h = min(S, round(S * np.sqrt(area * aspect))), min(S, round(S * np.sqrt(area / aspect)))
-        x, y = rng.integers(S - w + 1), rng.integers(S - h + 1)
-        views.append(np.array(big.crop((x, y, x + w, y + h)).resize((size, size), Image.BICUBIC)))
-    return np.stack(views[:n // 2] + [plain] + views[n // 2:])
 
 def load_image(path, size):
     """Image file -> float tensor (3, size, size) in [-1, 1] (SPEC 1)."""
@@ -222,210 +209,7 @@ def decode_video(path, size, frames, cfg):
     return np.stack(imgs), wave
 
 # -----------------------------------------------------------------------------
-# 1b) a trained checkpoint read back for generation (sample.py, evaluate.py)
-
-def find_checkpoint(out_dir):
-    """out_dir's ckpt.pt (or out_dir, a file), as nanoGPT; without one, out/ckpt.pt, else the one
-    trained out*/ckpt.pt here or in the repo (the quick start writes out-toy/), said aloud."""
-    if out_dir is not None:
-        return out_dir if os.path.isfile(out_dir) else os.path.join(out_dir, 'ckpt.pt')
-    if os.path.isfile(os.path.join('out', 'ckpt.pt')):
-        return os.path.join('out', 'ckpt.pt')
-    found = {os.path.realpath(f): os.path.normpath(f) for d in ('.', ROOT) for f in glob.glob(os.path.join(d, 'out*', 'ckpt.pt'))}
-    if len(found) > 1:
-        raise ValueError(f'{len(found)} trained checkpoints, choose one with --out_dir: {", ".join(sorted(found.values()))}')
-    if not found:
-        raise FileNotFoundError('out/ckpt.pt: no such checkpoint (train one, e.g. python train.py config/toy.py, or give --out_dir)')
-    path = found.popitem()[1]
-    print(f'using {path}, the only trained checkpoint (--out_dir to choose)')
-    return path
-
-def load_trained(path, device='cpu'):
-    """A train.py checkpoint and what generation needs from it: (model in eval mode, checkpoint dict,
-    dataset meta, MelConfig, {'audio': tokenizer, 'image': tokenizer}). The tokenizers are rebuilt
-    from the copy of meta.json the checkpoint carries, the one source sample.py and evaluate.py use,
-    and checked against the model's grids and codebook sizes."""
-    try:
-        model, ckpt = load_model(path, device)
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as e:  # truncated file, wrong shapes: name the file, no traceback
-        raise ValueError(f'{path}: cannot load the checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
-    meta = ckpt.get('dataset_meta')
-    if not meta:
-        raise ValueError(f'{path}: no dataset_meta in the checkpoint, cannot rebuild the tokenizers')
-    toks = load_tokenizers(meta, device)
-    for m, tok in toks.items():
-        want = [ckpt['model_args'][f'{m}_{k}'] for k in ('grid_h', 'grid_w', 'codebook_size')]
-        if [*tok.grid, tok.codebook_size] != want:
-            raise ValueError(f'{path}: the model wants {m} grid {want[:2]} and {want[2]} codes, '
-                             f'tokenizer {meta[m]["tokenizer"].get("path")} has {list(tok.grid)} and {tok.codebook_size}')
-    return model, ckpt, meta, MelConfig(**meta['audio']['mel']), toks
-
-# -----------------------------------------------------------------------------
-# 1c) sample.py's files: the picture beside its mel, a still video, all written whole
-
-# magma-like colormap, 6 anchors linearly interpolated: no matplotlib (fixed here)
-MEL_COLORS = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]],
-                      np.float32)
-
-def mel_panel(image, mel, span=None, height=256):
-    """image (S, S, 3) uint8 beside mel (n_mels, T) in [0, 1], both `height` px tall; span (a, b)
-    in mel frames is outlined (the inpainted range). Returns a PIL image."""
-    x = np.clip(mel[::-1], 0, 1) * (len(MEL_COLORS) - 1)  # (n_mels, T), low frequencies at the bottom
-    i = np.minimum(x.astype(int), len(MEL_COLORS) - 2)
-    f = (x - i)[..., None]
-    spec = Image.fromarray(((1 - f) * MEL_COLORS[i] + f * MEL_COLORS[i + 1]).astype(np.uint8))  # (n_mels, T, 3)
-    spec = spec.resize((max(mel.shape[1], 2 * height), height), Image.BILINEAR)  # >= 2:1 for short clips
-    out = Image.new('RGB', (height + 8 + spec.width, height), 'white')
-    out.paste(Image.fromarray(image).resize((height, height), Image.BICUBIC), (0, 0))
-    out.paste(spec, (height + 8, 0))
-    if span is not None:
-        a, b = (height + 8 + round(s * spec.width / mel.shape[1]) for s in span)
-        ImageDraw.Draw(out).rectangle([a, 0, b - 1, height - 1], outline='white', width=2)
-    return out
-
-def still_video(ffmpeg, picture, still, wav, seconds, out):
-    """sample.py's --video: an mp4 at `out`, the picture (S, S, 3) uint8 shown at 256 px (written to the
-    png `still` first: toy pictures are tiny) with the sound of the file `wav`, `seconds` long (-t, as
-    -shortest overshoots a looped picture). Returns whether ffmpeg succeeded."""
-    Image.fromarray(picture).resize((256, 256), Image.BICUBIC).save(still, format='PNG')
-    cmd = [ffmpeg, '-y', '-loglevel', 'error', '-loop', '1', '-i', str(still), '-i', str(wav), '-c:v', 'libx264',
-           '-tune', 'stillimage', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-t', f'{seconds:.3f}', '-f', 'mp4', str(out)]
-    return subprocess.run(cmd, capture_output=True).returncode == 0
-
-def write_samples(folder, names, template, sr, waves, shown, mels, images=None, span=None, ffmpeg=None):
-    """sample.py's files, one set per name: NAME.wav (waves (B, T), 16-bit; None: none), NAME.png
-    (images, generated pictures (B, S, S, 3) uint8), NAME_mel.png (shown (B, S, S, 3) uint8 beside
-    mels (B, n_mels, T), span outlined) and, given ffmpeg, NAME.mp4. Every file is written under a
-    temporary name first (tokenizers.AtomicFiles(template)); all are renamed once all exist."""
-    out = Path(folder)
-    with AtomicFiles(template) as files:
-        still = files.path(out / 'still.png', keep=False)  # the video's picture
-        for j, name in enumerate(names):
-            if waves is not None:
-                wav = files.path(out / f'{name}.wav', f'sound, {len(waves[j]) / sr:.2f} s at {sr} Hz')
-                sf.write(wav, waves[j], sr, format='WAV', subtype='PCM_16')
-            if images is not None:
-                Image.fromarray(images[j]).save(files.path(out / f'{name}.png', 'generated image'), format='PNG')
-            mel_panel(shown[j], mels[j], span).save(files.path(out / f'{name}_mel.png', 'image | mel-spectrogram'), format='PNG')
-            if ffmpeg and waves is not None and not still_video(ffmpeg, shown[j], still, wav, len(waves[j]) / sr,
-                                                                files.path(out / f'{name}.mp4', 'video')):
-                raise ValueError(f'ffmpeg failed to write {out / name}.mp4')
-    for final, what, replaced in files.written:
-        print(f'wrote {final} ({what}{"; replaced the old file, --overwrite" if replaced else ""})')
-
-# -----------------------------------------------------------------------------
-# 2) the embedded toy dataset: the picture decides the sound (fixed here)
-# Class = (shape, colour). Colour sets the pitch, shape sets the timbre: a pure tone (square), or
-# the tone with a second, quieter partial 5 mel bands above it (ring), below it (hbar) or both
-# (vbar). The four pitches sit at the centres of mel bands 8, 24, 40, 56, one per 16-band row of
-# audio patches, with their partials inside the same row, so every audio token shows the class.
-# The class must explain most of every token, or a tiny model spends its few minutes on nuisance
-# detail and never learns to use the other modality; and the sound must not need all its tokens
-# right to be heard as its class (README, "Why the toy looks the way it does": the designs that
-# failed). So the shapes fill most of the picture near its middle on a plain grey, the sound is one
-# steady note, and level, pitch and start vary only a little, over near-silence.
-
-TOY_SIZE, TOY_MEL = 64, MelConfig(clip_seconds=2.0, frames=160)   # 64 px; 80 x 160 mel (1.86 s)
-TOY_SHAPES = ('square', 'ring', 'hbar', 'vbar')
-TOY_COLOURS = {'red': (1.0, 0.15, 0.1), 'yellow': (1.0, 0.85, 0.1),
-               'green': (0.1, 0.8, 0.2), 'blue': (0.15, 0.35, 1.0)}
-TOY_HUES = (0.0, 50.0, 125.0, 225.0)                       # hue of each colour, degrees
-TOY_PITCHES = (441.0, 1002.0, 1788.0, 3189.0)              # Hz, one per colour: mel bands 8, 24, 40, 56
-TOY_PARTIALS = ((265.0, 616.0), (827.0, 1201.0), (1492.0, 2142.0), (2662.0, 3822.0))  # 5 bands below, above
-TOY_TIMBRES = ((), (1,), (0,), (0, 1))                     # per shape: which partials sound (0 below, 1 above)
-TOY_PARTIAL_GAIN, TOY_BAND = 0.5, 0.04                     # partial amplitude (-6 dB); probe band +-4%
-TOY_CLASSES = [f'{c} {s}' for s in TOY_SHAPES for c in TOY_COLOURS]  # label = 4 * shape + colour
-TOY_SQUARE, TOY_RING, TOY_RING_WIDTH = (40, 54), (48, 58), (10, 14)   # px: side, diameter, ring width
-TOY_BAR = ((16, 22), (54, 60))                             # px: short and long side
-TOY_CENTRE_JITTER, TOY_GREY = 4, (0.15, 0.16)              # px from the middle; background grey level
-TOY_BRIGHTNESS, TOY_PIXEL_NOISE = (0.9, 1.0), 0.01         # shape colour scale; pixel noise std
-TOY_LEVEL_DB, TOY_NOISE_DB = (-11, -10), (-92, -90)        # tone level and noise floor, dB full scale
-TOY_DETUNE, TOY_START = 0.005, (0.05, 0.06)                # relative pitch; note onset, s
-
-def toy_image(rng, label):
-    """-> uint8 (64, 64, 3): a big coloured shape near the middle on a plain grey."""
-    shape, colour = divmod(label, 4)
-    img = np.full((TOY_SIZE, TOY_SIZE, 3), rng.uniform(*TOY_GREY), np.float32)
-    h = w = rng.uniform(*TOY_SQUARE) if shape == 0 else rng.uniform(*TOY_RING)
-    if shape >= 2:  # bars: horizontal (2) or vertical (3)
-        h, w = rng.uniform(*TOY_BAR[0]), rng.uniform(*TOY_BAR[1])
-        h, w = (h, w) if shape == 2 else (w, h)
-    c, j = TOY_SIZE / 2, TOY_CENTRE_JITTER  # the centre: near the middle, the whole shape inside
-    cy = rng.uniform(max(h / 2 + 2, c - j), min(TOY_SIZE - h / 2 - 2, c + j))
-    cx = rng.uniform(max(w / 2 + 2, c - j), min(TOY_SIZE - w / 2 - 2, c + j))
-    yy, xx = np.mgrid[:TOY_SIZE, :TOY_SIZE] + 0.5
-    if shape == 1:
-        r = np.hypot(yy - cy, xx - cx)
-        mask = (r <= h / 2) & (r >= h / 2 - rng.uniform(*TOY_RING_WIDTH))
-    else:
-        mask = (abs(yy - cy) <= h / 2) & (abs(xx - cx) <= w / 2)
-    img[mask] = np.array(list(TOY_COLOURS.values())[colour]) * rng.uniform(*TOY_BRIGHTNESS)
-    img += rng.normal(0, TOY_PIXEL_NOISE, img.shape)
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-
-def toy_wave(rng, label, cfg=TOY_MEL):
-    """-> float32 (cfg.num_samples,): one steady note of the colour's pitch with the shape's partials
-    (level, detune and onset jittered a little) over a faint noise floor."""
-    shape, colour = divmod(label, 4)
-    n, sr = cfg.num_samples, cfg.sample_rate
-    t, start = np.arange(n) / sr, int(rng.uniform(*TOY_START) * sr)
-    env = np.zeros(n, np.float32)
-    ramp = np.arange(n - start)
-    env[start:] = np.minimum(1, np.minimum(ramp, ramp[::-1]) / (0.01 * sr))  # 10 ms fades: no clicks
-    detune = rng.uniform(1 - TOY_DETUNE, 1 + TOY_DETUNE)
-    partials = [(TOY_PITCHES[colour], 1.0)] + [(TOY_PARTIALS[colour][k], TOY_PARTIAL_GAIN) for k in TOY_TIMBRES[shape]]
-    tone = sum(g * np.sin(2 * np.pi * f * detune * t + rng.uniform(0, 2 * np.pi)) for f, g in partials)
-    wave = env * tone * 10 ** (rng.uniform(*TOY_LEVEL_DB) / 20) + rng.normal(0, 10 ** (rng.uniform(*TOY_NOISE_DB) / 20), n)
-    return wave.astype(np.float32)
-
-def probe_image(images):
-    """images (B, 3, H, W) in [-1, 1] -> class ids (B,). Colour: hue of the saturated pixels.
-    Shape: elongation of those pixels (bars), else whether the middle is empty (ring) or full."""
-    out = []
-    for im in ((images.detach().cpu().float().numpy() + 1) / 2).clip(0, 1):
-        mask = im.max(0) - im.min(0) > 0.3                  # the grey background is unsaturated
-        if mask.sum() < 8:
-            out.append(0)
-            continue
-        r, g, b = im[:, mask].mean(1)
-        mx, mn = max(r, g, b), min(r, g, b)                  # hue of the mean colour (HSV formula)
-        h = 60 * (((g - b) / (mx - mn + 1e-6)) % 6 if mx == r else
-                  (b - r) / (mx - mn + 1e-6) + 2 if mx == g else (r - g) / (mx - mn + 1e-6) + 4)
-        colour = int(np.argmin([abs((h - t + 180) % 360 - 180) for t in TOY_HUES]))
-        ys, xs = np.nonzero(mask)
-        if xs.var() > 2.5 * ys.var():
-            shape = 2
-        elif ys.var() > 2.5 * xs.var():
-            shape = 3
-        else:  # square vs ring: is the disc at the centroid (0.4 x rms radius) mostly filled?
-            yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]]
-            inner = np.hypot(yy - ys.mean(), xx - xs.mean()) < 0.4 * np.sqrt(ys.var() + xs.var())
-            shape = 1 if mask[inner].mean() < 0.5 else 0
-        out.append(4 * shape + colour)
-    return torch.tensor(out, dtype=torch.long)
-
-def probe_audio(waves, sample_rate):
-    """waves (B, T) -> class ids (B,). Pitch: the strongest of the four pitch bands. Timbre: which of
-    that pitch's two partials carry at least 1/20 of its power (a partial sounds at 1/4)."""
-    import librosa
-    waves = np.atleast_2d(np.asarray(waves, np.float32))
-    if sample_rate != TOY_MEL.sample_rate:
-        waves = librosa.resample(waves, orig_sr=sample_rate, target_sr=TOY_MEL.sample_rate)
-    power = (np.abs(librosa.stft(waves, n_fft=1024, hop_length=TOY_MEL.hop_length)) ** 2).sum(-1)  # (B, 513)
-    freqs = librosa.fft_frequencies(sr=TOY_MEL.sample_rate, n_fft=1024)
-    band = lambda f: power[:, (freqs > f / (1 + TOY_BAND)) & (freqs < f * (1 + TOY_BAND))].sum(1)  # (B,)
-    main = np.stack([band(p) for p in TOY_PITCHES], 1)                                 # (B, 4)
-    partials = np.stack([np.stack([band(f) for f in pair], 1) for pair in TOY_PARTIALS], 1)  # (B, 4, 2)
-    out = []
-    for i, c in enumerate(main.argmax(1)):
-        sounding = tuple(k for k in (0, 1) if partials[i, c, k] > main[i, c] / 20)
-        out.append(4 * TOY_TIMBRES.index(sounding) + c)
-    return torch.tensor(out, dtype=torch.long)
-
-# -----------------------------------------------------------------------------
-# writing the token format (README, "Data"): arrays first, meta.json last, all via temporary names
+# 2) writing the token format: arrays first, meta.json last, all via temporary names
 
 def save_npy(path, a):
     write_atomic(path, lambda f: np.save(f, a))
@@ -485,9 +269,8 @@ def save_probe_set(out, images, mels, labels):
     save_npy(f'{out}/probe_labels.npy', np.asarray(labels, np.int16))
 
 def modality_meta(tok, **extra):
-    factors = {'factors': list(tok.factors)} if getattr(tok, 'factors', None) else {}  # model.py sums their embeddings
     global_codes = {'global_codes': tok.global_codes} if getattr(tok, 'global_codes', 0) else {}  # one id first
-    return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, **factors, **global_codes,
+    return {'grid': list(tok.grid), 'codebook_size': tok.codebook_size, **global_codes,
             'tokenizer': tok.describe(), **extra}
 
 def token_count(tok):
@@ -523,279 +306,6 @@ def _warm_up(cfg):
     import librosa
     mel_spectrogram(np.zeros(4096, np.float32), cfg)
     librosa.resample(np.zeros(4410, np.float32), orig_sr=44100, target_sr=cfg.sample_rate)
-
-# -----------------------------------------------------------------------------
-# the toy dataset on disk
-
-def _toy_batch(args):
-    """Worker: items start.. of one split -> images uint8 (n, 64, 64, 3), mels (n, 80, 160)."""
-    seed, split, start, labels, out = args
-    rngs = [np.random.default_rng([seed, SPLITS.index(split), start + j]) for j in range(len(labels))]  # one per item
-    images = np.stack([toy_image(r, l) for r, l in zip(rngs, labels)])
-    waves = np.stack([toy_wave(r, l) for r, l in zip(rngs, labels)])
-    for j in range(len(labels) if split != 'train' else 0):  # evaluation compares against exactly these
-        save_wav(f'{out}/{split}_wav/{split}{start + j:05d}.wav', waves[j], TOY_MEL.sample_rate)
-        save_png(f'{out}/{split}_frame/{split}{start + j:05d}.png', images[j])
-    return images, tokenized_mel(waves, TOY_MEL)
-
-def prepare_toy(data_dir='data/toy', seed=1337, n_train=4000, n_val=400, n_test=400,
-                image_codebook=32, audio_codebook=32, workers=None):
-    """Make the embedded synthetic dataset, fit the patch k-means tokenizers on its train split and
-    write the token format. Does nothing if data_dir already holds a complete dataset."""
-    if is_complete(data_dir):
-        return data_dir
-    t0 = time.time()
-    for d in ('val_wav', 'val_frame', 'test_wav', 'test_frame'):
-        os.makedirs(f'{data_dir}/{d}', exist_ok=True)
-    labels = {s: np.random.default_rng([seed, i]).permutation(np.arange(n) % len(TOY_CLASSES))  # balanced
-              for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
-    jobs = [(seed, s, i, labels[s][i:i + 200], data_dir) for s in SPLITS for i in range(0, len(labels[s]), 200)]
-    _warm_up(TOY_MEL)
-    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=mp.get_context('fork')) as pool:
-        res = _map(pool, _toy_batch, jobs, data_dir)
-    images = {s: np.concatenate([r[0] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
-    mels = {s: np.concatenate([r[1] for j, r in zip(jobs, res) if j[1] == s]) for s in SPLITS}
-    print(f"toy: made {n_train}/{n_val}/{n_test} train/val/test pairs in {time.time() - t0:.0f} s, fitting tokenizers")
-    image_tok = PatchKMeansTokenizer.fit(pixels_to_tensor(images['train']),
-                                         image_codebook, patch=(8, 8), seed=seed)   # 8 x 8 grid
-    audio_tok = PatchKMeansTokenizer.fit(torch.from_numpy(mels['train'])[:, None], audio_codebook,
-                                         patch=(16, 16), seed=seed)                 # 5 x 10 grid
-    image_tok.save(f'{data_dir}/tokenizer_image.pt')
-    audio_tok.save(f'{data_dir}/tokenizer_audio.pt')
-    save_probe_set(data_dir, images['train'], mels['train'], labels['train'])
-    meta = {'name': 'toy', 'frames': 1, 'classes': TOY_CLASSES, 'probe': 'toy',
-            'audio': modality_meta(audio_tok, mel=asdict(TOY_MEL)),
-            'image': modality_meta(image_tok, size=TOY_SIZE), 'splits': {}}
-    for s in SPLITS:
-        save_npy(f'{data_dir}/{s}_audio.npy', encode_mels(audio_tok, mels[s]))
-        save_npy(f'{data_dir}/{s}_image.npy', encode_images(image_tok, images[s][:, None]))
-        meta['splits'][s] = {'n': len(labels[s]), 'ids': [f'{s}{i:05d}' for i in range(len(labels[s]))],
-                             'labels': labels[s].tolist()}
-    save_meta(data_dir, meta)
-    print(f"toy: {data_dir} ready in {time.time() - t0:.0f} s")
-    return data_dir
-
-def bench_toy(data_dir='data/toy', split='test', n=160):
-    """Probe accuracy on real pairs and on tokenize -> decode round trips (audio through Griffin-Lim)."""
-    from tokenizers import griffin_lim
-    meta = json.load(open(f'{data_dir}/meta.json'))
-    cfg, ids = MelConfig(**meta['audio']['mel']), meta['splits'][split]['ids'][:n]
-    labels = torch.tensor(meta['splits'][split]['labels'][:n])
-    toks = load_tokenizers(meta)
-    images = torch.stack([load_image(f'{data_dir}/{split}_frame/{i}.png', meta['image']['size']) for i in ids])
-    waves = np.stack([sf.read(f'{data_dir}/{split}_wav/{i}.wav', dtype='float32')[0] for i in ids])
-    ids_of = lambda m: torch.from_numpy(np.load(f'{data_dir}/{split}_{m}.npy')[:n].astype(np.int64))
-    rt_images = toks['image'].decode(ids_of('image')[:, 0])
-    rt_waves = griffin_lim(toks['audio'].decode(ids_of('audio'))[:, 0].numpy(), cfg)
-    acc = lambda pred: round((pred == labels).float().mean().item(), 4)
-    return {'image_real': acc(probe_image(images)), 'audio_real': acc(probe_audio(waves, cfg.sample_rate)),
-            'image_roundtrip': acc(probe_image(rt_images.clamp(-1, 1))),
-            'audio_roundtrip': acc(probe_audio(rt_waves, cfg.sample_rate))}
-
-# -----------------------------------------------------------------------------
-# 2b) "digits": a realistic benchmark made from real material (fixed here). A printed digit paired
-# with the same digit spoken, 10 classes. The class is a small part of what varies: the picture's
-# font (56 Debian font packages: book, display, mono, handwriting), size, position, rotation and
-# colours over a plain, gradient or photographic background (scikit-image's photographs); the
-# sound's voice (flite and festival speech synthesisers), speed, pitch, onset, loudness, channel
-# colour and noise floor. Test items use only fonts, voices and photographs that train never uses,
-# so the test split measures generalisation to unseen sources. The nuisances are drawn independently
-# of each other and of the class. It is written as a folder of pairs (<id>.png + <id>.flac,
-# labels.csv) and then tokenized by `prepare('pairs', ...)`, exactly as a user's own pairs are.
-
-DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
-DIGIT_VOICES = {'kal16': 'flite', 'awb': 'flite', 'slt': 'flite', 'cmu_us_slt_arctic_hts': 'festival',
-                'rms': 'flite', 'ked_diphone': 'festival'}             # voice -> synthesiser
-DIGIT_TEST_VOICES = ('rms', 'ked_diphone')                              # unseen in train: two male voices
-DIGIT_FONT_PACKAGES = (  # Debian packages; a package (one designer or foundry) is one source
-    'fonts-dejavu-core fonts-liberation fonts-cantarell fonts-open-sans fonts-comfortaa fonts-quicksand '
-    'fonts-cabin fonts-tuffy fonts-league-spartan fonts-sora fonts-adf-gillius fonts-adf-switzera '
-    'fonts-adf-verana fonts-go fonts-bebas-neue fonts-f500 fonts-crosextra-caladea fonts-ebgaramond '
-    'fonts-oldstandard fonts-adf-accanthis fonts-adf-baskervald fonts-adf-berenis fonts-adf-libris '
-    'fonts-adf-romande fonts-adf-tribun fonts-adf-universalis fonts-gfs-didot fonts-gfs-baskerville '
-    'fonts-levien-museum fonts-prociono fonts-linuxlibertine fonts-inconsolata fonts-hermit fonts-monoid '
-    'fonts-mononoki fonts-agave fonts-humor-sans fonts-breip fonts-femkeklaver fonts-isabella '
-    'fonts-tomsontalks fonts-dkg-handwriting fonts-comic-neue fonts-kristi fonts-rufscript fonts-staypuft '
-    'fonts-radisnoir fonts-blankenburg fonts-lindenhill fonts-yanone-kaffeesatz fonts-beteckna '
-    'fonts-averia-gwf fonts-adf-mekanus fonts-adf-oldania fonts-adf-ikarius fonts-adf-irianis').split()
-DIGIT_TEST_FONTS = ('fonts-liberation fonts-ebgaramond fonts-mononoki fonts-comic-neue fonts-adf-verana '
-                    'fonts-kristi fonts-gfs-didot fonts-sora fonts-dkg-handwriting fonts-yanone-kaffeesatz '
-                    'fonts-adf-romande fonts-averia-gwf').split()               # 12 of 56, every style
-DIGIT_PHOTOS = ('astronaut.png brick.png camera.png chelsea.png coffee.png coins.png grass.png gravel.png '
-                'hubble_deep_field.jpg ihc.png moon.png rocket.jpg').split()
-DIGIT_TEST_PHOTOS = ('motorcycle_left.png', 'retina.jpg', 'cell.png', 'clock_motion.png')
-DIGIT_SECONDS, DIGIT_SIZE, DIGIT_CANVAS = 2.0, 64, 128   # clip length; picture side (drawn at 128, then shrunk)
-DIGIT_STRETCH, DIGIT_F0 = (0.85, 1.0, 1.25), (0.85, 1.0, 1.2)  # synthesised speed and pitch variants
-DIGIT_NEEDS = ("apt-get install flite festival festvox-kdlpc16k festvox-us-slt-hts " + ' '.join(DIGIT_FONT_PACKAGES)
-               + "; pip install scikit-image")
-
-def _digit_sources(split):
-    """(voices, font files by package, photo paths) of a split ('test' or the others)."""
-    import importlib.util
-    test = split == 'test'
-    voices = [v for v in DIGIT_VOICES if (v in DIGIT_TEST_VOICES) == test]
-    fonts = {}
-    for pkg in DIGIT_FONT_PACKAGES:
-        if (pkg in DIGIT_TEST_FONTS) == test:
-            files = subprocess.run(['dpkg', '-L', pkg], capture_output=True, text=True).stdout.split('\n')
-            fonts[pkg] = sorted(f for f in files if f.lower().endswith(('.ttf', '.otf')) and os.path.isfile(f))
-    spec = importlib.util.find_spec('skimage')
-    photo_dir = os.path.join(spec.submodule_search_locations[0], 'data') if spec else ''
-    photos = [os.path.join(photo_dir, p) for p in (DIGIT_TEST_PHOTOS if test else DIGIT_PHOTOS)]
-    return voices, fonts, photos
-
-def _check_digit_material():
-    """Everything the benchmark needs, checked before any work: one error naming what is missing."""
-    missing = [e for e in ('flite', 'text2wave', 'dpkg') if shutil.which(e) is None]
-    for split in ('train', 'test'):
-        _, fonts, photos = _digit_sources(split)
-        missing += [pkg for pkg, files in fonts.items() if not files]
-        missing += [os.path.basename(p) for p in photos if not os.path.isfile(p)][:1]
-    if missing:
-        raise FileNotFoundError(f"the digits benchmark needs {', '.join(missing)}: {DIGIT_NEEDS}")
-
-def _usable_fonts(files):
-    """Font files that draw ten distinct digits (some decorative fonts lack them or share shapes)."""
-    from PIL import ImageFont, ImageDraw
-    ok = []
-    for f in files:
-        try:
-            font = ImageFont.truetype(f, 48)
-        except OSError:
-            continue
-        shapes = set()
-        for d in '0123456789\ue000':  # a private-use char draws the font's "missing glyph" box
-            im = Image.new('L', (96, 96))
-            ImageDraw.Draw(im).text((48, 48), d, font=font, fill=255, anchor='mm')
-            shapes.add(im.tobytes())
-        if len(shapes) == 11:
-            ok.append(f)
-    return ok
-
-def _speak(job):
-    """Worker: one voice -> wavs of every word at every speed (and, for flite, pitch) variant."""
-    voice, speech_dir = job
-    variants = [(d, si, fi) for d in range(10) for si in range(len(DIGIT_STRETCH)) for fi in range(len(DIGIT_F0))]
-    path = lambda d, si, fi: f'{speech_dir}/{voice}_{d}_{si}_{fi}.wav'
-    if DIGIT_VOICES[voice] == 'flite':
-        base_f0 = {'kal16': 105, 'awb': 100, 'slt': 165, 'rms': 100}[voice]  # their own mean pitch, Hz
-        for d, si, fi in variants:
-            subprocess.run(['flite', '-voice', voice, '--setf', f'duration_stretch={DIGIT_STRETCH[si]}',
-                            '--setf', f'int_f0_target_mean={base_f0 * DIGIT_F0[fi]:.0f}', '-t', DIGIT_WORDS[d],
-                            '-o', path(d, si, fi)], check=True, capture_output=True)
-        return voice
-    # festival, one process per voice: speed here; its voices ignore an f0 target, so every pitch
-    # variant is the same file and the pitch varies by the resampling in _digit_wave only
-    script = [f'(voice_{voice})']
-    for d, si, fi in variants:
-        script += [f"(Parameter.set 'Duration_Stretch {DIGIT_STRETCH[si]})",
-                   f'(utt.save.wave (utt.synth (Utterance Text "{DIGIT_WORDS[d]}")) "{path(d, si, fi)}" \'riff)']
-    with open(f'{speech_dir}/{voice}.scm', 'w') as f:
-        f.write('\n'.join(script) + '\n')
-    subprocess.run(['festival', '-b', f'{speech_dir}/{voice}.scm'], check=True, capture_output=True)
-    return voice
-
-def _digit_wave(rng, speech, sr):
-    """A spoken word (float, any rate already resampled to sr) -> DIGIT_SECONDS of sound: pitch and
-    speed shifted together (a resampling, +-2 semitones), channel tilt, level, onset, noise floor."""
-    import librosa
-    n = int(DIGIT_SECONDS * sr)
-    shift = 2 ** (rng.uniform(-2, 2) / 12)
-    x = librosa.resample(speech, orig_sr=sr * shift, target_sr=sr)[:int(0.9 * n)]  # played `shift` x faster
-    spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(len(x), 1 / sr)
-    x = np.fft.irfft(spec * ((f + 100) / 1000) ** rng.uniform(-0.6, 0.6), len(x))  # microphone/room colour
-    x *= 10 ** (rng.uniform(-26, -4) / 20) / (np.abs(x).max() + 1e-9)               # peak level, dBFS
-    start = int(rng.uniform(0, 0.9 * n - len(x)))  # the word ends inside the tokenized frames
-    noise = np.cumsum(rng.normal(size=n)) if rng.random() < 0.5 else rng.normal(size=n)  # brown or white
-    noise = (noise - noise.mean()) / (noise.std() + 1e-9) * 10 ** (rng.uniform(-70, -38) / 20)
-    wave = noise
-    wave[start:start + len(x)] += x
-    return wave.astype(np.float32)
-
-def _digit_background(rng, photos):
-    """-> float (128, 128, 3) in [0, 1]: a photograph crop, a plain colour or a two-colour gradient."""
-    kind = rng.choice(['photo', 'plain', 'gradient'], p=[0.4, 0.3, 0.3])
-    if kind == 'photo':
-        with Image.open(photos[rng.integers(len(photos))]) as im:
-            im = im.convert('RGB')
-            side = int(rng.uniform(0.25, 1.0) * min(im.size))
-            x0, y0 = rng.integers(im.size[0] - side + 1), rng.integers(im.size[1] - side + 1)
-            im = im.crop((x0, y0, x0 + side, y0 + side)).resize((DIGIT_CANVAS, DIGIT_CANVAS), Image.BICUBIC)
-        return np.asarray(im, np.float32) / 255 * rng.uniform(0.6, 1.1)
-    a, b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3) if kind == 'gradient' else None
-    if b is None:
-        return np.broadcast_to(a, (DIGIT_CANVAS, DIGIT_CANVAS, 3)).astype(np.float32)
-    t = np.linspace(0, 1, DIGIT_CANVAS)
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None]) / 2 + 0.5  # (128, 128) in [0, 1]
-    return (a + (b - a) * ramp[..., None]).astype(np.float32)
-
-def _digit_image(rng, digit, fonts, photos):
-    """-> uint8 (64, 64, 3): the digit in a random font, size, place, angle and colour on a background."""
-    from PIL import ImageFont, ImageDraw
-    pkg = sorted(fonts)[rng.integers(len(fonts))]
-    font = ImageFont.truetype(fonts[pkg][rng.integers(len(fonts[pkg]))], 160)
-    glyph = Image.new('L', (320, 320))
-    ImageDraw.Draw(glyph).text((160, 160), str(digit), font=font, fill=255, anchor='mm')
-    glyph = glyph.rotate(rng.uniform(-15, 15), Image.BICUBIC)
-    glyph = glyph.crop(glyph.getbbox())
-    h = rng.uniform(0.45, 0.85) * DIGIT_CANVAS                       # glyph height, px
-    w = min(h * glyph.width / glyph.height, 0.9 * DIGIT_CANVAS)
-    glyph = glyph.resize((max(1, round(w)), max(1, round(h))), Image.BICUBIC)
-    x0, y0 = rng.integers(DIGIT_CANVAS - glyph.width + 1), rng.integers(DIGIT_CANVAS - glyph.height + 1)
-    mask = np.zeros((DIGIT_CANVAS, DIGIT_CANVAS, 1), np.float32)
-    mask[y0:y0 + glyph.height, x0:x0 + glyph.width, 0] = np.asarray(glyph, np.float32) / 255
-    bg = _digit_background(rng, photos)
-    luma = lambda c: c @ np.array([0.299, 0.587, 0.114], np.float32)
-    back = luma(bg[mask[..., 0] > 0.5].mean(0))                      # the background behind the glyph
-    while True:  # an ink colour that stands out from what is behind it
-        ink = rng.uniform(0, 1, 3).astype(np.float32)
-        if abs(luma(ink) - back) > 0.3:
-            break
-    img = np.clip(bg * (1 - mask) + ink * mask, 0, 1)
-    img = Image.fromarray((img * 255).round().astype(np.uint8)).resize((DIGIT_SIZE, DIGIT_SIZE), Image.LANCZOS)
-    return np.asarray(img)
-
-def _digit_batch(args):
-    """Worker: items of one split -> <id>.png and <id>.flac written into `folder`."""
-    seed, split, start, labels, folder, speech_dir, fonts = args
-    voices, _, photos = _digit_sources(split)
-    sr = TOY_MEL.sample_rate
-    rows = []
-    for j, digit in enumerate(labels):
-        rng = np.random.default_rng([seed, SPLITS.index(split), start + j])
-        id_ = f'{split}{start + j:05d}'
-        voice, si, fi = voices[rng.integers(len(voices))], rng.integers(len(DIGIT_STRETCH)), rng.integers(len(DIGIT_F0))
-        speech = load_audio(f'{speech_dir}/{voice}_{digit}_{si}_{fi}.wav', sr, DIGIT_SECONDS)
-        speech = np.trim_zeros(speech)  # the synthesiser's own silence; the onset is drawn here
-        save_png(f'{folder}/{id_}.png', _digit_image(rng, digit, fonts, photos))
-        write_atomic(f'{folder}/{id_}.flac', lambda f: sf.write(f, _digit_wave(rng, speech, sr), sr, format='FLAC'))
-        rows.append(f'{id_},{DIGIT_WORDS[digit]},{split},{voice}')
-    return rows
-
-def make_digits(out, seed=1337, n_train=4000, n_val=400, n_test=500, workers=None):
-    """Write the digits benchmark's pairs into out/pairs, then tokenize them into `out` as
-    `data.py pairs out/pairs --out out --seconds 2 --size 64` would. Returns the skipped count."""
-    _check_digit_material()
-    folder = f'{out}/pairs'
-    if not os.path.exists(f'{folder}/labels.csv'):
-        t0 = time.time()
-        os.makedirs(folder, exist_ok=True)
-        labels = {s: np.random.default_rng([seed, i]).permutation(np.arange(n) % 10)  # balanced
-                  for i, (s, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test)))}
-        with tempfile.TemporaryDirectory() as speech_dir, mp.get_context('fork').Pool(workers or os.cpu_count()) as pool:
-            list(tqdm(pool.imap_unordered(_speak, [(v, speech_dir) for v in DIGIT_VOICES]), total=len(DIGIT_VOICES), desc='voices'))
-            fonts = {s: _digit_sources(s)[1] for s in ('train', 'test')}
-            fonts = {s: {p: fs for p, fs in zip(f, pool.map(_usable_fonts, f.values())) if fs} for s, f in fonts.items()}
-            jobs = [(seed, s, i, labels[s][i:i + 100], folder, speech_dir, fonts['test' if s == 'test' else 'train'])
-                    for s in SPLITS for i in range(0, len(labels[s]), 100)]
-            rows = [r for rs in tqdm(pool.imap(_digit_batch, jobs), total=len(jobs), desc='pairs') for r in rs]
-        save_text(f'{folder}/sources.csv', 'id,label,split,voice\n' + '\n'.join(rows) + '\n')
-        save_text(f'{folder}/labels.csv', 'id,label,split\n' + '\n'.join(r.rsplit(',', 1)[0] for r in rows) + '\n')
-        print(f"digits: {len(rows)} pairs written to {folder} in {time.time() - t0:.0f} s")
-    return prepare('pairs', folder, out, size=DIGIT_SIZE, cfg=layout(DIGIT_SIZE, DIGIT_SECONDS)[0],
-                   image_tokenizer=PAIRS_TOKENIZER, audio_tokenizer=PAIRS_TOKENIZER, workers=workers, seed=seed)
 
 # -----------------------------------------------------------------------------
 # 3) real material: list items, decode in parallel, tokenize, write shard-wise, resume, merge
@@ -879,8 +389,7 @@ def _decode_item(job):
         if len(item['paths']) == 1:
             imgs, wave = decode_video(item['paths'][0], size, frames, cfg)
         else:
-            seed = int(hashlib.sha1(item['id'].encode()).hexdigest()[:8], 16)  # the same views on every run
-            imgs = image_views(item['paths'][0], size, frames, seed)
+            imgs = image_array(item['paths'][0], size)[None]  # a pair's picture is its one frame
             wave = load_audio(item['paths'][1], cfg.sample_rate, cfg.clip_seconds)
         mel = tokenized_mel(wave, cfg)
         if item['split'] != 'train':  # evaluation compares against exactly these
@@ -892,8 +401,8 @@ def _decode_item(job):
     except Exception as e:  # a surprise in one file must not stop the other 200k
         return item['id'], None, None, f"{item['paths'][0]}: {type(e).__name__}: {str(e)[:120]}"
 
-# token layout defaults for any clip length and picture size (fixed here; README, "Bring your own
-# paired data"): every flag that is not given is derived, every flag is checked before any work
+# token layout defaults for any clip length and picture size (fixed here): every flag that is not
+# given is derived, every flag is checked before any work
 
 AUDIO_PATCH_ROWS = 16  # mel bands per audio token row: 80 mels -> 5 rows, as the SpecVQGAN codebook
 
@@ -908,7 +417,7 @@ def image_patch_for(size):
 def audio_patch_for(cfg, most_tokens=300):
     """(rows, columns) of mel bins per audio token: 16 rows, as the SpecVQGAN codebook; 8 frames
     (93 ms) a column, which kept the class of 86% of the digits benchmark's words through a k-means
-    round trip where 16 frames kept 67-71% (README), unless that makes over `most_tokens` tokens
+    round trip where 16 frames kept 67-71% (docs/LOG.md), unless that makes over `most_tokens` tokens
     (a 10 s clip: 16 frames, 5 x 53 tokens, the paper's grid)."""
     rows = cfg.n_mels // AUDIO_PATCH_ROWS
     return (AUDIO_PATCH_ROWS, 8 if rows * (cfg.frames_all // 8) <= most_tokens else 16)
@@ -943,7 +452,7 @@ def layout(size, seconds, mel_frames=None, image_patch=None, audio_patch=None):
     return MelConfig(clip_seconds=float(seconds), frames=frames), ip, ap
 
 def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed, global_codes=0):
-    """spec 'kmeans', 'gainshape', 'vq' or 'units' (TOKENIZER_KINDS): fitted on train items once and
+    """spec 'kmeans' or 'units' (TOKENIZER_KINDS): fitted on train items once and
     saved, so a resumed run reuses them; else a tokenizer file or VQGAN folder."""
     toks, todo = {}, []
     for m in ('image', 'audio'):
@@ -974,8 +483,7 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed, globa
         for m in (m for m in todo if specs[m] != 'units'):
             kind = TOKENIZER_KINDS[specs[m]]
             t0 = time.time()
-            extra = {'gains': GAIN_CODES} if specs[m] == 'gainshape' else {}
-            toks[m] = kind.fit(x[m].float(), codebooks[m], patch=patches[m], seed=seed, **extra)
+            toks[m] = kind.fit(x[m].float(), codebooks[m], patch=patches[m], seed=seed)
             toks[m].save(f'{out}/tokenizer_{m}.pt')
             print(f"{m} tokenizer: {specs[m]}, {codebooks[m]} codes, grid {toks[m].grid[0]}x{toks[m].grid[1]} "
                   f"({patches[m][0]}x{patches[m][1]} patches), fitted on {len(got)} train items in {time.time() - t0:.0f} s")
@@ -1020,19 +528,14 @@ def _global_codes(given, image_tokenizer, audio_tokenizer):
         raise ValueError(f"--global_codes {given}: must be between 0 and 1024, e.g. 16")
     return given
 
-def _check_gain_shape_codebook(modality, spec, given):
-    if spec == 'gainshape' and given is not None and (given % GAIN_CODES or given < 2 * GAIN_CODES):
-        raise ValueError(f"--{modality}_codebook {given}: a gain-shape codebook is shapes x {GAIN_CODES} gains, "
-                         f"e.g. {GAIN_CODES * 256}")
-
 def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, image_tokenizer=DEFAULT_TOKENIZER,
             audio_tokenizer=DEFAULT_TOKENIZER, image_codebook=None, audio_codebook=None, image_patch=None,
-            audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337, views=PAIR_VIEWS,
+            audio_patch=None, shard=(0, 1), workers=None, chunk=64, fit_items=4096, seed=1337,
             global_codes=None):
     """Prepare a folder of videos or image+audio pairs into `out`. cfg: the MelConfig (clip length,
-    mel frames); patches and codebooks left None are derived (layout, codebook_for).
-    views: image views per pair (image_views). Returns the number of skipped items."""
-    frames = frames if kind == 'videos' else views
+    mel frames); patches and codebooks left None are derived (layout, codebook_for). Returns the
+    number of skipped items."""
+    frames = frames if kind == 'videos' else 1  # a pair's picture is its one frame
     global_codes = _global_codes(global_codes, image_tokenizer, audio_tokenizer)
     cfg, image_patch, audio_patch = layout(size, cfg.clip_seconds, cfg.frames, image_patch, audio_patch) if cfg \
         else layout(size, MelConfig().clip_seconds, None, image_patch, audio_patch)
@@ -1040,7 +543,7 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     settings = dict(kind=kind, size=size, frames=frames, mel=asdict(cfg), image_tokenizer=image_tokenizer,
                     audio_tokenizer=audio_tokenizer, image_codebook=image_codebook, audio_codebook=audio_codebook,
                     image_patch=image_patch, audio_patch=audio_patch, shard=shard, chunk=chunk, fit_items=fit_items, seed=seed,
-                    **({'global_codes': global_codes} if global_codes else {}))  # (as before global codes existed)
+                    **({'global_codes': global_codes} if global_codes else {}))
     source = _source(items, settings)
     if is_complete(out):  # its skipped items still count: exit code 1, as the first run
         _check_source(out, source, write=False)
@@ -1063,11 +566,8 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     codebooks = {'image': image_codebook or codebook_for(len(train), grids['image']),
                  'audio': audio_codebook or codebook_for(len(train), grids['audio'])}
     for m, spec, given in (('image', image_tokenizer, image_codebook), ('audio', audio_tokenizer, audio_codebook)):
-        _check_gain_shape_codebook(m, spec, given)
         if spec == 'units' and not given:
             codebooks[m] = UNIT_CODES
-        if spec == 'gainshape' and not given:  # shapes as many as plain codes would be (at most 256) x 16 gains
-            codebooks[m] = GAIN_CODES * min(256, codebooks[m])
     fit = [train[i] for i in np.random.default_rng(seed).permutation(len(train))[:fit_items]]
     labelled = [it for it in train if it['label'] is not None]  # the learned probes' training set
     for i in np.random.default_rng(seed + 1).permutation(len(labelled))[:PROBE_ITEMS]:
@@ -1147,8 +647,8 @@ def merge(inputs, out):
     same = lambda m: (m['frames'], m['classes'], *[(m[x]['grid'], m[x]['codebook_size'], m[x].get('mel'), m[x].get('size'),
                       m[x]['tokenizer'].get('fingerprint')) for x in MODALITIES])
     if any(same(m) != same(metas[0]) for m in metas):
-        raise ValueError(f"the inputs differ in frames, classes or tokenizers: fit the tokenizers once and "
-                         f"pass the files to every shard (--image_tokenizer, --audio_tokenizer)")
+        raise ValueError("the inputs differ in frames, classes or tokenizers: fit the tokenizers once and "
+                         "pass the files to every shard (--image_tokenizer, --audio_tokenizer)")
     meta = {**metas[0], 'name': os.path.basename(os.path.normpath(out)), 'splits': {},
             'source': {**metas[0].get('source', {}), 'shard': None, 'merged': [os.path.abspath(d) for d in inputs]}}
     for s in SPLITS:
@@ -1190,7 +690,7 @@ def parse_patch(flag, text):
 def main(argv):
     p = ArgumentParser(description=__doc__.split('\n1)')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                        hint=' (see --help)')
-    p.add_argument('command', choices=['toy', 'digits', 'videos', 'pairs', 'merge'])
+    p.add_argument('command', choices=['videos', 'pairs', 'merge'])
     p.add_argument('inputs', nargs='*', help='the input folder (videos, pairs) or the shard outputs (merge)')
     p.add_argument('--out', required=True, help='output dataset folder, e.g. data/vggsound')
     p.add_argument('--csv', default=None, help='labels: VGGSound csv (videos) or id,label[,split] (pairs; default FOLDER/labels.csv)')
@@ -1198,12 +698,11 @@ def main(argv):
     p.add_argument('--workers', type=int, default=None, help='decoding processes (default: all cores)')
     p.add_argument('--size', type=int, default=256, help='image size (square)')
     p.add_argument('--frames', type=int, default=10, help='frames per video clip')
-    p.add_argument('--views', type=int, default=PAIR_VIEWS, help='image views per pair: the picture and random crops of it (1: the picture alone)')
     p.add_argument('--seconds', type=float, default=10.0, help='audio clip length, s')
     p.add_argument('--mel_frames', type=int, default=None, help='mel frames kept for tokenization (default: all whole token columns)')
     for m in ('image', 'audio'):
         p.add_argument(f'--{m}_tokenizer', default=None,
-                       help="'kmeans', 'gainshape', 'vq' or 'units' (fitted on train), or a tokenizer file / VQGAN folder "
+                       help="'kmeans' or 'units' (fitted on train), or a tokenizer file / VQGAN folder "
                             f"(default: {PAIRS_TOKENIZER} for pairs, {DEFAULT_TOKENIZER} for videos)")
         p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
         p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
@@ -1212,11 +711,6 @@ def main(argv):
     p.add_argument('--seed', type=int, default=1337)
     a = p.parse_args(argv)
     try:
-        if a.command == 'toy':
-            print(f"{prepare_toy(a.out, seed=a.seed)}: ready")
-            return 0
-        if a.command == 'digits':
-            return int(make_digits(a.out, seed=a.seed, workers=a.workers) > 0)
         if a.command == 'merge':
             return int(merge(a.inputs, a.out) > 0)
         for m in ('image', 'audio'):
@@ -1226,16 +720,15 @@ def main(argv):
         if len(a.inputs) != 1 or not shard or not int(shard[1]) < int(shard[2]):
             raise ValueError(f"{a.command} takes one input folder and --shard K/N with 0 <= K < N")
         ip, ap = (parse_patch(f'--{m}_patch', s) for m, s in (('image', a.image_patch), ('audio', a.audio_patch)))
-        for m, v, kind in (('image', a.image_codebook, a.image_tokenizer), ('audio', a.audio_codebook, a.audio_tokenizer)):
+        for m, v in (('image', a.image_codebook), ('audio', a.audio_codebook)):
             if v is not None and not 2 <= v <= 65536:
                 raise ValueError(f"--{m}_codebook {v}: must be between 2 and 65536 codes, e.g. 512")
-            _check_gain_shape_codebook(m, kind, v)
-        if a.frames < 1 or a.views < 1 or (a.workers is not None and a.workers < 1):
-            raise ValueError(f"--frames, --views and --workers must be at least 1")
+        if a.frames < 1 or (a.workers is not None and a.workers < 1):
+            raise ValueError("--frames and --workers must be at least 1")
         cfg, ip, ap = layout(a.size, a.seconds, a.mel_frames, ip, ap)  # every layout flag checked before any work
         n_skipped = prepare(a.command, a.inputs[0], a.out, a.csv, a.size, a.frames, cfg,
                             a.image_tokenizer, a.audio_tokenizer, a.image_codebook, a.audio_codebook, ip, ap,
-                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed, views=a.views,
+                            (int(shard[1]), int(shard[2])), a.workers, seed=a.seed,
                             global_codes=a.global_codes)
         return int(n_skipped > 0)
     except (ValueError, FileNotFoundError) as e:

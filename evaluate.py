@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from data import load_trained, probe_audio, probe_image, probe_image_input, probe_mel_input, save_png, save_text, save_wav
-from model import (MODALITIES, ModelConfig, audio_to_image, autocast_context, cogenerate, compile_for_generation,
-                   cross_modal_losses, image_to_audio, inpaint_audio, majority_codes, masked_token_counts,
-                   random_corruption, time_range_to_columns)
-from tokenizers import (check_tokenizer_matches, exit_with_error, load_vocoder, pixels_to_tensor, repo_path,
-                        shift_augment, tensor_to_pixels, tokenized_mel, tokens_to_wave, torch_load, write_atomic)
+from data import dataset_maker, probe_image_input, probe_mel_input, save_png, save_text, save_wav
+from model import (MODALITIES, ModelConfig, audio_to_image, cogenerate, cross_modal_losses, image_to_audio,
+                   inpaint_audio, majority_codes, masked_token_counts, random_corruption)
+from sample import check_numbers, load_trained, sampling_settings, time_range_to_columns
+from tokenizers import (check_tokenizer_matches, load_vocoder, pixels_to_tensor, shift_augment, tensor_to_pixels,
+                        tokenized_mel, tokens_to_wave)
+from util import autocast_context, compile_for_generation, exit_with_error, repo_path, torch_load, write_atomic
 
 # -----------------------------------------------------------------------------
 # metric math (audioldm_eval)
@@ -339,9 +340,10 @@ data_dir = ''  # '' = the dataset the checkpoint was trained on
 max_items = 0  # evaluate only the first max_items items of the split (0 = all)
 batch_size = 16  # items per generation batch
 steps = 30  # decoding iterations N (paper: 30)
-cfg = 3.0  # guidance scale s (paper: 3; 1 = none)
-cfg_fade = 0.0  # guidance s_t = 1 + (s - 1) * share still masked ** cfg_fade (paper: 0, constant; model.guidance_at)
-temperature = 1.0  # sampling temperature
+# sampling: None = the checkpoint's (its config's sample_cfg, ...), else the paper's (sample.sampling_settings)
+cfg = None  # guidance scale s (paper: 3; 1 = none)
+cfg_fade = None  # guidance s_t = 1 + (s - 1) * share still masked ** cfg_fade (paper: 0, constant; model.guidance_at)
+temperature = None  # sampling temperature (paper: 1)
 choice_temperature = 9.0  # Gumbel noise T on the confidences (paper: 9)
 seed = 1337
 tasks = 'i2a,a2i,cogen,inpaint'  # image->audio, audio->image, co-generation (CFG does not touch it), audio inpainting
@@ -352,7 +354,7 @@ panns = ''  # Cnn14_16k_mAP=0.438.pth (panns_rate=16000) or Cnn14_mAP=0.431.pth 
 panns_rate = 16000
 vggish = ''  # vggish-10086976.pth: FAD
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
-dtype = 'auto'  # the model's precision: float32, bfloat16, float16, or auto (model.autocast_context)
+dtype = 'auto'  # the model's precision: float32, bfloat16, float16, or auto (util.autocast_context)
 compile = False  # torch.compile the model for the unmasking loop
 SECONDS = {}  # task -> part (model, decode, vocoder, write, score) -> seconds: where the time goes
 
@@ -528,8 +530,9 @@ def check_request():
     todo = tasks.split(',')
     if not todo or set(todo) - set(TASKS):
         raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
-    if not 0 <= cfg_fade < float('inf'):  # nan too
-        raise ValueError(f'cfg_fade must be >= 0 (0: constant guidance, the paper), not {cfg_fade}')
+    numbers = dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature, choice_temperature=choice_temperature,
+                   steps=steps, seed=seed, max_items=max_items, batch_size=batch_size, inpaint_fraction=inpaint_fraction)
+    check_numbers({k: v for k, v in numbers.items() if v is not None})  # sample.py's ranges and messages
     if panns_rate not in (16000, 32000):
         raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
     for kind, path in (('panns16k' if panns_rate == 16000 else 'panns32k', panns), ('vggish', vggish)):
@@ -636,12 +639,12 @@ def score_probes(probes, runner, real_wav, real_png, labels, todo, mel_cfg):
     return metrics | task_accuracies(hear, see, y, y, runner, todo, tag='')
 
 
-def toy_probe_audio(waves, sr):
-    return probe_audio(np.stack(waves), sr).cpu().numpy()
+def toy_probe_audio(waves, sr):  # the toy's analytic probes live with the toy (data/toy/prepare.py)
+    return dataset_maker('toy').probe_audio(np.stack(waves), sr).cpu().numpy()
 
 
 def toy_probe_image(images):
-    return probe_image(pixels_to_tensor(np.stack(images))).cpu().numpy()
+    return dataset_maker('toy').probe_image(pixels_to_tensor(np.stack(images))).cpu().numpy()
 
 
 def score_toy_probes(runner, real_wav, real_png, labels, todo, sr):
@@ -685,6 +688,9 @@ def main():
     SECONDS.clear()
     # ---- the model, the test split, the tokenizers and the vocoder
     model, ckpt, _, mel_cfg, toks = load_trained(os.path.join(out_dir, 'ckpt.pt'), device)  # tokenizers as trained
+    global cfg, cfg_fade, temperature  # flag, else the checkpoint's, else the paper's
+    sampling = sampling_settings(dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature), ckpt)
+    cfg, cfg_fade, temperature = sampling['cfg'], sampling['cfg_fade'], sampling['temperature']
     net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
     root, meta, ids, labels, audio, image = load_split(ckpt)
     for m in MODALITIES:  # the split's tokens were made by the same tokenizers

@@ -9,28 +9,26 @@ a fully masked condition is something the model saw during training.
 
 The token layout is declared once, in ModelConfig: the sequence is [audio, image], each row-major,
 and each modality has its own embedding table of size C + 1 whose last id C is that modality's
-[MASK]. Tags: "paper" = stated in the paper, "fixed here" = our choice (see SPEC.md).
+[MASK]. Tags: "paper" = stated in the paper, "fixed here" = our choice (SPEC.md). The extensions
+beyond the paper are the last block of ModelConfig, each off by default; their hooks are marked
+"extension" where the paper's code calls them, and their code is the section "Extensions" at the end.
 """
 
 import math
-import os
-import shutil
-import sys
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tokenizers import torch_load
+from util import torch_load
 
 MODALITIES = ('audio', 'image')  # the order of the sequence (paper: [f_a, f_v])
 
 
 @dataclass
 class ModelConfig:
-    # token layout: grids and codebook sizes come from the dataset's meta.json
+    # token layout (SPEC 1): grids and codebook sizes come from the dataset's meta.json
     audio_grid_h: int = 5      # mel frequency rows of the SpecVQGAN codebook (80 mels / 16)
     audio_grid_w: int = 53     # time columns (848 frames / 16)
     audio_codebook_size: int = 1024
@@ -46,43 +44,21 @@ class ModelConfig:
     decoder_n_embd: int = 1024
     dropout: float = 0.1       # attention and MLP dropout (fixed here, as MAGE)
     bias: bool = True
-    # training corruption
-    mask_ratio_mu: float = 0.7   # paper: mean of the truncated Gaussian (0.55 in ablations)
+    # training corruption (SPEC 2)
+    mask_ratio_mu: float = 0.7    # paper: mean of the truncated Gaussian (0.55 in ablations)
     mask_ratio_std: float = 0.25  # fixed here, as MAGE
     mask_ratio_min: float = 0.2   # paper: truncation bounds [0.2, 1]
     mask_ratio_max: float = 1.0
     drop_ratio: float = 0.5       # paper: half of each modality's positions skip the encoder
     label_smoothing: float = 0.1  # fixed here, as MAGE
-    # fixed here (0, 0 = the paper): shares of samples that train the two passes of guided generation
-    # as they run. 'given': one modality (either, at random) left whole, as a condition is at inference
-    # (the paper's masking always hides >= 20% of both); 'null': one modality fully masked, as in the
-    # unconditional pass. The rest are masked as the paper does. README, "A recipe for new data".
-    given_prob: float = 0.0
-    null_prob: float = 0.0
-    # fixed here ('random', False = the paper). 'codes': each modality's embedding rows start from its
-    # tokenizer's code vectors (init_embeddings_from_codes), so codes that look alike start alike.
-    # drop_masked_only: the dropped positions are masked ones (MAGE), so every unmasked token reaches
-    # the encoder; the paper drops positions regardless of the mask. README, "A recipe for new data".
-    embedding_init: str = 'random'
-    drop_masked_only: bool = False
-    # fixed here (() = the paper): a tokenizer whose ids name a tuple of codes (tokenizers.py's
-    # gain-shape patches: id = shape * gains + gain) gives its factors; that modality's embedding is
-    # then the sum of one learned vector per factor (FactoredEmbedding), as a shape's meaning holds in
-    # every colour. From the dataset's meta.json, like the codebook sizes.
-    audio_code_factors: tuple = ()
-    image_code_factors: tuple = ()
-    # fixed here (0 = the paper): the last K of a modality's C ids name a whole item's semantic
-    # cluster (tokenizers.py's units with global codes). They sit at one position before the grid,
-    # which in generation takes only them, and the grid only the other ids (allowed_ids).
-    audio_global_codes: int = 0
+    # ---- extensions (fixed here): the defaults are the paper; config/toy.py and config/pairs.py turn them on
+    given_prob: float = 0.0          # share of samples with one modality left whole (docs/training.md)
+    null_prob: float = 0.0           # share of samples with one modality fully masked (docs/training.md)
+    embedding_init: str = 'random'   # 'codes': rows start from the tokenizer's code vectors (docs/training.md)
+    audio_global_codes: int = 0      # K: the last K ids name a whole item, at one position first (docs/units.md)
     image_global_codes: int = 0
-    # fixed here (False): a known global id's embedding is also added to every position of its
-    # modality at the encoder's input, so every token of a picture says what the whole picture is:
-    # one position among ~90 is a signal attention finds only slowly (README, "Semantic units").
-    global_broadcast: bool = False
-    # fixed here (1 = one position among the others): the loss weight of a masked global token, so
-    # the one token that says what the item is is learned as fast as the grid it stands for.
-    global_loss_weight: float = 1.0
+    global_broadcast: bool = False   # a known global id is added to every position of its modality (docs/units.md)
+    global_loss_weight: float = 1.0  # the loss weight of a masked global token (docs/units.md)
 
     @property
     def audio_len(self):
@@ -91,10 +67,6 @@ class ModelConfig:
     @property
     def image_len(self):
         return self.global_tokens('image') + self.image_grid_h * self.image_grid_w
-
-    def global_tokens(self, modality):
-        """Positions before the modality's grid: 1 with global codes, else 0."""
-        return int(getattr(self, f'{modality}_global_codes') > 0)
 
     @property
     def seq_len(self):
@@ -114,15 +86,9 @@ class ModelConfig:
     def mask_id(self, modality):
         return getattr(self, f'{modality}_mask_id')
 
-    def allowed_ids(self, modality, device=None):
-        """(L, C) bool, the ids each position may take (global ids first, grid ids after), or None
-        when any position takes any id."""
-        K, C = getattr(self, f'{modality}_global_codes'), getattr(self, f'{modality}_codebook_size')
-        if not K:
-            return None
-        allowed = torch.zeros(self.length(modality), C, dtype=torch.bool, device=device)
-        allowed[0, C - K:], allowed[1:, :C - K] = True, True
-        return allowed
+    def global_tokens(self, modality):
+        """Positions before the modality's grid: 1 with global codes (extension), else 0."""
+        return int(getattr(self, f'{modality}_global_codes') > 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,39 +129,6 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class FactoredEmbedding(nn.Module):
-    """A modality's embedding table (C + 1 rows, id C is [MASK]) for ids that name a tuple of codes:
-    with factors (K1, K2, ...) whose product is C, id = (c1 * K2 + c2) * K3 + ..., and its row is the
-    sum of one row per code (multi-codebook audio models sum their codebooks' embeddings the same
-    way). `weight` is the whole (C + 1, D) table, as nn.Embedding's: the output head scores every id
-    against it, so its logits are a sum of per-code scores too."""
-
-    def __init__(self, factors, width):
-        super().__init__()
-        self.factors = tuple(int(k) for k in factors)
-        self.tables = nn.ModuleList(nn.Embedding(k, width) for k in self.factors)
-        self.mask_row = nn.Parameter(torch.zeros(1, width))
-
-    @property
-    def weight(self):
-        rows = self.tables[0].weight
-        for t in self.tables[1:]:  # every combination of codes: (K1 * K2, D), then (K1 * K2 * K3, D)...
-            rows = (rows[:, None] + t.weight[None]).flatten(0, 1)
-        return torch.cat([rows, self.mask_row])
-
-    def forward(self, ids):
-        return F.embedding(ids, self.weight)
-
-
-def token_embedding(codebook_size, width, factors):
-    """nn.Embedding(C + 1, D) (the paper), or a FactoredEmbedding when the tokenizer's ids factor."""
-    if not factors:
-        return nn.Embedding(codebook_size + 1, width)
-    if math.prod(factors) != codebook_size:
-        raise ValueError(f"code factors {tuple(factors)} do not multiply to the codebook size {codebook_size}")
-    return FactoredEmbedding(factors, width)
-
-
 class OutputHead(nn.Module):
     """MAGE's head: Linear -> GELU -> LayerNorm, then a dot product with the modality's own
     embedding table (no vocabulary matrix of its own), plus a per-id bias."""
@@ -225,8 +158,8 @@ class VisualEchoes(nn.Module):
         self.config = config
         D, Dd = config.n_embd, config.decoder_n_embd
         # one table per modality, C + 1 rows: id C is [MASK] (paper)
-        self.audio_embedding = token_embedding(config.audio_codebook_size, D, config.audio_code_factors)
-        self.image_embedding = token_embedding(config.image_codebook_size, D, config.image_code_factors)
+        self.audio_embedding = nn.Embedding(config.audio_codebook_size + 1, D)
+        self.image_embedding = nn.Embedding(config.image_codebook_size + 1, D)
         # ---- encoder: learnable positional and modality embeddings (paper)
         self.encoder_pos = nn.Parameter(torch.zeros(1, config.seq_len, D))
         self.encoder_modality = nn.Parameter(torch.zeros(2, D))
@@ -248,9 +181,8 @@ class VisualEchoes(nn.Module):
                                           torch.ones(config.image_len, dtype=torch.long)])
         self.register_buffer('modality_of_position', modality_of_position, persistent=False)
         self.apply(self._init_weights)
-        mask_rows = [e.mask_row for e in (self.audio_embedding, self.image_embedding) if isinstance(e, FactoredEmbedding)]
         for p in (self.encoder_pos, self.encoder_modality, self.decoder_pos, self.decoder_modality,
-                  self.mask_embedding, *mask_rows):
+                  self.mask_embedding):
             nn.init.normal_(p, std=0.02)
 
     def _init_weights(self, module):
@@ -258,30 +190,6 @@ class VisualEchoes(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-
-    @torch.no_grad()
-    def init_embeddings_from_codes(self, modality, vectors):
-        """Rows [:C] of the modality's table <- its tokenizer's code vectors (C, d) (a k-means centroid,
-        a VQGAN codebook entry), projected onto their top principal directions and scaled to the
-        table's init std (0.02); columns past d keep their random init. A FactoredEmbedding takes a
-        list, one (K_f, d_f) tensor per factor (tokenizer.factor_vectors()), for its tables. Fixed here:
-        with little data a model cannot learn from scratch which of 1024 ids look alike; the output
-        head reuses the table, so a prediction near the right code also scores better."""
-        embedding = getattr(self, f'{modality}_embedding')
-        factored = isinstance(embedding, FactoredEmbedding)
-        tables = [t.weight for t in embedding.tables] if factored else [embedding.weight[:-1]]
-        vectors = list(vectors) if factored else [vectors]
-        want = [t.shape[0] for t in tables]
-        if len(vectors) != len(tables) or any(v.dim() != 2 or v.shape[0] != n for v, n in zip(vectors, want)):
-            raise ValueError(f"{modality} code vectors: expected {' and '.join(f'({n}, d)' for n in want)}, "
-                             f"got {' and '.join(str(tuple(v.shape)) for v in vectors)}")
-        for table, v in zip(tables, vectors):
-            v = v.float().cpu()
-            v = v - v.mean(0)
-            U, S, _ = torch.linalg.svd(v, full_matrices=False)
-            k = min(table.shape[1], S.numel())
-            e = U[:, :k] * S[:k]  # (K, k) principal components, largest first
-            table[:, :k] = (e / e.std().clamp_min(1e-8) * 0.02).to(table)
 
     def get_num_params(self):
         return sum(p.numel() for p in self.parameters())
@@ -291,34 +199,13 @@ class VisualEchoes(nn.Module):
         None for all (inference). Returns (B, K, D) (K = La + Lv when keep is None)."""
         x = torch.cat([self.audio_embedding(audio), self.image_embedding(image)], dim=1)  # (B, L, D)
         x = x + self.encoder_pos + self.encoder_modality[self.modality_of_position]
-        if self.config.global_broadcast and any(self.config.global_tokens(m) for m in MODALITIES):
-            x = x + self.broadcast_global(audio, image, x)
+        if self.config.global_broadcast:  # extension (docs/units.md)
+            x = x + broadcast_global(self, audio, image)
         if keep is not None:
             x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.size(-1)))  # (B, K, D)
         for block in self.encoder:
             x = block(x)
         return self.encoder_norm(x)
-
-    def position_weights(self, modality):
-        """(L,) loss weights of a modality's positions, or None when all are 1."""
-        cfg = self.config
-        if not cfg.global_tokens(modality) or cfg.global_loss_weight == 1.0:
-            return None
-        weights = torch.ones(cfg.length(modality), device=self.encoder_pos.device)
-        weights[0] = cfg.global_loss_weight
-        return weights
-
-    def broadcast_global(self, audio, image, x):
-        """(B, L, D): each modality's global id embedding (zero where it is [MASK] or absent) at all
-        of that modality's positions."""
-        out = []
-        for m, ids in zip(MODALITIES, (audio, image)):
-            if self.config.global_tokens(m):
-                known = (ids[:, :1] != self.config.mask_id(m)).unsqueeze(-1)  # (B, 1, 1)
-                out.append((getattr(self, f'{m}_embedding')(ids[:, :1]) * known).expand(-1, ids.size(1), -1))
-            else:
-                out.append(x.new_zeros(ids.size(0), ids.size(1), x.size(-1)))
-        return torch.cat(out, 1)
 
     def forward_decoder(self, x, keep, masked):
         """x (B, K, D) encoder output at the positions `keep` (None: all); masked (B, L) bool.
@@ -348,7 +235,7 @@ class VisualEchoes(nn.Module):
         logits = self.forward_decoder(self.forward_encoder(audio, image, keep), keep, masked)
         if targets is None:
             return logits, None
-        losses = {m: masked_cross_entropy(lg, tg, cfg.label_smoothing, self.position_weights(m))
+        losses = {m: masked_cross_entropy(lg, tg, cfg.label_smoothing, position_weights(cfg, m, audio.device))
                   for m, lg, tg in zip(MODALITIES, logits, targets)}
         losses['loss'] = losses['audio'] + losses['image']  # Eq. 1: the sum over both modalities
         return logits, losses
@@ -362,10 +249,6 @@ class VisualEchoes(nn.Module):
                   {'params': no_decay, 'weight_decay': 0.0}]
         fused = device_type == 'cuda'  # the fused kernel is fastest where it exists
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
-
-    def flops_per_sample(self):
-        """Forward FLOPs of one training sample (matmuls only); backward costs twice the forward."""
-        return self.flops_per_forward(self.config.drop_ratio)
 
     def flops_per_forward(self, drop_ratio=0.0):
         """FLOPs (matmuls only) of one forward of one sequence: the encoder sees all but drop_ratio
@@ -382,9 +265,9 @@ class VisualEchoes(nn.Module):
                 + stack(cfg.decoder_n_layer, cfg.seq_len, cfg.decoder_n_embd) + heads)
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=312e12):
-        """Model FLOPs utilization: achieved training FLOP/s over peak_flops (A100 bf16 by default;
-        bench.py measures the device's own peak)."""
-        return 3 * self.flops_per_sample() * fwdbwd_per_iter / dt / peak_flops
+        """Model FLOPs utilization: achieved training FLOP/s (forward with training's drop; backward
+        costs twice the forward) over peak_flops (an A100's bf16 by default; bench.py measures yours)."""
+        return 3 * self.flops_per_forward(self.config.drop_ratio) * fwdbwd_per_iter / dt / peak_flops
 
 
 def masked_cross_entropy(logits, targets, label_smoothing, weights=None):
@@ -424,144 +307,23 @@ def random_corruption(audio, image, config, generator=None):
     inputs with [MASK] at masked positions, keep (B, K) sorted positions the encoder sees,
     targets (audio, image) with -1 at positions that are not masked."""
     inputs, targets, keeps, offset = [], [], [], 0
-    B, mode = audio.size(0), None
-    if config.given_prob or config.null_prob:  # (no draws otherwise: the paper's setting stays bit-exact)
-        # per sample: 0 as the paper, 1 one modality given whole, 2 one fully masked
-        u = torch.rand(B, generator=generator, device=audio.device)
-        mode = (u >= 1 - config.given_prob - config.null_prob).long() + (u >= 1 - config.null_prob).long()  # (B,)
-        chosen = torch.rand(B, generator=generator, device=audio.device) < 0.5  # (B,) True: the audio is the one
+    whole, emptied = whole_or_emptied(audio.size(0), config, generator, audio.device)  # extension
     for m, (ids, mask_id) in enumerate(((audio, config.audio_mask_id), (image, config.image_mask_id))):
         B, L = ids.shape
         ratio = truncated_normal(B, config.mask_ratio_mu, config.mask_ratio_std, config.mask_ratio_min,
                                  config.mask_ratio_max, generator, ids.device)  # (B,)
         n_masked = torch.ceil(ratio * L).long().clamp(1, L)  # ceil(r * L) (SPEC 2)
-        if mode is not None:
-            this = chosen if m == 0 else ~chosen  # (B,) samples whose given or null modality this is
-            n_masked = torch.where(this & (mode == 1), 0, torch.where(this & (mode == 2), L, n_masked))
+        if whole is not None:  # extension (docs/training.md): some samples keep a modality whole or lose it all
+            n_masked = torch.where(whole[m], 0, torch.where(emptied[m], L, n_masked))
         masked = random_positions(n_masked, B, L, generator, ids.device)  # (B, L)
         inputs.append(ids.masked_fill(masked, mask_id))
         targets.append(ids.masked_fill(~masked, -1))
+        # drop: n_drop random positions, drawn independently of the mask (paper, Fig. 1)
         noise = torch.rand(B, L, generator=generator, device=ids.device)
         n_drop = round(config.drop_ratio * L)
-        if config.drop_masked_only:  # MAGE: drop masked positions only (as many as every sample has)
-            n_drop = min(n_drop, int(n_masked.min()))
-            noise = noise - masked.float()  # masked positions sort first, so they are the ones dropped
-        else:  # the paper: drawn independently of the mask, masked and unmasked positions alike
-            noise = -noise
         keeps.append(noise.argsort(dim=1)[:, n_drop:].sort(dim=1).values + offset)  # (B, L - n_drop)
         offset += L
     return inputs[0], inputs[1], torch.cat(keeps, dim=1), tuple(targets)
-
-
-# ----------------------------------------------------------------------------------------------
-# Diagnostics (fixed here): does the model use the other modality? (train.py's eval, evaluate.py)
-
-def majority_codes(train_audio, train_image, max_items=10_000):
-    """{modality: its most frequent id} in (up to max_items rows of) the train token arrays: the
-    masked-token accuracy of a model that predicts it everywhere (a collapsed run shows equal)."""
-    return {m: int(torch.as_tensor(a[:max_items].astype('int64')).flatten().bincount().argmax())
-            for m, a in zip(MODALITIES, (train_audio, train_image))}
-
-
-def masked_token_counts(logits, targets, majority):
-    """Per modality, over the masked positions of one batch (targets >= 0): (right argmax predictions,
-    positions holding the majority code `majority[m]`, masked positions). train.py's eval and
-    evaluate.py's token_metrics both count with it."""
-    counts = {}
-    for m, lg, tg in zip(MODALITIES, logits, targets):
-        masked = tg >= 0
-        counts[m] = ((lg.argmax(-1)[masked] == tg[masked]).sum().item(), (tg[masked] == majority[m]).sum().item(),
-                     masked.sum().item())
-    return counts
-
-
-@torch.no_grad()
-def cross_modal_losses(model, audio, image):
-    """Cross-entropy (nats per token, no label smoothing) of each modality fully masked, with the
-    other modality given and with it fully masked too; the encoder sees every position (as in
-    generation). audio (B, La), image (B, Lv) clean ids. The gain, 'alone' minus 'given', is what
-    the other modality tells the model: near 0 for a model that ignores it, as in a failed run.
-    Returns {'audio_given', 'audio_alone', 'image_given', 'image_alone'} floats."""
-    cfg = model.config
-    no_audio = torch.full_like(audio, cfg.audio_mask_id)
-    no_image = torch.full_like(image, cfg.image_mask_id)
-    # one batch of three: (sound masked, picture given), (sound given, picture masked), both masked
-    logits_a, logits_v = model(torch.cat([no_audio, audio, no_audio]), torch.cat([image, no_image, no_image]))[0]
-    ce = lambda lg, ids: F.cross_entropy(lg.float().flatten(0, 1), ids.flatten()).item()
-    B = audio.size(0)
-    return {'audio_given': ce(logits_a[:B], audio), 'audio_alone': ce(logits_a[2 * B:], audio),
-            'image_given': ce(logits_v[B:2 * B], image), 'image_alone': ce(logits_v[2 * B:], image)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading a trained checkpoint (sample.py, evaluate.py)
-
-def load_model(path, device='cpu'):
-    """Rebuild the model from a train.py checkpoint. Returns (model in eval mode, checkpoint dict)."""
-    try:  # one-line errors for a truncated file and for one that needs unpickling
-        checkpoint = torch_load(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f'{path}: no such checkpoint (train one with train.py)') from None
-    if not isinstance(checkpoint, dict) or 'model_args' not in checkpoint or 'model' not in checkpoint:
-        raise ValueError(f'{path}: not a visual-echoes checkpoint (no model/model_args)')
-    try:
-        model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
-        model.load_state_dict(checkpoint['model'])
-    except (TypeError, RuntimeError) as e:  # unknown config keys, other shapes
-        raise ValueError(f'{path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})') from None
-    return model.to(device).eval(), checkpoint
-
-
-# ----------------------------------------------------------------------------------------------
-# Precision and compilation: one helper each for train.py, sample.py, evaluate.py and bench.py
-
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-
-
-def cpu_has_native_bf16():
-    """AVX512_BF16 or AMX: the CPU multiplies bf16 in hardware, about twice its float32 rate (bench.py:
-    407 vs 179 GFLOP/s on the reference machine). Elsewhere bf16 matmuls are emulated (not measured
-    here; assumed no faster than float32)."""
-    return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
-
-
-def autocast_context(device, dtype='auto', cpu_auto='bfloat16'):
-    """Returns (dtype name, context to run the model in). 'auto': bf16 on GPUs that have it, else
-    float16; on a CPU with native bf16 `cpu_auto` (generation: bf16, measured faster by bench.py;
-    train.py passes float32), float32 on other devices. float32 runs plain; bf16 and float16 run
-    under torch.autocast: weights, the residual stream and the norms stay float32, matmuls and
-    attention run in the low precision. The sampler's logits arithmetic (guidance, log_softmax,
-    Gumbel noise, confidences) is float32 whatever the dtype (guided_logits, unmask_step)."""
-    device_type = torch.device(device).type
-    if dtype == 'auto':
-        if device_type == 'cuda':
-            dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-        else:
-            dtype = cpu_auto if device_type == 'cpu' and cpu_has_native_bf16() else 'float32'
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not {dtype!r}")
-    if device_type == 'cuda':  # TF32 tensor cores for what stays float32 (10-bit mantissa products)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if dtype == 'float32':
-        return dtype, nullcontext()
-    return dtype, torch.amp.autocast(device_type=device_type, dtype=DTYPES[dtype])
-
-
-def compile_for_generation(model, device):
-    """torch.compile of the model for the unmasking loop. Every step calls it with the same shapes
-    (B sequences, 2B with guidance: the conditional and unconditional passes are one batch), so it
-    compiles once per batch size; dynamic=False keeps fixed-shape kernels. Where compile cannot run
-    (no C++ compiler for CPU kernels, an unsupported Python) it warns and returns the model."""
-    cxx = [os.environ.get('CXX'), 'g++', 'clang++', 'c++']  # inductor builds CPU kernels with one
-    if not torch._dynamo.is_dynamo_supported():
-        why = f'torch.compile does not support Python {sys.version.split()[0]} here'
-    elif torch.device(device).type == 'cpu' and not any(c and shutil.which(c) for c in cxx):
-        why = 'no C++ compiler found for CPU kernels (set CXX)'
-    else:
-        return torch.compile(model, dynamic=False)
-    print(f'warning: compile skipped: {why}; running eagerly', file=sys.stderr)
-    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -571,13 +333,10 @@ def compile_for_generation(model, device):
 _CONFIDENCE_OF_KNOWN_TOKENS = float('inf')  # given tokens must never be re-masked, whatever the noise
 
 
-def mask_schedule(ratio, method='cosine'):
-    """Fraction of the initially unknown tokens still masked after a fraction `ratio` of the steps."""
-    if method == 'cosine':
-        return math.cos(math.pi / 2 * ratio)  # paper (MaskGIT's default)
-    if method == 'linear':
-        return 1.0 - ratio
-    raise ValueError(f'unknown mask schedule {method!r} (use cosine or linear)')
+def mask_schedule(ratio):
+    """Fraction of the initially unknown tokens still masked after a fraction `ratio` of the steps:
+    the cosine schedule (paper; MaskGIT's default)."""
+    return math.cos(math.pi / 2 * ratio)
 
 
 def gumbel_noise(shape, generator=None, device=None):
@@ -603,10 +362,8 @@ def remove_condition(audio, image, condition, config):
     raise ValueError(f'condition must be "image" or "audio", not {condition!r}')
 
 
-# On a CPU, forwards of at most this many tokens (8 sequences of the paper's 521). Larger batches make
-# activations beyond glibc's 32 MB mmap threshold (a batch of 16 with guidance: 137 MB per MLP layer),
-# which are mapped afresh and page-faulted in at every use. Measured, paper size, bf16, one guided
-# step of 16 images: 32 sequences at once 12.5-14.6 s in the kernel, 4 chunks of 8 4.1 s, 18% less CPU.
+# On a CPU, forwards of at most this many tokens (8 sequences of the paper's 521): larger activations pass
+# glibc's 32 MB mmap threshold and are page-faulted in afresh at every use (measured: 18% less CPU).
 _CPU_FORWARD_TOKENS = 4200
 
 
@@ -632,18 +389,6 @@ def guided_logits(model, audio, image, condition=None, guidance_scale=1.0):
     B = audio.size(0)
     s = guidance_scale.view(B, 1, 1) if torch.is_tensor(guidance_scale) else guidance_scale
     return tuple(s * lg[:B].float() + (1 - s) * lg[B:].float() for lg in logits)
-
-
-def guidance_at(guidance_scale, share_masked, fade):
-    """The guidance scale of this step (fixed here; the paper's is constant, fade = 0):
-    s_t = 1 + (s - 1) * share_masked ** fade, share_masked (B,) the part of the target's unknown
-    tokens still [MASK]. Guidance then sets what the first tokens are, the ones that decide what the
-    sound or picture will be, and steps back as the target fills: once a sound's first tokens say
-    its class, the condition adds little to the rest, and s > 1 only amplifies the difference
-    between two nearly equal passes (measured in the README: "Guidance that fades")."""
-    if fade == 0 or guidance_scale == 1.0:
-        return guidance_scale
-    return 1.0 + (guidance_scale - 1.0) * share_masked.float().pow(fade)
 
 
 def sample_ids(log_probs, temperature, generator=None):
@@ -690,7 +435,7 @@ def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperatu
     # which modalities have anything to fill, read from the device once, here: inside the loop
     # every step would wait for the GPU to finish before queueing the next forward
     todo = [m for m in MODALITIES if n_unknown0[m].any()]
-    allowed = {m: cfg.allowed_ids(m, ids[m].device) for m in MODALITIES}
+    allowed = {m: allowed_ids(cfg, m, ids[m].device) for m in MODALITIES}  # extension: None without global codes
     steps = range(num_iter)
     if progress:
         from tqdm import tqdm
@@ -698,12 +443,12 @@ def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperatu
     target = {'image': 'audio', 'audio': 'image'}.get(condition)
     for step in steps:
         scale = guidance_scale
-        if target is not None and guidance_fade:
+        if target is not None and guidance_fade:  # extension (docs/guidance.md): guidance fades as the target fills
             share_masked = (ids[target] == cfg.mask_id(target)).sum(dim=1) / n_unknown0[target].clamp_min(1)
             scale = guidance_at(guidance_scale, share_masked, guidance_fade)
         logits = dict(zip(MODALITIES, guided_logits(model, ids['audio'], ids['image'], condition, scale)))
         for m in todo:
-            if allowed[m] is not None:
+            if allowed[m] is not None:  # extension (docs/units.md): global ids first, grid ids after
                 logits[m] = logits[m].float().masked_fill(~allowed[m], float('-inf'))
             ids[m] = unmask_step(ids[m], logits[m], cfg.mask_id(m), n_unknown0[m], step, num_iter,
                                  temperature, choice_temperature, generator)
@@ -738,18 +483,6 @@ def cogenerate(model, batch_size, device='cpu', **kw):
                     condition=None, guidance_scale=1.0, **kw)
 
 
-def time_range_to_columns(start_s, end_s, seconds_per_column, grid_w, margin=1):
-    """Audio token columns [first, last) covering a time range, widened by `margin` columns on each
-    side: the boundary tokens' receptive fields overlap the gap, so they must be regenerated too."""
-    if not 0 <= start_s < end_s:
-        raise ValueError(f'bad time range {start_s}:{end_s} (need 0 <= start < end)')
-    first = max(0, math.floor(start_s / seconds_per_column) - margin)
-    last = min(grid_w, math.ceil(end_s / seconds_per_column) + margin)
-    if first >= grid_w:
-        raise ValueError(f'time range {start_s}:{end_s} starts after the clip ends')
-    return first, last
-
-
 def inpaint_audio(model, audio, image, first_col, last_col, **kw):
     """Regenerate audio token columns [first_col, last_col) (every frequency row) given the rest
     of the sound and the image. audio (B, La), image (B, Lv) ids. Returns audio (B, La)."""
@@ -777,3 +510,136 @@ def continue_audio(model, image, n_windows, overlap_cols, first_window=None, **k
         grid[:, :, :overlap_cols] = previous[:, :, w - overlap_cols:]
         windows.append(generate(model, audio, image, condition='image', **kw)[0])
     return windows
+
+# ----------------------------------------------------------------------------------------------
+# Loading a trained checkpoint (sample.py, evaluate.py)
+
+def load_model(path, device='cpu'):
+    """Rebuild the model from a train.py checkpoint. Returns (model in eval mode, checkpoint dict)."""
+    try:  # one-line errors for a truncated file and for one that needs unpickling
+        checkpoint = torch_load(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path}: no such checkpoint (train one with train.py)') from None
+    if not isinstance(checkpoint, dict) or 'model_args' not in checkpoint or 'model' not in checkpoint:
+        raise ValueError(f'{path}: not a visual-echoes checkpoint (no model/model_args)')
+    try:
+        model = VisualEchoes(ModelConfig(**checkpoint['model_args']))
+        model.load_state_dict(checkpoint['model'])
+    except (TypeError, RuntimeError) as e:  # unknown config keys, other shapes
+        raise ValueError(f'{path}: its model does not fit this code ({str(e).strip().splitlines()[0][:160]})') from None
+    return model.to(device).eval(), checkpoint
+
+
+# ----------------------------------------------------------------------------------------------
+# Diagnostics (fixed here): does the model use the other modality? (train.py's eval, evaluate.py)
+
+def majority_codes(train_audio, train_image, max_items=10_000):
+    """{modality: its most frequent id} in (up to max_items rows of) the train token arrays: the
+    masked-token accuracy of a model that predicts it everywhere (a collapsed run shows equal)."""
+    return {m: int(torch.as_tensor(a[:max_items].astype('int64')).flatten().bincount().argmax())
+            for m, a in zip(MODALITIES, (train_audio, train_image))}
+
+
+def masked_token_counts(logits, targets, majority):
+    """Per modality, over the masked positions of one batch (targets >= 0): (right argmax predictions,
+    positions holding the majority code `majority[m]`, masked positions)."""
+    counts = {}
+    for m, lg, tg in zip(MODALITIES, logits, targets):
+        masked = tg >= 0
+        counts[m] = ((lg.argmax(-1)[masked] == tg[masked]).sum().item(), (tg[masked] == majority[m]).sum().item(),
+                     masked.sum().item())
+    return counts
+
+
+@torch.no_grad()
+def cross_modal_losses(model, audio, image):
+    """Cross-entropy (nats per token, no smoothing) of each modality fully masked, the other given or
+    masked too. The gain, 'alone' minus 'given', is what the other modality tells the model: near 0
+    for one that ignores it. Returns {'audio_given', 'audio_alone', 'image_given', 'image_alone'}."""
+    cfg = model.config
+    no_audio = torch.full_like(audio, cfg.audio_mask_id)
+    no_image = torch.full_like(image, cfg.image_mask_id)
+    # one batch of three: (sound masked, picture given), (sound given, picture masked), both masked
+    logits_a, logits_v = model(torch.cat([no_audio, audio, no_audio]), torch.cat([image, no_image, no_image]))[0]
+    ce = lambda lg, ids: F.cross_entropy(lg.float().flatten(0, 1), ids.flatten()).item()
+    B = audio.size(0)
+    return {'audio_given': ce(logits_a[:B], audio), 'audio_alone': ce(logits_a[2 * B:], audio),
+            'image_given': ce(logits_v[B:2 * B], image), 'image_alone': ce(logits_v[2 * B:], image)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Extensions (fixed here; each is off with ModelConfig's defaults, so the code above is the paper's)
+
+def whole_or_emptied(B, config, generator=None, device=None):
+    """given_prob / null_prob (docs/training.md): per sample, whether one modality is left whole (as
+    a condition is at inference) or fully masked (as in guidance's unconditional pass). Returns
+    (whole, emptied), each (2, B) bool, row 0 audio, row 1 image; (None, None) when both shares are 0
+    (then nothing is drawn, so the paper's masking stays bit-exact)."""
+    if not (config.given_prob or config.null_prob):
+        return None, None
+    u = torch.rand(B, generator=generator, device=device)
+    mode = (u >= 1 - config.given_prob - config.null_prob).long() + (u >= 1 - config.null_prob).long()  # (B,) 0, 1, 2
+    chosen = torch.rand(B, generator=generator, device=device) < 0.5  # (B,) True: the audio is the one
+    this = torch.stack([chosen, ~chosen])  # (2, B) the modality each sample leaves whole or empties
+    return this & (mode == 1), this & (mode == 2)
+
+
+@torch.no_grad()
+def init_embeddings_from_codes(model, modality, vectors):
+    """embedding_init='codes' (docs/training.md): rows [:C] of the modality's table <- its tokenizer's
+    code vectors (C, d) (a k-means centroid, a unit's centroid), projected onto their top principal
+    directions and scaled to the table's init std (0.02); columns past d keep their random init."""
+    table = getattr(model, f'{modality}_embedding').weight[:-1]  # (C, D), the [MASK] row stays random
+    if vectors.dim() != 2 or vectors.shape[0] != table.shape[0]:
+        raise ValueError(f"{modality} code vectors: expected ({table.shape[0]}, d), got {tuple(vectors.shape)}")
+    v = vectors.float().cpu()
+    v = v - v.mean(0)
+    U, S, _ = torch.linalg.svd(v, full_matrices=False)
+    k = min(table.shape[1], S.numel())
+    e = U[:, :k] * S[:k]  # (C, k) principal components, largest first
+    table[:, :k] = (e / e.std().clamp_min(1e-8) * 0.02).to(table)
+
+
+def allowed_ids(config, modality, device=None):
+    """Global codes (docs/units.md): (L, C) bool, the ids each position may take in generation (the
+    last K ids at the global position first, the others in the grid), or None without global codes."""
+    K, C = getattr(config, f'{modality}_global_codes'), getattr(config, f'{modality}_codebook_size')
+    if not K:
+        return None
+    allowed = torch.zeros(config.length(modality), C, dtype=torch.bool, device=device)
+    allowed[0, C - K:], allowed[1:, :C - K] = True, True
+    return allowed
+
+
+def broadcast_global(model, audio, image):
+    """global_broadcast (docs/units.md): (B, L, D), each modality's global id embedding at all of
+    that modality's positions (zero where it is [MASK] or the modality has no global token)."""
+    out = []
+    for m, ids in zip(MODALITIES, (audio, image)):
+        embedding = getattr(model, f'{m}_embedding')
+        if model.config.global_tokens(m):
+            known = (ids[:, :1] != model.config.mask_id(m)).unsqueeze(-1)  # (B, 1, 1)
+            out.append((embedding(ids[:, :1]) * known).expand(-1, ids.size(1), -1))
+        else:
+            out.append(embedding.weight.new_zeros(ids.size(0), ids.size(1), embedding.weight.size(1)))
+    return torch.cat(out, 1)
+
+
+def position_weights(config, modality, device=None):
+    """global_loss_weight (docs/units.md): (L,) loss weights of a modality's positions, the global
+    token's first, or None when all are 1 (the paper)."""
+    if not config.global_tokens(modality) or config.global_loss_weight == 1.0:
+        return None
+    weights = torch.ones(config.length(modality), device=device)
+    weights[0] = config.global_loss_weight
+    return weights
+
+
+def guidance_at(guidance_scale, share_masked, fade):
+    """Guidance that fades (docs/guidance.md): this step's scale s_t = 1 + (s - 1) * share_masked ** fade,
+    share_masked (B,) the part of the target's unknown tokens still [MASK]; fade 0 is the paper's
+    constant s. Guidance sets the first tokens, which decide what the target will be, and steps back
+    as the target fills, where s > 1 would only amplify the difference of two nearly equal passes."""
+    if fade == 0 or guidance_scale == 1.0:
+        return guidance_scale
+    return 1.0 + (guidance_scale - 1.0) * share_masked.float().pow(fade)

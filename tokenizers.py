@@ -1,27 +1,21 @@
 """
 Everything that turns pixels and waveforms into token ids and back. Frozen during training.
-0) what every script shares: files written whole, one-line errors, repo paths, pixels <-> tensors
+0) pixels <-> tensors
 1) the SpecVQGAN mel front-end and its Griffin-Lim inverse (needs no weights)
-2) tokenizers fitted here, no downloaded weights: patch k-means (and gain-shape), a conv VQ
-   autoencoder, semantic units; load_tokenizers rebuilds any of them from meta.json
+2) tokenizers fitted here, no downloaded weights: patch k-means (the toy, videos) and semantic units
+   (your own pairs); load_tokenizers rebuilds any of them from meta.json
 3) the taming-transformers VQGAN (ImageNet f16 image model and the SpecVQGAN mel codebook)
 4) vocoders: SpecVQGAN's MelGAN and HiFi-GAN generators; tokens -> mel -> wave
 All checkpoints are read with torch.load(weights_only=True) and YAML with yaml.safe_load.
 """
 import os
-import re
-import sys
 import glob
-import argparse
-import tempfile
 import math
-import pickle
 import json
 import hashlib
 import functools
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,100 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from util import repo_path, torch_load, write_atomic
+
 # -----------------------------------------------------------------------------
-# shared by every script: files written whole, one-line errors, finding files, pixels <-> tensors
-
-class AtomicFiles:
-    """Files written whole or not at all, as a group: `with AtomicFiles() as files:` hands out
-    files.path(final), a temporary name beside `final` (template: '{name}.tmp{pid}'); when the block
-    ends without an error every temporary is renamed to its final name (files.written lists them),
-    on an error none is, and the temporaries are removed. A killed process leaves its temporaries,
-    named by its pid: remove_dead_temporaries removes them later."""
-    def __init__(self, template='{name}.tmp{pid}'):
-        self.template, self.pending, self.written = template, [], []  # written: (final, note, replaced)
-
-    def __enter__(self):
-        return self
-
-    def path(self, final, note='', keep=True):
-        """The temporary path to write `final` under; note says what it holds. keep=False: a scratch
-        file, removed at the end, never renamed."""
-        final = Path(final)
-        tmp = final.with_name(self.template.format(name=final.name, pid=os.getpid()))
-        self.pending.append((tmp, final if keep else None, note))
-        return tmp
-
-    def __exit__(self, error, *_):
-        try:
-            for tmp, final, note in self.pending if error is None else []:
-                if final is not None:
-                    self.written.append((final, note, final.exists()))
-                    os.replace(tmp, final)
-        finally:  # on any failure, no partial outputs
-            for tmp, _, _ in self.pending:
-                tmp.unlink(missing_ok=True)
-
-def write_atomic(path, write, mode='wb'):
-    """write(f) into a temporary file beside `path`, then rename it to `path`: a killed or failed
-    write never leaves half a file (the temporary is removed on any error)."""
-    with AtomicFiles() as files, open(files.path(path), mode) as f:
-        write(f)
-
-def remove_dead_temporaries(folder, template):
-    """The temporary files AtomicFiles(template) left in `folder` for a process that is gone (a
-    SIGKILL runs no clean-up), removed. The template must start with a prefix, then '{pid}-'."""
-    prefix = template.split('{pid}')[0]
-    for f in Path(folder).glob(prefix + '*'):
-        m = re.match(re.escape(prefix) + r'(\d+)-', f.name)
-        if m and not process_alive(int(m[1])):
-            f.unlink(missing_ok=True)
-
-def process_alive(pid):
-    """Whether a process with this id runs (on this machine)."""
-    try:
-        os.kill(pid, 0)  # signal 0: is there such a process
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        pass
-    return True
-
-def report_error(e):
-    """Every script's answer to bad input: one `error: ...` line on stderr, no traceback. Returns
-    the exit code, 2."""
-    print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
-    return 2
-
-def exit_with_error(e):
-    sys.exit(report_error(e))
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one `error: ...` line and exit code 2, like every other bad
-    input (no usage block); `hint` ends each message."""
-    def __init__(self, *args, hint='', **kwargs):
-        super().__init__(*args, **kwargs)
-        self.hint = hint
-
-    def error(self, message):
-        exit_with_error(message + self.hint)
-
-def writable_folder(folder, error):
-    """`folder` made (with its parents) and a file written there and removed: an output that cannot
-    be written is a one-line ValueError (`error`, then the reason) before any work."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as e:
-        raise ValueError(f'{error} ({e.strerror})') from None
-
-ROOT = os.path.dirname(os.path.abspath(__file__))  # the repo root
-
-def repo_path(path):
-    """`path` when it exists from the current directory (or is absolute), else the same path under the
-    repo root: the scripts find data/, out*/ and tokenizer files from any directory."""
-    if os.path.isabs(path) or os.path.exists(path) or os.path.abspath(path) == os.path.join(ROOT, path):
-        return path
-    return os.path.join(ROOT, path)
+# pixels <-> tensors
 
 def pixels_to_tensor(pixels):
     """uint8 pixels (B, H, W, 3), array or tensor -> float (B, 3, H, W) in [-1, 1], as the image
@@ -319,36 +223,11 @@ class LearnedTokenizerFile:
 
     @classmethod
     def load(cls, path):
-        obj = cls.upgrade(_read_file(path, cls.TYPE, cls.WHAT))
+        obj = _read_file(path, cls.TYPE, cls.WHAT)
         tok = cls(*(obj[k] for k in cls.ARGS))
         _load_exact(tok, obj["state_dict"], path, path)
         tok.path = os.path.normpath(path)
         return tok.eval().requires_grad_(False)
-
-    @staticmethod
-    def upgrade(obj):
-        """A file of an older version of the class, in today's layout (override where it changed)."""
-        return obj
-
-def torch_load(path):
-    """torch.load(weights_only=True) with one-line errors that tell a truncated or corrupt file from
-    a whole one that holds pickled objects (only the latter can be fixed by re-saving its tensors)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        # the weights-only unpickler names the class it refused ("Unsupported global: GLOBAL x.Y"); any
-        # other failure (a zip without its directory, random bytes, EOF) means the bytes are damaged
-        refused = re.search(r'GLOBAL ([\w.]+)', str(e)) if isinstance(e, pickle.UnpicklingError) else None
-        if refused is None:
-            first = re.split(r'(?<=\w)\. ', str(e).strip())[0][:100]  # its first sentence
-            why = f"{type(e).__name__}: {first}" if first else type(e).__name__
-            raise ValueError(f"{path}: truncated or corrupt, not a readable torch file ({why}); "
-                             f"download or copy it again") from None
-        raise ValueError(f"{path}: holds a pickled {refused[1]}, which weights_only=True refuses; if you trust "
-                         f"the file, keep only its tensors: torch.save(torch.load(path, weights_only=False)"
-                         f"['state_dict'], 'model.ckpt')") from None
 
 # -----------------------------------------------------------------------------
 # patch k-means tokenizer (fixed here: the weights-free default tokenizer)
@@ -443,119 +322,6 @@ class PatchKMeansTokenizer(nn.Module):
         tok.path = os.path.normpath(path)
         return tok
 
-class PatchGainShapeTokenizer(PatchKMeansTokenizer):
-    """Gain-shape patch codes (fixed here; gain-shape VQ is the speech coders'): a patch (channels x
-    pixels) = its mean + a contrast vector times a unit shape, its best rank-1 fit. The shape goes to
-    the nearest of `shapes` unit shapes (shape 0: flat, for the faintest fifth of the fitted patches),
-    the mean and contrast ("gain": a colour and an ink for a picture, a level and a depth for a mel)
-    to the nearest of `gains` codes; id = shape * gains + gain. Why: plain patch k-means spends its
-    codes on colours and levels, so one digit stroke in ten colours is ten unrelated ids; here it is
-    one shape id, and model.py sums one embedding per factor (ModelConfig.*_code_factors), so what is
-    learned of a shape holds in every colour. The brighter side of a shape is positive (luma for RGB)."""
-
-    def __init__(self, shapes, gains, patch, channels, size, value_range, flat_below=0.0):
-        nn.Module.__init__(self)
-        self.register_buffer('shapes', shapes.float())  # (S, ph*pw), unit rows; row 0 all zero (flat)
-        self.register_buffer('gains', gains.float())    # (G, 2*C): mean per channel, contrast per channel
-        self.flat_below = float(flat_below)  # a patch whose contrast (RMS) is under this has no shape
-        self.patch, self.channels = tuple(patch), int(channels)
-        self.size, self.value_range = tuple(int(v) for v in size), tuple(float(v) for v in value_range)
-        self.factors = (shapes.shape[0], gains.shape[0])
-        self.codebook_size = self.factors[0] * self.factors[1]
-        self.grid = (self.size[0] // self.patch[0], self.size[1] // self.patch[1])
-        self.path = None
-        if shapes.shape[1] != self.patch[0] * self.patch[1] or gains.shape[1] != 2 * self.channels:
-            raise ValueError(f"patch gain-shape: codebooks {tuple(shapes.shape)}, {tuple(gains.shape)} do not match "
-                             f"{self.channels} channels x patch {self.patch}")
-
-    def split(self, x):
-        """x (B, C, H, W) -> unit shapes (B, L, P), gains (B, L, 2C): means, contrast (per-pixel RMS)."""
-        B, C = x.shape[:2]
-        p = self.to_patches(x.float()).reshape(B, -1, C, self.patch[0] * self.patch[1])  # (B, L, C, P)
-        mean = p.mean(-1, keepdim=True)
-        U, S, Vh = torch.linalg.svd(p - mean, full_matrices=False)
-        contrast, shape = U[..., 0] * S[..., :1], Vh[..., 0, :]               # (B, L, C), (B, L, P)
-        luma = torch.tensor([0.299, 0.587, 0.114]) if C == 3 else torch.ones(C)
-        sign = torch.where(contrast @ luma >= 0, 1.0, -1.0)[..., None]
-        return shape * sign, torch.cat([mean[..., 0], contrast * sign / shape.shape[-1] ** 0.5], -1)
-
-    @classmethod
-    def fit(cls, x, codebook_size, patch=(16, 16), seed=0, iters=10, value_range=None, max_patches=65536, gains=16):
-        """x: (N, C, H, W) float; codebook_size = shapes x gains (gains a divisor of it)."""
-        if not torch.is_tensor(x) or x.dim() != 4:
-            raise ValueError(f"PatchGainShapeTokenizer.fit: expected a tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
-        C, H, W = x.shape[1:]
-        if H % patch[0] or W % patch[1]:
-            raise ValueError(f"PatchGainShapeTokenizer.fit: input {H}x{W} is not divisible by patch {patch[0]}x{patch[1]}")
-        if codebook_size % gains or codebook_size // gains < 2:
-            raise ValueError(f"PatchGainShapeTokenizer.fit: codebook size {codebook_size} is not a multiple >= 2 of {gains} gains")
-        value_range = value_range or ((0.0, 1.0) if C == 1 else (-1.0, 1.0))
-        P = patch[0] * patch[1]
-        tok = cls(torch.zeros(codebook_size // gains, P), torch.zeros(gains, 2 * C), patch, C, (H, W), value_range)
-        _check_input(x, 'PatchGainShapeTokenizer.fit', C, (H, W), tok.value_range)
-        with _one_thread():
-            shape, gain = (t.reshape(-1, t.shape[-1]) for t in tok.split(x.detach().cpu()))
-            rms = gain[:, C:].norm(dim=1)
-            # the faintest fifth has no shape worth a code (unless as strong as half the median: not
-            # faint), and an exactly flat patch has none at all
-            faint = min(rms.quantile(0.2).item(), 0.5 * rms.median().item())
-            tok.flat_below = max(faint, 1e-3 * (tok.value_range[1] - tok.value_range[0]))
-            shaped = shape[rms >= tok.flat_below]
-            tok.shapes[1:] = _kmeans(shaped, tok.factors[0] - 1, seed, iters, max_patches)
-            tok.shapes[1:] /= tok.shapes[1:].norm(dim=1, keepdim=True).clamp_min(1e-8)
-            tok.gains.copy_(_kmeans(gain, gains, seed, iters, max_patches))
-        return tok
-
-    @torch.no_grad()
-    def encode(self, x):
-        """x: (B, C, H, W) in value_range -> ids (B, h*w) int64, row-major."""
-        _check_input(x, 'PatchGainShapeTokenizer.encode', self.channels, self.size, self.value_range)
-        shape, gain = self.split(x)
-        # the unit shape nearest the patch's is the one with the largest dot product; a faint patch
-        # (its contrast under flat_below) is flat, shape 0
-        shape_ids = (shape @ self.shapes[1:].T).argmax(-1) + 1                # (B, L)
-        shape_ids[gain[..., self.channels:].norm(dim=-1) < self.flat_below] = 0
-        g, _ = _nearest(gain.reshape(-1, gain.shape[-1]), self.gains)
-        return shape_ids * self.factors[1] + g.reshape(gain.shape[:2])
-
-    @torch.no_grad()
-    def decode(self, ids):
-        """ids: (B, h*w) int64 -> (B, C, H, W), clamped to value_range."""
-        self.check_ids(ids)
-        return self.from_patches(self.code_vectors()[ids.long()]).clamp(*self.value_range)
-
-    def code_vectors(self):
-        """(shapes * gains, C*ph*pw): the patch each id decodes to, mean + contrast x shape."""
-        C, P = self.channels, self.shapes.shape[1]
-        mean, contrast = self.gains[:, :C], self.gains[:, C:] * P ** 0.5    # (G, C)
-        patches = mean[None, :, :, None] + contrast[None, :, :, None] * self.shapes[:, None, None, :]  # (S, G, C, P)
-        return patches.reshape(self.codebook_size, C * P)
-
-    def factor_vectors(self):
-        """[shapes (S, ph*pw), gains (G, 2C)]: what each factor's codes stand for (embedding_init='codes')."""
-        return [self.shapes.clone(), self.gains.clone()]
-
-    def describe(self):
-        return {"type": "patch_gain_shape", "path": self.path, "codebook_size": self.codebook_size,
-                "factors": list(self.factors), "grid": list(self.grid), "patch": list(self.patch),
-                "channels": self.channels, "size": list(self.size), "value_range": list(self.value_range),
-                "fingerprint": _fingerprint(torch.cat([self.shapes.flatten(), self.gains.flatten(),
-                                                       torch.tensor([self.flat_below])]))}
-
-    def save(self, path):
-        obj = {"type": "patch_gain_shape", "shapes": self.shapes.cpu(), "gains": self.gains.cpu(),
-               "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
-               "value_range": list(self.value_range), "flat_below": self.flat_below}
-        _save_file(self, obj, path)
-
-    @classmethod
-    def load(cls, path):
-        obj = _read_file(path, "patch_gain_shape", "patch gain-shape tokenizer")
-        tok = cls(obj["shapes"], obj["gains"], obj["patch"], obj["channels"], obj["size"], obj["value_range"],
-                  obj.get("flat_below", 0.0))
-        tok.path = os.path.normpath(path)
-        return tok
-
 def _nearest(x, cb, chunk=8192):
     """x (N, D), cb (K, D) -> ids (N,) of the nearest row of cb, squared distances (N,)."""
     ids, dists = [], []
@@ -608,161 +374,6 @@ def _one_thread():
         yield
     finally:
         torch.set_num_threads(n)
-
-# -----------------------------------------------------------------------------
-# ConvVQTokenizer: a small convolutional VQ autoencoder trained here on CPU (fixed here). The learned
-# alternative to the patch k-means for users without the released VQGANs: its decoder sees the
-# neighbouring codes, so a code can stand for a shape (a stroke, a formant) rather than a mean patch.
-# The codes are FSQ's (finite scalar quantization, Mentzer et al. 2023): a few bounded encoder
-# channels, each rounded to a handful of levels, the code id their mixed-radix number. It has no
-# learned codebook that could collapse onto a few codes (a plain VQ-VAE's did here within 5 steps),
-# and no auxiliary loss: reconstruction alone trains it.
-
-class ResBlock2d(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.block = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
-                                   nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
-
-    def forward(self, x):
-        return x + self.block(x)
-
-def _stage_strides(patch):
-    """(ph, pw) -> one (sh, sw) per stage: 2 while the factor is even, then its odd rest at once."""
-    def split(f):
-        s = []
-        while f % 2 == 0 and f > 1:
-            s, f = s + [2], f // 2
-        return s + [f] if f > 1 else s
-    h, w = split(patch[0]), split(patch[1])
-    return [(h[i] if i < len(h) else 1, w[i] if i < len(w) else 1) for i in range(max(len(h), len(w), 1))]
-
-def _down(cin, cout, stride):
-    # kernel s + 2 (even s) or s (odd s), so an axis shrinks exactly by its stride
-    k = [3 if s == 1 else s + 2 if s % 2 == 0 else s for s in stride]
-    p = [1 if s == 1 or s % 2 == 0 else 0 for s in stride]
-    return nn.Conv2d(cin, cout, k, stride, p)
-
-def fsq_levels(codebook_size):
-    """2^n codes -> levels per channel, n bits spread evenly over ceil(n / 3) channels:
-    256 -> (8, 8, 4), 512 -> (8, 8, 8), 1024 -> (8, 8, 4, 4)."""
-    n = int(codebook_size).bit_length() - 1
-    if codebook_size < 2 or codebook_size != 2 ** n:
-        raise ValueError(f"a conv VQ tokenizer takes a power of two codes (e.g. 512), not {codebook_size}")
-    d = -(-n // 3)
-    return tuple(2 ** (n // d + (i < n % d)) for i in range(d))
-
-class ConvVQTokenizer(LearnedTokenizerFile, nn.Module):
-    """Encoder (strided convs, residual blocks on the two coarsest grids) -> FSQ codes -> decoder
-    (nearest upsampling + convs). Inputs in value_range; ids row-major."""
-    TYPE, WHAT, ARGS = "conv_vq", "conv VQ tokenizer", ("channels", "size", "patch", "codebook_size", "value_range", "width")
-
-    def __init__(self, channels, size, patch, codebook_size, value_range, width=16):
-        super().__init__()
-        self.channels, self.size, self.patch = int(channels), tuple(size), tuple(patch)
-        self.codebook_size, self.value_range = int(codebook_size), tuple(float(v) for v in value_range)
-        self.levels, self.width, self.path = fsq_levels(codebook_size), width, None
-        self.grid = (self.size[0] // self.patch[0], self.size[1] // self.patch[1])
-        strides, d = _stage_strides(self.patch), len(self.levels)
-        w = [min(width * 2 ** i, 4 * width) for i in range(len(strides) + 1)]  # channels per grid
-        coarse = len(strides) - 2  # residual blocks only on the two coarsest grids: CPU-cheap
-        enc = [nn.Conv2d(channels, w[0], 3, padding=1)]
-        for i, s in enumerate(strides):
-            enc += [_down(w[i], w[i + 1], s)] + ([ResBlock2d(w[i + 1])] if i >= coarse else [nn.SiLU()])
-        self.encoder = nn.Sequential(*enc, nn.GroupNorm(8, w[-1]), nn.SiLU(), nn.Conv2d(w[-1], d, 1))
-        dec = [nn.Conv2d(d, w[-1], 3, padding=1), ResBlock2d(w[-1])]
-        for i in reversed(range(len(strides))):
-            dec += [nn.Upsample(scale_factor=strides[i], mode='nearest'), nn.Conv2d(w[i + 1], w[i], 3, padding=1)]
-            dec += [ResBlock2d(w[i])] if i > coarse else [nn.SiLU()]
-        self.decoder = nn.Sequential(*dec, nn.GroupNorm(8, w[0]), nn.SiLU(), nn.Conv2d(w[0], channels, 3, padding=1))
-        L = torch.tensor(self.levels, dtype=torch.float32)
-        self.register_buffer('L', L.view(1, -1, 1, 1), persistent=False)
-        self.register_buffer('radix', torch.cumprod(torch.cat([torch.ones(1), L[:-1]]), 0).long().view(1, -1, 1, 1),
-                             persistent=False)  # digit weights of the mixed-radix id
-
-    def _scale(self, x):  # value_range -> [-1, 1] and back
-        lo, hi = self.value_range
-        return (x - lo) / (hi - lo) * 2 - 1
-
-    def _unscale(self, y):
-        lo, hi = self.value_range
-        return (y + 1) / 2 * (hi - lo) + lo
-
-    def quantize(self, x):
-        """x (B, C, H, W) in [-1, 1] -> codes (B, d, h, w) in [-1, 1] (straight-through rounding, so
-        the decoder's gradient reaches the encoder), ids (B, h, w)."""
-        half = (self.L - 1) * (1 + 1e-3) / 2
-        offset = (self.L % 2 == 0).float() / 2  # even level counts sit half a step off zero (FSQ)
-        z = torch.tanh(self.encoder(x) + torch.atanh(offset / half)) * half - offset  # bounded to L levels
-        digits = z + (z.round() - z).detach()  # (B, d, h, w), integers in [-L//2, L//2 - 1 or L//2]
-        ids = ((digits.detach().round().long() + (self.L // 2).long()) * self.radix).sum(1)
-        return digits / (self.L // 2), ids
-
-    def lookup(self, ids):  # (B, h, w) -> codes (B, d, h, w)
-        digits = (ids[:, None] // self.radix) % self.L.long() - (self.L // 2).long()
-        return digits.float() / (self.L // 2)
-
-    @torch.no_grad()
-    def encode(self, x):
-        """x (B, C, H, W) in value_range -> ids (B, h*w) int64, row-major."""
-        _check_input(x, 'ConvVQTokenizer.encode', self.channels, self.size, self.value_range)
-        return self.quantize(self._scale(x.float()))[1].flatten(1)
-
-    @torch.no_grad()
-    def decode(self, ids):
-        """ids (B, h*w) -> (B, C, H, W) in value_range."""
-        h, w = self.grid
-        if ids.dim() != 2 or ids.shape[1] != h * w:
-            raise ValueError(f"ConvVQTokenizer.decode: expected ids (B, {h * w}), got {tuple(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
-            raise ValueError(f"ConvVQTokenizer.decode: ids must be in [0, {self.codebook_size})")
-        return self._unscale(self.decoder(self.lookup(ids.long().reshape(-1, h, w))).clamp(-1, 1))
-
-    @classmethod
-    @torch.enable_grad()  # callers may run under no_grad
-    def fit(cls, x, codebook_size, patch=(8, 8), seed=0, steps=800, batch=16, crop=64, lr=2e-3, value_range=None):
-        """Train on x (N, C, H, W) float in value_range (1-channel mels: [0, 1], pictures: [-1, 1]),
-        L1 + L2 reconstruction. Returns the tokenizer in eval mode."""
-        if not torch.is_tensor(x) or x.dim() != 4:
-            raise ValueError(f"ConvVQTokenizer.fit: expected a tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
-        C, H, W = x.shape[1:]
-        if H % patch[0] or W % patch[1]:
-            raise ValueError(f"ConvVQTokenizer.fit: input {H}x{W} is not divisible by patch {patch[0]}x{patch[1]}")
-        value_range = value_range or ((0.0, 1.0) if C == 1 else (-1.0, 1.0))
-        _check_input(x, 'ConvVQTokenizer.fit', C, (H, W), value_range)
-        torch.manual_seed(seed)
-        g = torch.Generator().manual_seed(seed)
-        tok = cls(C, (H, W), patch, codebook_size, value_range)
-        # big inputs train on random crop x crop windows (whole patches): the net is convolutional,
-        # so a 256 px picture or a 10 s mel costs what a 64 px one does
-        ch, cw = (d if d <= 1.5 * crop else max(p, crop // p * p) for d, p in ((H, patch[0]), (W, patch[1])))
-        opt = torch.optim.Adam(tok.parameters(), lr=lr)
-        warmup_cosine = lambda t: min(1, (t + 1) / 50) * 0.5 * (1 + math.cos(math.pi * t / steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
-        from tqdm import tqdm
-        tok.train()
-        for _ in tqdm(range(steps), desc=f'fitting a {codebook_size}-code VQ tokenizer', leave=False):
-            ix = torch.randint(len(x), (batch,), generator=g)
-            y0, x0 = (int(torch.randint(d - c + 1, (1,), generator=g)) for d, c in ((H, ch), (W, cw)))
-            xb = tok._scale(x[ix, :, y0:y0 + ch, x0:x0 + cw].float())
-            y = tok.decoder(tok.quantize(xb)[0])
-            loss = (y - xb).abs().mean() + (y - xb).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        return tok.eval().requires_grad_(False)
-
-    def code_vectors(self):
-        """(C, d): each id's FSQ code, its digits scaled to [-1, 1] (model.py's embedding_init='codes')."""
-        return self.lookup(torch.arange(self.codebook_size).view(-1, 1, 1)).flatten(1)
-
-    def describe(self):
-        weights = torch.cat([p.flatten() for p in self.parameters()])
-        return {"type": "conv_vq", "path": self.path, "codebook_size": self.codebook_size, "grid": list(self.grid),
-                "patch": list(self.patch), "channels": self.channels, "size": list(self.size),
-                "value_range": list(self.value_range), "fingerprint": _fingerprint(weights)}
-
 
 # -----------------------------------------------------------------------------
 # UnitTokenizer: semantic units, what a pair's picture and sound share (fixed here; the paper uses
@@ -899,23 +510,6 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
     def global_tokens(self):
         """Ids before the grid: 1 with global codes, else 0."""
         return int(self.global_codes > 0)
-
-    @staticmethod
-    def upgrade(obj):
-        """Files from before global codes ('codebook_size' units, no global codes), and from before the
-        decoder read the global id (a zero global embedding draws as those did)."""
-        sd = obj['state_dict']
-        if 'unit_codes' not in obj:
-            empty = torch.zeros(0, sd['encoder.head.weight'].shape[0])
-            obj = {**obj, 'unit_codes': obj['codebook_size'], 'global_codes': 0,
-                   'state_dict': {**sd, 'global_centroids': empty}}
-        if obj['global_codes'] and 'decoder.global_embed.weight' not in sd:
-            zeros = torch.zeros(obj['global_codes'] + 1, sd['decoder.embed.weight'].shape[1])
-            obj = {**obj, 'state_dict': {**sd, 'decoder.global_embed.weight': zeros}}
-        if 'appearance_items' not in obj:  # files from before appearances
-            obj = {**obj, 'appearance_items': 0, 'state_dict': {**obj['state_dict'], 'appearances': torch.zeros(0, 0),
-                                                                'appearance_globals': torch.zeros(0, dtype=torch.long)}}
-        return obj
 
     def _scale(self, x):  # value_range -> [0, 1] (the encoder's input, the decoder's output)
         lo, hi = self.value_range
@@ -1085,8 +679,7 @@ def _fit_unit_decoder(tok, ids, target01, g, steps, global_ids=None, appearance=
 # building tokenizers from a path or a describe() dict, and checking them against meta.json
 
 # the .pt tokenizer files by their "type" (a VQGAN is a .ckpt file or a log folder)
-TOKENIZER_FILES = {"patch_kmeans": PatchKMeansTokenizer, "patch_gain_shape": PatchGainShapeTokenizer,
-                   "conv_vq": ConvVQTokenizer, "units": UnitTokenizer}
+TOKENIZER_FILES = {"patch_kmeans": PatchKMeansTokenizer, "units": UnitTokenizer}
 
 def load_tokenizer(spec):
     """spec: a path (patch k-means .pt file, or a VQGAN .ckpt / its log folder) or a describe() dict."""

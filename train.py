@@ -23,9 +23,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (MODALITIES, ModelConfig, VisualEchoes, autocast_context, cross_modal_losses, majority_codes,
-                   masked_token_counts, random_corruption)
-from tokenizers import ROOT, exit_with_error, load_tokenizers, repo_path, torch_load, write_atomic
+from model import (MODALITIES, ModelConfig, VisualEchoes, cross_modal_losses, init_embeddings_from_codes,
+                   majority_codes, masked_token_counts, random_corruption)
+from tokenizers import load_tokenizers
+from util import ROOT, autocast_context, exit_with_error, repo_path, torch_load, write_atomic
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -49,8 +50,6 @@ audio_codebook_size = 1024
 image_grid_h = 16  # taming VQGAN f16: 256 px / 16
 image_grid_w = 16
 image_codebook_size = 1024
-audio_code_factors = ()  # ids that name a tuple of codes (ModelConfig); real datasets: from meta.json
-image_code_factors = ()
 audio_global_codes = 0  # ids naming a whole item's semantic cluster, one position first (ModelConfig); from meta.json
 image_global_codes = 0
 # model (paper: MAGE ViT-L)
@@ -68,12 +67,16 @@ mask_ratio_min = 0.2
 mask_ratio_max = 1.0
 drop_ratio = 0.5
 label_smoothing = 0.1
-given_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality left whole (model.py)
-null_prob = 0.0  # fixed here, 0 = the paper: share of samples with one modality fully masked
-embedding_init = 'random'  # fixed here, 'random' = the paper; 'codes': token embeddings start from the tokenizers' code vectors
-drop_masked_only = False  # fixed here, False = the paper; True: drop only masked positions (MAGE)
-global_broadcast = False  # fixed here, False = no such token; True: a known global id is added to its modality's every position
-global_loss_weight = 1.0  # fixed here, 1.0: the loss weight of a masked global token (ModelConfig)
+# extensions (fixed here; these defaults are the paper's, ModelConfig and docs/ say what each does)
+given_prob = 0.0  # share of samples with one modality left whole
+null_prob = 0.0  # share of samples with one modality fully masked
+embedding_init = 'random'  # 'codes': token embeddings start from the tokenizers' code vectors
+global_broadcast = False  # True: a known global id is added to every position of its modality
+global_loss_weight = 1.0  # the loss weight of a masked global token
+# sampling settings stored with the checkpoint: sample.py and evaluate.py use them when not given flags
+sample_temperature = 1.0  # paper: ids sampled at temperature 1
+sample_cfg = 3.0  # paper: guidance scale s = 3
+sample_cfg_fade = 0.0  # paper: 0, constant guidance (docs/guidance.md)
 # adamw optimizer (SPEC 4, as MAGE)
 learning_rate = 3e-4  # peak lr: 1.5e-4 * effective_batch / 256 (SPEC 4), here 8 GPUs x 64
 max_iters = 356_000  # total optimizer steps (~1000 epochs of 182,563 clips at 512 per step)
@@ -128,8 +131,8 @@ data_dir = data_dir or repo_path(os.path.join('data', dataset))  # from the curr
 meta_path = os.path.join(data_dir, 'meta.json')
 if dataset == 'toy' and not os.path.exists(meta_path):  # the embedded dataset makes itself
     if master_process:
-        import data  # data.py: a synthetic dataset and patch k-means tokenizers, no download
-        data.prepare_toy(data_dir)
+        import data  # data/toy/prepare.py: a synthetic dataset and patch k-means tokenizers, no download
+        data.dataset_maker('toy').prepare(data_dir)
     if ddp:
         dist.barrier()  # the other ranks wait for rank 0 to write it
 if dataset == 'random':  # random ids of the configured shapes (throughput and smoke tests)
@@ -140,8 +143,6 @@ else:  # the token layout comes from meta.json, whatever the config says
             meta = json.load(f)
         (audio_grid_h, audio_grid_w), (image_grid_h, image_grid_w) = meta['audio']['grid'], meta['image']['grid']
         audio_codebook_size, image_codebook_size = meta['audio']['codebook_size'], meta['image']['codebook_size']
-        # ids that name a tuple of codes (a gain-shape tokenizer): their embeddings sum one row per code
-        audio_code_factors, image_code_factors = (tuple(meta[m].get('factors', ())) for m in MODALITIES)
         audio_global_codes, image_global_codes = (meta[m].get('global_codes', 0) for m in MODALITIES)
         frames = meta['frames']
     except FileNotFoundError:
@@ -215,10 +216,9 @@ elif init_from == 'resume':
         exit_with_error(f"{ckpt_path}: not a train.py checkpoint (it needs {', '.join(resume_keys)})")
     # the checkpoint defines the model; the data must have the same token layout
     for k in ('audio_grid_h', 'audio_grid_w', 'audio_codebook_size', 'image_grid_h', 'image_grid_w', 'image_codebook_size',
-              'audio_code_factors', 'image_code_factors', 'audio_global_codes', 'image_global_codes'):
-        saved = checkpoint['model_args'].get(k, 0 if k.endswith('global_codes') else ())  # (older checkpoints have none)
-        if (tuple(saved) if k.endswith('factors') else saved) != model_args[k]:
-            exit_with_error(f"{ckpt_path}: {k} = {saved} but {data_dir} has {model_args[k]}")
+              'audio_global_codes', 'image_global_codes'):
+        if checkpoint['model_args'][k] != model_args[k]:
+            exit_with_error(f"{ckpt_path}: {k} = {checkpoint['model_args'][k]} but {data_dir} has {model_args[k]}")
     model_args = checkpoint['model_args']
     iter_num = checkpoint['iter_num']
     best_val_loss = checkpoint['best_val_loss']
@@ -238,7 +238,7 @@ if checkpoint is None and embedding_init == 'codes':  # rows from what each toke
     except (KeyError, OSError, ValueError) as e:
         exit_with_error(f"{meta_path}: cannot load the tokenizers for embedding_init='codes' ({e})")
     for m, tok in toks.items():
-        model.init_embeddings_from_codes(m, tok.factor_vectors() if dataset_meta[m].get('factors') else tok.code_vectors())
+        init_embeddings_from_codes(model, m, tok.code_vectors())
 elif checkpoint is None and embedding_init != 'random':
     exit_with_error(f"embedding_init must be 'random' or 'codes', got {embedding_init!r}")
 model.to(device)
@@ -320,7 +320,7 @@ def get_lr(it):
 
 def save_checkpoint():
     """Every rank sends its RNG and data-sampler states; rank 0 writes out_dir/ckpt.pt atomically
-    (tokenizers.write_atomic), so a SIGKILL at any moment leaves a whole checkpoint."""
+    (util.write_atomic), so a SIGKILL at any moment leaves a whole checkpoint."""
     state = {'rng': {'torch': torch.get_rng_state(),
                      'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None},
              'data_state': {'generator': data_state}}

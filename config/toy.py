@@ -1,7 +1,7 @@
-# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data.prepare_toy); its time: README
+# the embedded CPU run: a tiny Visual Echoes on the synthetic toy dataset (data/toy/prepare.py); its time: README
 # $ python train.py config/toy.py
 out_dir = 'out-toy'
-dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 32 codes each) is made on first use, no download
+dataset = 'toy'  # data/toy (8x8 image and 5x10 audio tokens, 32 codes each), made on first use, no download
 eval_interval = 500
 eval_iters = 10
 log_interval = 20
@@ -14,12 +14,10 @@ decoder_n_layer, decoder_n_head, decoder_n_embd = 2, 4, 128
 dropout = 0.0  # small data, short run: no dropout
 # No token drop here (the paper drops 50% of positions before the encoder to speed up training): with
 # drop, the encoder trains on half the tokens but sees all of them at inference, and this tiny model's
-# late unmasking steps (sound mostly known, picture fully given) got worse than its early ones
-# (README, "Why the toy trains without token drop").
+# late unmasking steps (sound mostly known, picture fully given) got worse than its early ones (docs/LOG.md).
 drop_ratio = 0.0
-# Fixed here (0 = the paper): 30% of the samples leave one modality whole, as the condition is at
-# inference, the other masked as usual: without it some training seeds stall with only part of the
-# classes mapped across; with it every seed measured learns the mapping, in fewer steps (README, "Results").
+# An extension (0 = the paper; docs/training.md): 30% of the samples leave one modality whole, as the
+# condition is at inference: without it some training seeds stall with only part of the classes mapped across.
 given_prob = 0.3
 
 batch_size = 32
@@ -30,4 +28,4 @@ lr_decay_iters = 1600
 warmup_iters = 50
 min_lr = 1e-4
 
-compile = False  # in a run this short the compile costs about what it saves (README, "Results")
+compile = False  # in a run this short the compile costs about what it saves (docs/LOG.md)

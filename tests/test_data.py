@@ -18,6 +18,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import data  # noqa: E402
+TOY = data.dataset_maker('toy')  # data/toy/prepare.py
 from tokenizers import MelConfig, mel_spectrogram, load_tokenizer, check_tokenizer_matches  # noqa: E402
 
 try:  # the ffmpeg the project uses: the system's, else the imageio-ffmpeg wheel's binary
@@ -50,17 +51,17 @@ def png_header_only(path, w, h):
 def test_toy_probes_on_real_pairs():
     rng = np.random.default_rng(0)
     labels = np.arange(160) % 16
-    images = torch.from_numpy(np.stack([data.toy_image(rng, l) for l in labels])).permute(0, 3, 1, 2) / 127.5 - 1
-    waves = np.stack([data.toy_wave(rng, l) for l in labels])
-    assert (data.probe_image(images).numpy() == labels).mean() >= 0.98
-    assert (data.probe_audio(waves, 22050).numpy() == labels).mean() >= 0.98
+    images = torch.from_numpy(np.stack([TOY.toy_image(rng, l) for l in labels])).permute(0, 3, 1, 2) / 127.5 - 1
+    waves = np.stack([TOY.toy_wave(rng, l) for l in labels])
+    assert (TOY.probe_image(images).numpy() == labels).mean() >= 0.98
+    assert (TOY.probe_audio(waves, 22050).numpy() == labels).mean() >= 0.98
     # another sample rate is resampled first
-    assert (data.probe_audio(waves[:16, ::2], 11025).numpy() == labels[:16]).mean() >= 0.9
+    assert (TOY.probe_audio(waves[:16, ::2], 11025).numpy() == labels[:16]).mean() >= 0.9
 
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
     d = str(tmp_path_factory.mktemp('toy') / 'toy')
-    data.prepare_toy(d, n_train=480, n_val=32, n_test=32, image_codebook=64, audio_codebook=64)
+    TOY.prepare(d, n_train=480, n_val=32, n_test=32, image_codebook=64, audio_codebook=64)
     return d
 
 def test_prepare_toy_format(toy):
@@ -79,17 +80,17 @@ def test_prepare_toy_format(toy):
     assert sr == 22050 and w.shape == (44100,) and np.array(Image.open(f'{toy}/test_frame/{i}.png')).shape == (64, 64, 3)
     # what was tokenized is exactly the saved clip's mel
     tok = load_tokenizer(meta['audio']['tokenizer'])
-    ids = tok.encode(torch.from_numpy(mel_spectrogram(w, data.TOY_MEL)[:, :160])[None, None])
+    ids = tok.encode(torch.from_numpy(mel_spectrogram(w, TOY.TOY_MEL)[:, :160])[None, None])
     assert (ids.numpy()[0] == np.load(f'{toy}/test_audio.npy')[0]).all()
 
 def test_prepare_toy_is_idempotent(toy):
     before = {f: os.stat(f'{toy}/{f}').st_mtime_ns for f in os.listdir(toy)}
-    data.prepare_toy(toy, n_train=480, n_val=32, n_test=32, image_codebook=64, audio_codebook=64)
+    TOY.prepare(toy, n_train=480, n_val=32, n_test=32, image_codebook=64, audio_codebook=64)
     assert before == {f: os.stat(f'{toy}/{f}').st_mtime_ns for f in os.listdir(toy)}
 
 def test_toy_probes_after_round_trip(toy):
     # small codebooks here (64): the default 256 keeps more; the README gives those figures
-    acc = data.bench_toy(toy, 'test', n=16)  # Griffin-Lim is the slow part
+    acc = TOY.bench(toy, 'test', n=16)  # Griffin-Lim is the slow part
     assert acc['image_real'] >= 0.98 and acc['audio_real'] >= 0.98
     assert acc['image_roundtrip'] >= 0.9 and acc['audio_roundtrip'] >= 0.9, acc
 
@@ -232,7 +233,7 @@ def make_videos(folder):
     os.makedirs(folder)
     v = lambda name, *inputs: ffmpeg(*inputs, '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-t', '1.5', f'{folder}/{name}.mp4')
     for i, f in enumerate((300, 900, 2000)):
-        v(f'good{i}', '-f', 'lavfi', '-i', f'testsrc2=size=64x48:rate=10', '-f', 'lavfi', '-i', f'sine=frequency={f}')
+        v(f'good{i}', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=10', '-f', 'lavfi', '-i', f'sine=frequency={f}')
     v('noaudio', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=10')
     v('silent', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=10', '-f', 'lavfi', '-i', 'anullsrc=r=22050:cl=stereo')
     ffmpeg('-f', 'lavfi', '-i', 'sine=duration=1', f'{folder}/novideo.mp4')

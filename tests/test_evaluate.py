@@ -13,8 +13,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import data  # noqa: E402
 import evaluate  # noqa: E402
-from model import autocast_context  # noqa: E402
+import util  # noqa: E402
+from util import autocast_context  # noqa: E402
+
+TOY = data.dataset_maker('toy')  # data/toy/prepare.py
 
 N = 3  # test items: one generation batch per task (Griffin-Lim dominates the time)
 PRECISION = autocast_context('cpu')[0]  # what dtype='auto' (the default) runs the model in here
@@ -24,10 +28,9 @@ RUN = FP32_RUN + ('' if PRECISION == 'float32' else f'_{PRECISION}')  # and in t
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
-    """A tiny toy dataset (data.prepare_toy: the probes apply) and a tiny model trained on it briefly."""
-    import data
+    """A tiny toy dataset (data/toy/prepare.py: the probes apply) and a tiny model trained on it briefly."""
     root = tmp_path_factory.mktemp('evaluate')
-    data.prepare_toy(str(root / 'toy'), n_train=128, n_val=8, n_test=N, image_codebook=16, audio_codebook=16, workers=1)
+    TOY.prepare(str(root / 'toy'), n_train=128, n_val=8, n_test=N, image_codebook=16, audio_codebook=16, workers=1)
     args = dict(dataset='toy', data_dir=root / 'toy', out_dir=root / 'out', n_layer=1, n_head=2, n_embd=32,
                 decoder_n_layer=1, decoder_n_head=2, decoder_n_embd=32, batch_size=8, max_iters=10,
                 lr_decay_iters=10, warmup_iters=2, eval_interval=10, eval_iters=1, device='cpu',
@@ -164,7 +167,6 @@ def test_runs_from_any_directory(env, monkeypatch, tmp_path):
     """A checkpoint trained with dataset='toy' (data/toy, tokenizer paths relative to the repo root)
     evaluated from another directory: data/<dataset> and the tokenizers are found in the repo."""
     import shutil
-    import tokenizers
     repo = tmp_path / 'repo'  # stands in for the repo root
     shutil.copytree(env / 'toy', repo / 'data' / 'toy')
     meta = json.loads((repo / 'data' / 'toy' / 'meta.json').read_text())
@@ -176,7 +178,7 @@ def test_runs_from_any_directory(env, monkeypatch, tmp_path):
     ckpt['dataset_meta'] = {**meta, 'splits': {}}
     os.makedirs(repo / 'out')
     torch.save(ckpt, repo / 'out' / 'ckpt.pt')
-    monkeypatch.setattr(tokenizers, 'ROOT', str(repo), raising=False)
+    monkeypatch.setattr(util, 'ROOT', str(repo), raising=False)
     monkeypatch.chdir(tmp_path)  # not the root: data/toy is not here
     configure(env, out_dir=str(repo / 'out'), tasks='a2i', data_dir='')
     evaluate.main()

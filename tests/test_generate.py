@@ -7,16 +7,14 @@ import torch
 import model as model_module
 from model import (ModelConfig, VisualEchoes, audio_to_image, cogenerate, continue_audio, generate,
                    guidance_at, guided_logits, image_to_audio, inpaint_audio, mask_by_random_topk, mask_schedule,
-                   random_corruption, time_range_to_columns)
+                   random_corruption)
+from sample import time_range_to_columns
 from test_model import TINY, random_batch, tiny_model
 
 
 def test_mask_schedule():
     assert mask_schedule(0.0) == 1.0 and abs(mask_schedule(1.0)) < 1e-12
     assert mask_schedule(0.5) == pytest.approx(math.cos(math.pi / 4))
-    assert mask_schedule(0.25, 'linear') == 0.75
-    with pytest.raises(ValueError, match='unknown mask schedule'):
-        mask_schedule(0.5, 'cubic')
 
 
 def test_mask_by_random_topk_exact_counts_and_never_known():

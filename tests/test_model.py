@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (ModelConfig, VisualEchoes, load_model, masked_cross_entropy, random_corruption,
+from model import (ModelConfig, VisualEchoes, broadcast_global, load_model, masked_cross_entropy, position_weights,
+                   random_corruption,
                    truncated_normal)
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, decoder_n_layer=1, decoder_n_head=2, decoder_n_embd=16,
@@ -194,8 +195,7 @@ def test_global_broadcast_adds_a_known_global_id_to_its_modality_only():
     cfg = model.config
     audio, image = random_batch(cfg, B=2)
     audio[0, 0], audio[1, 0] = 8, cfg.audio_mask_id  # a known global id, then a masked one
-    x = torch.zeros(2, cfg.seq_len, cfg.n_embd)
-    added = model.broadcast_global(audio, image, x)
+    added = broadcast_global(model, audio, image)
     assert torch.equal(added[0, :cfg.audio_len], model.audio_embedding.weight[8].expand(cfg.audio_len, -1))
     assert not added[1].any() and not added[:, cfg.audio_len:].any()  # masked: nothing; the image has none
     plain = tiny_model(audio_global_codes=3, audio_codebook_size=10)
@@ -212,4 +212,5 @@ def test_global_loss_weight_scales_the_global_positions_term_only():
     first = F.cross_entropy(logits[:, 0], targets[:, 0], label_smoothing=0.1, reduction='sum') / 14
     assert torch.allclose(masked_cross_entropy(logits, targets, 0.1, w), plain + 3 * first)
     model = tiny_model(audio_global_codes=3, audio_codebook_size=10, global_loss_weight=4.0)
-    assert model.position_weights('audio').tolist() == [4.0] + [1.0] * 10 and model.position_weights('image') is None
+    assert position_weights(model.config, 'audio').tolist() == [4.0] + [1.0] * 10
+    assert position_weights(model.config, 'image') is None

@@ -1,5 +1,5 @@
-"""Learning from a user's own pairs (issue 13): derived token layouts and up-front checks, the
-cross-modal diagnostic, the learned class probes, the conv VQ and unit tokenizers, the given/null masking."""
+"""Learning from a user's own pairs: derived token layouts and up-front checks, the cross-modal
+diagnostic, the learned class probes, the unit tokenizers, the given/null masking."""
 import os
 import subprocess
 import sys
@@ -10,9 +10,12 @@ import torch
 
 import data
 import evaluate
-from model import ModelConfig, VisualEchoes, cross_modal_losses, random_corruption
+from data import dataset_maker
+from model import ModelConfig, VisualEchoes, cross_modal_losses, init_embeddings_from_codes, random_corruption
 import tokenizers
-from tokenizers import ConvVQTokenizer, UnitTokenizer, check_tokenizer_matches, load_tokenizer
+from tokenizers import UnitTokenizer, check_tokenizer_matches, load_tokenizer
+
+TOY = dataset_maker('toy')  # data/toy/prepare.py: the toy's pictures and sounds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,8 +48,7 @@ def test_codebook_grows_with_the_data():
     (['--size', '67'], '--size 67', 'e.g. 64'),
     (['--size', '64', '--image_patch', '12'], '--image_patch 12x12', 'e.g. 8'),
     (['--audio_patch', '15x16'], '--audio_patch 15x16', '16x16'),
-    (['--image_codebook', '1'], '--image_codebook 1', 'e.g. 512'),
-    (['--audio_tokenizer', 'gainshape', '--audio_codebook', '100'], '--audio_codebook 100', 'e.g. 4096')])
+    (['--image_codebook', '1'], '--image_codebook 1', 'e.g. 512')])
 def test_bad_layout_flags_fail_before_any_work(tmp_path, capsys, args, flag, valid):
     folder = tmp_path / 'pairs'
     folder.mkdir()
@@ -145,8 +147,8 @@ def test_cross_modal_gain_tells_a_model_that_uses_the_other_modality():
 def test_probes_learn_and_are_cached(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.arange(240) % 4  # four toy classes: red/yellow/green/blue squares with their tones
-    images = np.stack([data.toy_image(rng, int(l)) for l in labels])
-    mels = data.mel_spectrogram(np.stack([data.toy_wave(rng, int(l)) for l in labels]), data.TOY_MEL)[:, :, :160]
+    images = np.stack([TOY.toy_image(rng, int(l)) for l in labels])
+    mels = data.mel_spectrogram(np.stack([TOY.toy_wave(rng, int(l)) for l in labels]), TOY.TOY_MEL)[:, :, :160]
     data.save_probe_set(str(tmp_path), images[:200], mels[:200], labels[:200])
     nets = evaluate.load_probes(str(tmp_path), 4)
     for kind, x in (('audio', data.probe_mel_input(mels[200:])), ('image', data.probe_image_input(images[200:]))):
@@ -161,29 +163,6 @@ def test_probes_learn_and_are_cached(tmp_path):
 # -----------------------------------------------------------------------------
 # the conv VQ tokenizer
 
-def test_conv_vq_learns_and_round_trips_through_a_file(tmp_path):
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(np.stack([data.toy_image(rng, l % 16) for l in range(64)])).permute(0, 3, 1, 2) / 127.5 - 1
-    untrained = ConvVQTokenizer(3, (64, 64), (8, 8), 32, (-1, 1))
-    tok = ConvVQTokenizer.fit(x, 32, patch=(8, 8), steps=150, seed=0)
-    ids = tok.encode(x)
-    assert ids.shape == (64, 64) and tok.grid == (8, 8)
-    err = (tok.decode(ids) - x).abs().mean()
-    assert err < 0.5 * (untrained.decode(untrained.encode(x)) - x).abs().mean()
-    tok.save(str(tmp_path / 'tok.pt'))
-    again = load_tokenizer(str(tmp_path / 'tok.pt'))
-    assert torch.equal(again.encode(x), ids) and torch.equal(again.decode(ids), tok.decode(ids))
-    check_tokenizer_matches({'grid': [8, 8], 'codebook_size': 32, 'tokenizer': tok.describe()}, again)
-    assert load_tokenizer(again.describe()).describe()['fingerprint'] == tok.describe()['fingerprint']
-
-
-def test_conv_vq_any_patch_and_mels():
-    mel = torch.rand(8, 1, 80, 96)
-    tok = ConvVQTokenizer.fit(mel, 16, patch=(16, 12), steps=3)  # 12 = 2 x 2 x 3: an odd last stage
-    assert tok.grid == (5, 8) and tok.encode(mel).shape == (8, 40)
-    assert tok.decode(tok.encode(mel)).shape == mel.shape and tok.decode(tok.encode(mel)).min() >= 0
-
-
 # -----------------------------------------------------------------------------
 # the recipe's options (fixed here; model.py's defaults are the paper's)
 
@@ -191,11 +170,6 @@ def test_code_vectors_are_what_the_ids_stand_for():
     x = torch.rand(40, 3, 16, 16) * 2 - 1
     km = data.PatchKMeansTokenizer.fit(x, 8, patch=(8, 8))
     assert torch.equal(km.code_vectors(), km.codebook) and km.code_vectors().shape == (8, 192)
-    vq = ConvVQTokenizer(1, (16, 16), (8, 8), 64, (0, 1))  # FSQ levels (8, 8)
-    v = vq.code_vectors()
-    assert v.shape == (64, 2) and len({tuple(r.tolist()) for r in v}) == 64  # one distinct code per id
-    ids = torch.arange(64).view(-1, 1, 1)
-    assert torch.equal(vq.lookup(ids).flatten(1), v)
 
 
 def test_embeddings_from_codes_start_alike_for_codes_alike():
@@ -205,127 +179,14 @@ def test_embeddings_from_codes_start_alike_for_codes_alike():
     model = VisualEchoes(cfg)
     mask_row = model.image_embedding.weight[3].clone()
     vectors = torch.tensor([[1.0, 0, 0, 0], [1.0, 0.05, 0, 0], [-1.0, 0, 1, 0]])
-    model.init_embeddings_from_codes('image', vectors)
+    init_embeddings_from_codes(model, 'image', vectors)
     e = model.image_embedding.weight.detach()
     cos = torch.nn.functional.cosine_similarity
     k = 3  # principal directions of 3 vectors; the other columns keep their random init
     assert cos(e[0, :k], e[1, :k], dim=0) > 0.95 and cos(e[0, :k], e[2, :k], dim=0) < 0.5
     assert torch.equal(e[3], mask_row) and abs(e[:3, :k].std() - 0.02) < 0.01
     with pytest.raises(ValueError, match=r'expected \(3, d\)'):
-        model.init_embeddings_from_codes('image', torch.zeros(5, 4))
-
-
-def test_mage_drop_removes_masked_positions_only():
-    cfg = ModelConfig(audio_grid_h=2, audio_grid_w=5, audio_codebook_size=8, image_grid_h=3, image_grid_w=3,
-                      image_codebook_size=8, drop_ratio=0.5, drop_masked_only=True)
-    a, v = torch.randint(8, (256, 10)), torch.randint(8, (256, 9))
-    a_in, v_in, keep, _ = random_corruption(a, v, cfg, torch.Generator().manual_seed(0))
-    masked = torch.cat([a_in == 8, v_in == 8], 1)  # (B, 19)
-    kept = torch.zeros_like(masked).scatter(1, keep, True)
-    assert not (~masked & ~kept).any()  # every unmasked token reaches the encoder
-    assert (masked & ~kept).sum(1).min() > 0  # and masked ones are dropped
-    paper = random_corruption(a, v, ModelConfig(**{**cfg.__dict__, 'drop_masked_only': False}), torch.Generator().manual_seed(0))
-    assert keep.shape[1] >= paper[2].shape[1]  # at most the paper's 50% is dropped
-    assert (~masked & ~torch.zeros_like(masked).scatter(1, paper[2], True)).any()  # the paper drops unmasked ones too
-
-
-def test_image_views(tmp_path):
-    rng = np.random.default_rng(0)
-    data.save_png(str(tmp_path / 'a.png'), data.toy_image(rng, 3))
-    views = data.image_views(str(tmp_path / 'a.png'), 32, 5, seed=7)
-    assert views.shape == (5, 32, 32, 3) and views.dtype == np.uint8
-    assert np.array_equal(views[2], data.image_array(str(tmp_path / 'a.png'), 32))  # the middle: the picture
-    assert all(not np.array_equal(views[i], views[2]) for i in (0, 1, 3, 4))      # the rest: crops of it
-    assert np.array_equal(views, data.image_views(str(tmp_path / 'a.png'), 32, 5, seed=7))  # the same every run
-    assert data.image_views(str(tmp_path / 'a.png'), 32, 1, seed=7).shape == (1, 32, 32, 3)
-
-
-# -----------------------------------------------------------------------------
-# gain-shape patch codes and the embeddings that sum their factors
-
-
-def two_colour_pictures(n, seed=0):
-    """n 16x16 pictures: a vertical or a horizontal bar in a random ink on a random plain ground."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(n, 1, 16, 16)
-    for i in range(n):
-        if i % 2:
-            mask[i, :, 4:12, 6:10] = 1
-        else:
-            mask[i, :, 6:10, 4:12] = 1
-    dark, light = torch.rand(n, 3, 1, 1, generator=g) * 0.4, 0.6 + torch.rand(n, 3, 1, 1, generator=g) * 0.4
-    ink_is_light = torch.rand(n, 1, 1, 1, generator=g) < 0.5  # ink and ground well apart, either way round
-    ground, ink = torch.where(ink_is_light, dark, light), torch.where(ink_is_light, light, dark)
-    return (ground + (ink - ground) * mask) * 2 - 1
-
-
-def test_gain_shape_codes_keep_the_shape_apart_from_the_colour(tmp_path):
-    from tokenizers import PatchGainShapeTokenizer
-    x = two_colour_pictures(64)
-    # four edges (left, right, top, bottom brighter) and flat: as many shapes, so k-means splits none
-    tok = PatchGainShapeTokenizer.fit(x, 5 * 4, patch=(4, 4), gains=4, seed=0)
-    assert tok.factors == (5, 4) and tok.codebook_size == 20 and tok.grid == (4, 4)
-    ids = tok.encode(x)
-    shape_ids = ids // 4
-    # the same bar in every colour pair has the same shape codes (brighter side positive), so
-    # pictures sort into the two bars by their shape ids alone, whatever their colours
-    bars = {tuple(s.tolist()) for s in shape_ids[::2]}, {tuple(s.tolist()) for s in shape_ids[1::2]}
-    assert [len(b) for b in bars] == [2, 2] and not bars[0] & bars[1]  # light ink or dark ink: 2 per bar
-    assert (shape_ids == 0).float().mean() > 0.3  # plain patches: the flat shape
-    # a round trip keeps the bar (4 gain codes for all the colours keep little of them): the decoded
-    # brightness follows the real one in every picture
-    luma = lambda im: (im * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1).flatten(1)
-    a, b = luma(tok.decode(ids)), luma(x)
-    corr = ((a - a.mean(1, keepdim=True)) * (b - b.mean(1, keepdim=True))).sum(1) / (a.std(1) * b.std(1) * 255)
-    assert corr.min() > 0.8, corr.min()
-    assert torch.equal(tok.code_vectors()[ids].view(64, 4, 4, 3, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(x.shape).clamp(-1, 1),
-                       tok.decode(ids))
-    tok.save(str(tmp_path / 'gs.pt'))
-    again = load_tokenizer(str(tmp_path / 'gs.pt'))
-    assert torch.equal(again.encode(x), ids) and again.factors == (5, 4)
-    assert load_tokenizer(again.describe()).describe() == again.describe()
-    check_tokenizer_matches({'grid': [4, 4], 'codebook_size': 20, 'tokenizer': tok.describe()}, again)
-    with pytest.raises(ValueError, match='not a multiple'):
-        PatchGainShapeTokenizer.fit(x, 30, patch=(4, 4), gains=4)
-
-
-def test_gain_shape_on_mels_keeps_the_level_apart():
-    from tokenizers import PatchGainShapeTokenizer
-    g = torch.Generator().manual_seed(0)
-    stripe = torch.zeros(1, 1, 16, 16)
-    stripe[..., 4:8, :] = 0.4  # one band, louder than the rest
-    level = torch.rand(32, 1, 1, 1, generator=g) * 0.5
-    mel = level + stripe  # one shape (k-means would split a noisy one among its codes)
-    tok = PatchGainShapeTokenizer.fit(mel, 2 * 8, patch=(16, 8), gains=8)  # flat and one more shape
-    ids = tok.encode(mel)
-    assert set((ids // 8).flatten().tolist()) == {1}  # the stripe's shape at every level
-    assert len(set((ids % 8).flatten().tolist())) > 4    # levels told apart by the gain code
-    assert (tok.decode(ids) - mel).abs().mean() < 0.05
-
-
-def test_factored_embedding_sums_one_row_per_code():
-    cfg = ModelConfig(**{**TINY, 'image_codebook_size': 12, 'image_code_factors': (4, 3)})
-    model = VisualEchoes(cfg)
-    e = model.image_embedding
-    w = e.weight
-    assert w.shape == (13, cfg.n_embd)
-    assert torch.allclose(w[2 * 3 + 1], e.tables[0].weight[2] + e.tables[1].weight[1])
-    assert torch.equal(w[12], e.mask_row[0])  # [MASK]: a row of its own
-    image = torch.tensor([[7, 12, 0, 11]])
-    assert torch.equal(e(image)[0], w[image[0]])
-    # codes init: one tensor per factor; a plain modality still takes one tensor
-    model.init_embeddings_from_codes('image', [torch.randn(4, 5), torch.randn(3, 2)])
-    assert abs(e.tables[0].weight[:, :4].std() - 0.02) < 0.01
-    with pytest.raises(ValueError, match=r'expected \(4, d\) and \(3, d\)'):
-        model.init_embeddings_from_codes('image', [torch.randn(12, 5)])
-    with pytest.raises(ValueError, match='multiply'):
-        VisualEchoes(ModelConfig(**{**TINY, 'image_codebook_size': 12, 'image_code_factors': (4, 4)}))
-    # the model trains through the sum: both factor tables get gradients from the image tokens
-    a = torch.randint(cfg.audio_codebook_size, (2, cfg.audio_len))
-    v = torch.randint(12, (2, cfg.image_len))
-    (_, image_logits), _ = model(a, v)
-    image_logits.logsumexp(-1).sum().backward()
-    assert all(t.weight.grad is not None and t.weight.grad.abs().sum() > 0 for t in e.tables)
+        init_embeddings_from_codes(model, 'image', torch.zeros(5, 4))
 
 
 def train_tiny_from_codes(data_dir, out_dir):
@@ -338,36 +199,15 @@ def train_tiny_from_codes(data_dir, out_dir):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_pairs_with_gain_shape_codes_train_a_factored_model(tmp_path):
-    """data.py pairs --image_tokenizer gainshape: meta.json gives the factors, train.py builds the
-    model that sums their embeddings (from the codes' vectors with embedding_init='codes')."""
-    from test_data import make_pairs
-    make_pairs(str(tmp_path / 'in'))
-    out = str(tmp_path / 'mine')
-    assert data.prepare('pairs', str(tmp_path / 'in'), out, size=32, cfg=data.MelConfig(clip_seconds=1.0, frames=80),
-                        image_tokenizer='gainshape', image_codebook=4 * data.GAIN_CODES, audio_codebook=8,
-                        image_patch=(8, 8), audio_patch=(16, 16), workers=2, fit_items=16) == 7
-    import json
-    meta = json.load(open(f'{out}/meta.json'))
-    assert meta['image']['factors'] == [4, data.GAIN_CODES] and meta['image']['codebook_size'] == 64
-    assert 'factors' not in meta['audio']
-    ids = np.load(f'{out}/train_image.npy')
-    assert ids.max() < 64 and len(np.unique(ids // data.GAIN_CODES)) > 1  # several shapes used
-    train_tiny_from_codes(out, tmp_path / 'out')
-    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
-    assert tuple(ckpt['model_args']['image_code_factors']) == (4, data.GAIN_CODES)
-    assert 'image_embedding.tables.1.weight' in ckpt['model'] and 'audio_embedding.weight' in ckpt['model']
-
-
 # -----------------------------------------------------------------------------
 # the unit tokenizers (semantic units: a pair encoder's k-means, a decoder per modality)
 
 def _toy_pairs(n, classes=4, seed=0):
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % classes
-    images = torch.from_numpy(np.stack([data.toy_image(rng, l) for l in labels])).permute(0, 3, 1, 2) / 127.5 - 1
-    waves = np.stack([data.toy_wave(rng, l) for l in labels])
-    mels = torch.from_numpy(data.mel_spectrogram(waves, data.TOY_MEL)[:, None, :, :data.TOY_MEL.frames])
+    images = torch.from_numpy(np.stack([TOY.toy_image(rng, l) for l in labels])).permute(0, 3, 1, 2) / 127.5 - 1
+    waves = np.stack([TOY.toy_wave(rng, l) for l in labels])
+    mels = torch.from_numpy(data.mel_spectrogram(waves, TOY.TOY_MEL)[:, None, :, :TOY.TOY_MEL.frames])
     return images, mels, torch.from_numpy(labels)
 
 
@@ -392,7 +232,7 @@ def test_units_learn_what_pairs_share_and_round_trip_through_a_file(tmp_path):
         again = load_tokenizer(tok.describe())
         assert torch.equal(again.encode(x), ids) and torch.equal(again.decode(ids), out)
         check_tokenizer_matches({'grid': list(tok.grid), 'codebook_size': 16, 'tokenizer': tok.describe()}, again)
-    assert toks['image'].grid == (8, 8) and toks['audio'].grid == (1, data.TOY_MEL.frames // 8)
+    assert toks['image'].grid == (8, 8) and toks['audio'].grid == (1, TOY.TOY_MEL.frames // 8)
     assert torch.equal(toks['audio'].code_vectors(), toks['audio'].centroids)
 
 
@@ -446,37 +286,6 @@ def test_unit_decoder_draws_what_the_global_id_says():
     means = torch.stack([mels[labels == c].mean(0) for c in range(4)])
     nearest = torch.cdist(with_global.flatten(1), means.flatten(1)).argmin(1)
     assert (nearest == labels).float().mean() >= 0.8
-
-
-def test_unit_files_from_before_global_codes_still_load(tmp_path):
-    """A units file saved before global codes ('codebook_size' units, no global centroids) loads as
-    a tokenizer without them and encodes as before."""
-    images, mels, _ = _toy_pairs(32)
-    tok = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=0)['audio']
-    tok.save(str(tmp_path / 'new.pt'))
-    obj = torch.load(tmp_path / 'new.pt', weights_only=True)
-    old = {**{k: v for k, v in obj.items() if k not in ('unit_codes', 'global_codes')}, 'codebook_size': 8,
-           'state_dict': {k: v for k, v in obj['state_dict'].items() if k != 'global_centroids'}}
-    torch.save(old, tmp_path / 'old.pt')
-    again = load_tokenizer(str(tmp_path / 'old.pt'))
-    assert (again.codebook_size, again.global_codes) == (8, 0) and torch.equal(again.encode(mels), tok.encode(mels))
-
-
-def test_unit_files_from_before_the_decoder_read_global_ids_draw_as_before(tmp_path):
-    """A units file with global codes saved before the decoder read the global id (no
-    decoder.global_embed) loads with a zero global embedding: it draws from the units alone."""
-    images, mels, _ = _toy_pairs(32)
-    tok = UnitTokenizer.fit_pair(images, mels, {'image': 8, 'audio': 8}, steps=2, decoder_steps=3,
-                                 global_codes=2)['audio']
-    tok.save(str(tmp_path / 'new.pt'))
-    obj = torch.load(tmp_path / 'new.pt', weights_only=True)
-    del obj['state_dict']['decoder.global_embed.weight']
-    torch.save(obj, tmp_path / 'old.pt')
-    again = load_tokenizer(str(tmp_path / 'old.pt'))
-    ids = again.encode(mels)
-    assert torch.equal(ids, tok.encode(mels))
-    tok.decoder.global_embed.weight.data.zero_()
-    assert torch.equal(again.decode(ids), tok.decode(ids)) and torch.equal(again.decode(ids), again.decode(ids[:, 1:]))
 
 
 def test_picture_palette_names_a_pictures_colours_not_their_places():

@@ -279,7 +279,7 @@ def test_every_number_and_the_output_checked_before_any_work(env, capsys, monkey
 def test_existing_files_need_overwrite_and_inputs_are_never_replaced(env, cli):
     out = env / 'keep'
     out.mkdir()
-    (out / 'cat.wav').write_bytes(b'the user\'s own sound')  # beside the image, as in the issue
+    (out / 'cat.wav').write_bytes(b'the user\'s own sound')  # beside the image, a user's own file
     Image.open(env / 'cat.jpg').save(out / 'cat.png')
     Image.open(env / 'cat.jpg').save(out / 'cat_mel.png')
     sf.write(out / 'cat_sound.wav', sf.read(env / 'x.wav')[0], MEL.sample_rate)
@@ -335,7 +335,7 @@ def test_sigkill_while_writing_leaves_nothing_behind(env, cli, tmp_path):
 def test_finds_the_one_trained_checkpoint(env, capsys, monkeypatch, tmp_path):
     """Right after the quick start (out-toy/ckpt.pt, no out/), the bare command finds and names it."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, 'ROOT', str(tmp_path / 'repo'), raising=False)  # the repo root's out*/ too
+    monkeypatch.setattr(sample, 'ROOT', str(tmp_path / 'repo'), raising=False)  # the repo root's out*/ too
     (tmp_path / 'repo' / 'out-toy').mkdir(parents=True)
     (tmp_path / 'repo' / 'out-toy' / 'ckpt.pt').write_bytes((env / 'ckpt' / 'ckpt.pt').read_bytes())
     args = ['--image', str(env / 'cat.jpg'), '--steps', '2', '--device', 'cpu']

@@ -13,6 +13,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tokenizers as T  # noqa: E402
+import util  # noqa: E402
 
 FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
@@ -353,7 +354,7 @@ def test_truncated_file_is_told_from_a_pickled_one(tmp_path):
     (tmp_path / 'empty').write_bytes(b'')
     for name in ('truncated', 'empty'):
         with pytest.raises(ValueError, match='truncated or corrupt') as e:
-            T.torch_load(str(tmp_path / name))
+            util.torch_load(str(tmp_path / name))
         assert 'weights_only=False' not in str(e.value)  # no re-saving advice for damaged bytes
     torch.save({'generator': {}, 'args': argparse.Namespace(lr=1.0)}, tmp_path / 'pickled')
     with pytest.raises(ValueError, match=r'pickled argparse.Namespace.*weights_only=False'):
@@ -381,17 +382,17 @@ def test_load_vocoder_and_errors(tmp_path):
 
 def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     path = tmp_path / 'x.txt'
-    T.write_atomic(str(path), lambda f: f.write('whole'), 'w')
+    util.write_atomic(str(path), lambda f: f.write('whole'), 'w')
     def half(f):
         f.write('half')
         raise RuntimeError('killed mid-write')
     with pytest.raises(RuntimeError):
-        T.write_atomic(str(path), half, 'w')
+        util.write_atomic(str(path), half, 'w')
     assert path.read_text() == 'whole' and os.listdir(tmp_path) == ['x.txt']  # the old file, no temporary
 
 
 def test_report_error_is_one_line(capsys):
-    assert T.report_error(ValueError('x.wav: not a sound\n   (expected a wav)')) == 2
+    assert util.report_error(ValueError('x.wav: not a sound\n   (expected a wav)')) == 2
     assert capsys.readouterr().err == 'error: x.wav: not a sound (expected a wav)\n'
 
 

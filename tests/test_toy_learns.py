@@ -1,4 +1,4 @@
-"""The embedded toy end to end at a tiny scale, as a user runs it: data.prepare_toy, train.py,
+"""The embedded toy end to end at a tiny scale, as a user runs it: data/toy/prepare.py, train.py,
 evaluate.py. A small model trained for 800 steps turns pictures into sounds of their
 class, as the analytic probe hears them, far above chance (1/16)."""
 import json
@@ -8,13 +8,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import data  # noqa: E402
+
+TOY = data.dataset_maker('toy')  # data/toy/prepare.py
 
 STEPS = 800  # measured: i2a 0.417 (20 of 48) after 800 steps, 0.271 after 600: 3.6 min in all
 
 
 def test_trained_tiny_toy_model_turns_images_into_their_sounds(tmp_path):
-    import data
-    data.prepare_toy(str(tmp_path / 'toy'), n_train=2000, n_val=16, n_test=48, image_codebook=32,
+    TOY.prepare(str(tmp_path / 'toy'), n_train=2000, n_val=16, n_test=48, image_codebook=32,
                      audio_codebook=32)
     train = dict(dataset='toy', data_dir=tmp_path / 'toy', out_dir=tmp_path / 'out', n_layer=3, n_head=4,
                  n_embd=128, decoder_n_layer=1, decoder_n_head=4, decoder_n_embd=128, dropout=0.0,

@@ -249,7 +249,7 @@ def test_runs_from_any_directory(tmp_path, monkeypatch):
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and 'Overriding config with ' + os.path.join(ROOT, 'config/toy.py') in r.stdout, r.stderr
     assert os.path.exists(tmp_path / 'out' / 'ckpt.pt')
-    from tokenizers import repo_path  # data/<dataset> not there: the repo's, as config/
+    from util import repo_path  # data/<dataset> not there: the repo's, as config/
     monkeypatch.chdir(tmp_path)
     assert repo_path('data/mine') == 'data/mine' and repo_path('data/other') == os.path.join(ROOT, 'data/other')
 
@@ -281,8 +281,9 @@ sys.path[:0] = [root, os.path.join(root, 'tests')]
 os.chdir(root)
 from test_train import write_token_dataset
 calls = []
-# a stand-in for data.py's prepare_toy: the real one takes minutes
-sys.modules['data'] = types.SimpleNamespace(prepare_toy=lambda d: calls.append(write_token_dataset(d)))
+# a stand-in for data/toy/prepare.py: the real one takes minutes
+toy = types.SimpleNamespace(prepare=lambda d: calls.append(write_token_dataset(d)))
+sys.modules['data'] = types.SimpleNamespace(dataset_maker={'toy': toy}.__getitem__)
 sys.argv = ['train.py'] + sys.argv[2:]
 runpy.run_path('train.py', run_name='__main__')
 assert len(calls) == 1, calls
