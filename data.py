@@ -36,7 +36,7 @@ from tqdm import tqdm
 from model import MODALITIES
 from tokenizers import (MelConfig, PatchKMeansTokenizer, UnitTokenizer, load_tokenizer, mel_spectrogram,
                         pixels_to_tensor, tokenized_mel)
-from util import ROOT, ArgumentParser, report_error, writable_folder, write_atomic
+from util import ROOT, ArgumentParser, WriteError, report_error, writable_folder, write_atomic, write_sound
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp')
 AUDIO_EXTS = ('.wav', '.flac', '.ogg', '.mp3')
@@ -61,7 +61,7 @@ def dataset_maker(name):
     path = os.path.join(ROOT, 'data', name, 'prepare.py')
     if name not in _MAKERS:
         spec = importlib.util.spec_from_file_location(f'prepare_{name}', path)
-        _MAKERS[name] = importlib.util.module_from_spec(spec)
+        _MAKERS[name] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its workers find it by name
         spec.loader.exec_module(_MAKERS[name])
     return _MAKERS[name]
 
@@ -215,7 +215,7 @@ def save_npy(path, a):
     write_atomic(path, lambda f: np.save(f, a))
 
 def save_wav(path, wave, sr):  # float samples: exactly what was tokenized
-    write_atomic(path, lambda f: sf.write(f, wave, sr, subtype='FLOAT', format='WAV'))
+    write_atomic(path, lambda f: write_sound(f, wave, sr, subtype='FLOAT'))
 
 def save_png(path, img):
     write_atomic(path, lambda f: Image.fromarray(img).save(f, format='PNG'))
@@ -398,6 +398,8 @@ def _decode_item(job):
         return item['id'], imgs, mel, None
     except (BadInput, FileNotFoundError) as e:
         return item['id'], None, None, str(e)
+    except WriteError:  # a full disk is not the item's fault: the run stops
+        raise
     except Exception as e:  # a surprise in one file must not stop the other 200k
         return item['id'], None, None, f"{item['paths'][0]}: {type(e).__name__}: {str(e)[:120]}"
 

@@ -30,7 +30,8 @@ from model import (MODALITIES, ModelConfig, audio_to_image, cogenerate, cross_mo
 from sample import check_numbers, load_trained, sampling_settings, time_range_to_columns
 from tokenizers import (check_tokenizer_matches, load_vocoder, pixels_to_tensor, shift_augment, tensor_to_pixels,
                         tokenized_mel, tokens_to_wave)
-from util import autocast_context, compile_for_generation, exit_with_error, repo_path, torch_load, write_atomic
+from util import (WriteError, autocast_context, compile_for_generation, exit_with_error, repo_path, torch_load,
+                  write_atomic)
 
 # -----------------------------------------------------------------------------
 # metric math (audioldm_eval)
@@ -310,7 +311,7 @@ def load_probes(root, n_classes):
         nets[kind] = fit_probe(probe_tensor(x, kind), labels, n_classes, kind)
         try:
             write_atomic(path, functools.partial(torch.save, {'key': key, 'model': nets[kind].state_dict()}))
-        except OSError:  # a read-only dataset: the probe lives for this run only
+        except WriteError:  # a read-only dataset: the probe lives for this run only
             pass
     return nets
 
@@ -689,7 +690,8 @@ def main():
     # ---- the model, the test split, the tokenizers and the vocoder
     model, ckpt, _, mel_cfg, toks = load_trained(os.path.join(out_dir, 'ckpt.pt'), device)  # tokenizers as trained
     global cfg, cfg_fade, temperature  # flag, else the checkpoint's, else the paper's
-    sampling = sampling_settings(dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature), ckpt)
+    sampling, said = sampling_settings(dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature), ckpt)
+    print(said)
     cfg, cfg_fade, temperature = sampling['cfg'], sampling['cfg_fade'], sampling['temperature']
     net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
     root, meta, ids, labels, audio, image = load_split(ckpt)

@@ -16,7 +16,6 @@ import glob, math, os, subprocess, sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from PIL import Image, ImageDraw
 
@@ -25,7 +24,7 @@ from data import ffmpeg_exe, load_audio, load_image
 from tokenizers import (MelConfig, load_tokenizers, load_vocoder, peak_limit, splice, tensor_to_pixels, tokenized_mel,
                         tokens_to_wave)
 from util import (ROOT, ArgumentParser, AtomicFiles, autocast_context, compile_for_generation, remove_dead_temporaries,
-                  report_error, writable_folder)
+                  report_error, writable_folder, write_sound)
 
 p = ArgumentParser(description='Visual Echoes: image->audio, audio->image, co-generation, audio inpainting')
 p.add_argument('--image', nargs='+', default=[], help='condition image(s): generate their sounds')
@@ -65,7 +64,7 @@ def main(args):
     names, makes_wave, ctx = check_request(args)
     ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
     model, ckpt, meta, mel_cfg, toks = load_trained(find_checkpoint(args.out_dir), args.device)
-    sampling = sampling_settings({k: getattr(args, k) for k in SAMPLING}, ckpt)  # flag, else checkpoint, else paper
+    sampling, said = sampling_settings({k: getattr(args, k) for k in SAMPLING}, ckpt)  # flag, else checkpoint, else paper
     vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
     clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
     gap = time_range(args, clip_s)
@@ -77,6 +76,7 @@ def main(args):
     image_ids = toks['image'].encode(images) if images is not None else None  # (B, Lv)
     audio_ids = toks['audio'].encode(torch.from_numpy(mels)[:, None].to(args.device)) if waves else None  # (B, La)
     # ---- generate
+    print(said)
     torch.manual_seed(args.seed)
     net = compile_for_generation(model, args.device) if args.compile else model
     with ctx:  # the model only: the tokenizers and the vocoder below stay float32
@@ -178,7 +178,8 @@ def check_numbers(values):
 
 def sampling_settings(given, checkpoint):
     """{'temperature', 'cfg', 'cfg_fade'}: each from its flag when given, else from the checkpoint's
-    training config (sample_<name>: config/pairs.py sets the recipe's), else the paper's; checked and printed."""
+    training config (sample_<name>: config/pairs.py sets the recipe's), else the paper's; checked.
+    Returns (settings, a line saying each one and where it came from)."""
     trained, settings, said = checkpoint.get('config') or {}, {}, []
     for name, paper in SAMPLING.items():
         if given.get(name) is not None:
@@ -189,8 +190,7 @@ def sampling_settings(given, checkpoint):
             settings[name], source = paper, 'paper'
         said.append(f'{name} {settings[name]:g} ({source})')
     check_numbers(settings)
-    print('sampling: ' + ', '.join(said))
-    return settings
+    return settings, 'sampling: ' + ', '.join(said)
 
 def time_range_to_columns(start_s, end_s, seconds_per_column, grid_w, margin=1):
     """Audio token columns [first, last) covering a time range, widened by `margin` columns on each
@@ -287,7 +287,8 @@ def write_samples(folder, names, template, sr, waves, shown, mels, images=None, 
         for j, name in enumerate(names):
             if waves is not None:
                 wav = files.path(out / f'{name}.wav', f'sound, {len(waves[j]) / sr:.2f} s at {sr} Hz')
-                sf.write(wav, waves[j], sr, format='WAV', subtype='PCM_16')
+                with open(wav, 'wb') as f:
+                    write_sound(f, waves[j], sr)
             if images is not None:
                 Image.fromarray(images[j]).save(files.path(out / f'{name}.png', 'generated image'), format='PNG')
             mel_panel(shown[j], mels[j], span).save(files.path(out / f'{name}_mel.png', 'image | mel-spectrogram'), format='PNG')

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from model import (MODALITIES, ModelConfig, VisualEchoes, cross_modal_losses, init_embeddings_from_codes,
                    majority_codes, masked_token_counts, random_corruption)
 from tokenizers import load_tokenizers
-from util import ROOT, autocast_context, exit_with_error, repo_path, torch_load, write_atomic
+from util import ROOT, WriteError, autocast_context, exit_with_error, repo_path, torch_load, write_atomic
 
 # -----------------------------------------------------------------------------
 # default config values: the paper's run (SPEC 2 and 4); config/*.py and --key=value override them
@@ -132,7 +132,10 @@ meta_path = os.path.join(data_dir, 'meta.json')
 if dataset == 'toy' and not os.path.exists(meta_path):  # the embedded dataset makes itself
     if master_process:
         import data  # data/toy/prepare.py: a synthetic dataset and patch k-means tokenizers, no download
-        data.dataset_maker('toy').prepare(data_dir)
+        try:
+            data.dataset_maker('toy').prepare(data_dir)
+        except WriteError as e:
+            exit_with_error(e)
     if ddp:
         dist.barrier()  # the other ranks wait for rank 0 to write it
 if dataset == 'random':  # random ids of the configured shapes (throughput and smoke tests)
@@ -408,7 +411,10 @@ while True:
             dist.broadcast(flag, 0, group=ctrl_group)
             improved = bool(flag.item())
         if (iter_num > 0 and (improved or always_save_checkpoint)) or stop:
-            save_checkpoint()
+            try:
+                save_checkpoint()
+            except WriteError as e:  # a full disk, say: one line; the previous checkpoint stays whole
+                exit_with_error(e)
     if stop:
         if master_process:
             print(f"stopping on signal {stop_signal} at iter {iter_num}")

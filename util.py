@@ -4,6 +4,8 @@ torch.load without unpickling, paths found from any directory, and the precision
 compilation the scripts run the model with. Nothing here knows about the method.
 """
 import argparse
+import errno
+import io
 import os
 import shutil
 import pickle
@@ -13,6 +15,7 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
+import soundfile as sf
 import torch
 
 
@@ -36,15 +39,51 @@ class AtomicFiles:
         self.pending.append((tmp, final if keep else None, note))
         return tmp
 
-    def __exit__(self, error, *_):
+    def __exit__(self, _, error, __):
         try:
             for tmp, final, note in self.pending if error is None else []:
                 if final is not None:
                     self.written.append((final, note, final.exists()))
                     os.replace(tmp, final)
+        except OSError as e:  # a rename refused (a read-only folder, say)
+            error = e
+            raise
         finally:  # on any failure, no partial outputs
             for tmp, _, _ in self.pending:
                 tmp.unlink(missing_ok=True)
+            cause = machine_write_error(error)
+            if cause is not None:  # the machine's fault, not the data's: one line, no traceback
+                raise WriteError(f"{self.failed_file(cause)}: cannot write it ({cause.strerror}); the file there "
+                                 f"before, if any, is unchanged") from None
+
+    def failed_file(self, cause):
+        """The final name of the file whose write failed: the one the OSError names, else the last asked for."""
+        named = [final for tmp, final, _ in self.pending if str(tmp) == cause.filename and final is not None]
+        finals = [final for _, final, _ in self.pending if final is not None]
+        return (named or finals or [cause.filename])[-1]
+
+# write failures that are the machine's, not the data's: a full disk, a quota, no permission, read-only
+MACHINE_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
+
+class WriteError(ValueError):
+    """A file the project writes could not be written for the machine's reason (MACHINE_WRITE_ERRNOS):
+    every script reports it as one `error: ...` line, as it does bad input."""
+
+def machine_write_error(error):
+    """The OSError of MACHINE_WRITE_ERRNOS in `error` or its chain, or None. torch.save wraps the
+    file's own error in a RuntimeError ('unexpected pos ...') whose context holds it."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in MACHINE_WRITE_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+def write_sound(f, wave, sample_rate, subtype='PCM_16', format='WAV'):
+    """A sound into the open file f, through memory: libsndfile writing to a path loses a full disk's
+    errno ('System error.'), and given a file object it prints every failed write; Python's keeps it."""
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, subtype=subtype, format=format)
+    f.write(buffer.getvalue())
 
 def write_atomic(path, write, mode='wb'):
     """write(f) into a temporary file beside `path`, then rename it to `path`: a killed or failed

@@ -100,12 +100,25 @@ def test_bad_input_is_a_clear_error(env):
     with pytest.raises(ValueError, match="dtype must be 'auto', 'float32', 'bfloat16' or 'float16'"):
         evaluate.main()
     configure(env, cfg_fade=-1.0)
-    with pytest.raises(ValueError, match='cfg_fade must be >= 0'):
+    with pytest.raises(ValueError, match='--cfg_fade -1.0: must be a finite number >= 0'):
         evaluate.main()
     truncated = env / 'truncated_vggish.pth'
     truncated.write_bytes((env / 'out' / 'ckpt.pt').read_bytes()[:1000])
     with pytest.raises(ValueError, match='truncated or corrupt'):
         evaluate.load_metric_net('vggish', str(truncated))
+
+
+@pytest.mark.parametrize('arg, says', [('--temperature=-1', '--temperature -1: must be a finite number >= 0'),
+                                       ('--max_items=-3', '--max_items -3: must be a finite number >= 0'),
+                                       ('--steps=0', '--steps 0: must be a finite number >= 1'),
+                                       ('--cfg=inf', '--cfg inf: must be a finite number >= 0')])
+def test_every_number_is_checked_before_any_work(tmp_path, arg, says):
+    """The same ranges and messages as sample.py's (one table, sample.LIMITS), before the checkpoint
+    is even looked for: there is none here."""
+    r = subprocess.run([sys.executable, str(REPO / 'evaluate.py'), f'--out_dir={tmp_path}', arg],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr == f'error: {says}\n', r.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_float32_has_its_own_folder(env):
@@ -123,6 +136,29 @@ def test_faded_guidance_has_its_own_folder_and_is_recorded(env):
     [run] = [p for p in (env / 'out').iterdir() if '_fade8_' in p.name]
     report = json.loads((run / 'metrics.json').read_text())
     assert report['settings']['cfg_fade'] == 8.0 and report['metrics']['i2a_acc'] >= 0
+
+
+def test_the_recipes_sampling_settings_travel_with_its_checkpoint(env, tmp_path, capsys):
+    """A checkpoint trained with config/pairs.py is evaluated with the recipe's temperature and
+    guidance when none is given, and says so; a given setting wins."""
+    scope = {}
+    exec((REPO / 'config' / 'pairs.py').read_text(), scope)  # its sample_* settings, as train.py stores them
+    out = tmp_path / 'out'
+    out.mkdir()
+    ckpt = torch.load(env / 'out' / 'ckpt.pt', weights_only=True)
+    ckpt['config'].update({k: v for k, v in scope.items() if k.startswith('sample_')})
+    torch.save(ckpt, out / 'ckpt.pt')
+    configure(env, out_dir=str(out), tasks='a2i', cfg=None, cfg_fade=None, temperature=None)
+    evaluate.main()
+    assert 'sampling: temperature 0.1 (checkpoint), cfg 3 (checkpoint), cfg_fade 8 (checkpoint)' in capsys.readouterr().out
+    [run] = [p for p in out.iterdir() if p.name.startswith('eval_')]
+    assert run.name.startswith('eval_test_s3_fade8_n3_T9_t0.1_')
+    settings = json.loads((run / 'metrics.json').read_text())['settings']
+    assert (settings['temperature'], settings['cfg'], settings['cfg_fade']) == (0.1, 3.0, 8.0)
+    configure(env, out_dir=str(out), tasks='a2i', cfg=1.0, cfg_fade=None, temperature=None)
+    evaluate.main()
+    assert 'cfg 1 (flag)' in capsys.readouterr().out
+    configure(env, cfg=None, temperature=None)  # the other tests: the checkpoint's (the paper's)
 
 
 def test_results_of_another_checkpoint_are_not_resumed(env, tmp_path):

@@ -343,14 +343,6 @@ def test_unit_picture_decode_draws_a_stored_palette_of_the_same_global_code(tmp_
     tok.save(str(tmp_path / 'new.pt'))
     again = load_tokenizer(str(tmp_path / 'new.pt'))
     assert torch.equal(again.appearances, tok.appearances) and torch.equal(again.decode(ids), tok.decode(ids))
-    obj = torch.load(tmp_path / 'new.pt', weights_only=True)
-    old = {**{k: v for k, v in obj.items() if k != 'appearance_items'},
-           'state_dict': {k: v for k, v in obj['state_dict'].items()
-                          if not k.startswith(('appearance', 'decoder.appearance'))}}
-    torch.save(old, tmp_path / 'old.pt')
-    before = load_tokenizer(str(tmp_path / 'old.pt'))
-    assert before.appearance_items == 0 and torch.equal(before.encode(images), ids)
-    assert before.decode(ids).shape == images.shape
     with pytest.raises(ValueError, match='palette'):
         UnitTokenizer('audio', 1, (80, 80), 8, (0.0, 1.0), appearance_items=4)
 

@@ -2,6 +2,7 @@
 sample.py run as a subprocess (image->audio and the error path), every other task and every kind of
 bad input in-process through sample.cli, the command line's own entry point (a torch import takes
 seconds on a loaded machine)."""
+import errno
 import os
 import subprocess
 import sys
@@ -29,7 +30,14 @@ PANEL = (256 + 8 + 512, 256)  # image 256 px, gap 8, mel at least 512 px wide
 WAVE_LEN = MEL.frames * MEL.hop_length  # Griffin-Lim of 120 frames
 
 
-def save_checkpoint(out_dir, meta, **model_overrides):
+def recipe_sampling():
+    """config/pairs.py's sampling settings, as train.py stores them in a checkpoint's config."""
+    scope = {}
+    exec((REPO / 'config' / 'pairs.py').read_text(), scope)
+    return {k: v for k, v in scope.items() if k.startswith('sample_')}
+
+
+def save_checkpoint(out_dir, meta, config=None, **model_overrides):
     args = dict(audio_grid_h=4, audio_grid_w=15, audio_codebook_size=16, image_grid_h=4, image_grid_w=4,
                 image_codebook_size=16, n_layer=1, n_head=2, n_embd=32, decoder_n_layer=1,
                 decoder_n_head=2, decoder_n_embd=32, dropout=0.0)
@@ -38,7 +46,7 @@ def save_checkpoint(out_dir, meta, **model_overrides):
     model = VisualEchoes(ModelConfig(**args))
     os.makedirs(out_dir, exist_ok=True)
     torch.save({'model': model.state_dict(), 'model_args': asdict(model.config), 'iter_num': 0,
-                'best_val_loss': 0.0, 'config': {}, 'dataset_meta': meta}, os.path.join(out_dir, 'ckpt.pt'))
+                'best_val_loss': 0.0, 'config': config or {}, 'dataset_meta': meta}, os.path.join(out_dir, 'ckpt.pt'))
 
 
 @pytest.fixture(scope='module')
@@ -57,6 +65,7 @@ def env(tmp_path_factory):
             'audio': {'grid': [4, 15], 'codebook_size': 16, 'tokenizer': tok['audio'].describe(), 'mel': asdict(MEL)},
             'image': {'grid': [4, 4], 'codebook_size': 16, 'tokenizer': tok['image'].describe(), 'size': SIZE}}
     save_checkpoint(root / 'ckpt', meta)
+    save_checkpoint(root / 'ckpt_recipe', meta, config=recipe_sampling())  # as config/pairs.py trains it
     # the tokenizer file is not the one the data was tokenized with (same shapes, other codebook)
     bad = {**meta, 'image': {**meta['image'], 'tokenizer': {**meta['image']['tokenizer'], 'path': str(root / 'other_tok.pt')}}}
     save_checkpoint(root / 'ckpt_tok', bad)
@@ -347,3 +356,41 @@ def test_finds_the_one_trained_checkpoint(env, capsys, monkeypatch, tmp_path):
     err = capsys.readouterr().err
     assert '2 trained checkpoints' in err and 'out-small/ckpt.pt' in err and 'out-toy/ckpt.pt' in err, err
     assert sample.cli(args + ['--output', 'two', '--out_dir', 'out-small']) == 0  # --out_dir as nanoGPT's
+
+
+def test_a_full_disk_is_one_line_and_the_old_files_stay(env, cli, monkeypatch):
+    """The sound meets a full disk mid-write (ENOSPC, as libsndfile would hit it): one line naming
+    the file and the cause, exit 2; the files there before are unchanged and no temporary is left."""
+    out = env / 'full'
+    out.mkdir()
+    (out / 'cat.wav').write_bytes(b'the sound from before')
+
+    def full_disk(f, *args, **kw):
+        f.write(b'RIFF')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(sample, 'write_sound', full_disk)
+    code, err = cli('--image', 'cat.jpg', '--overwrite', out='full')
+    errors = [line for line in err.splitlines() if line.startswith('error: ')]  # (tqdm's bar is on stderr too)
+    assert code == 2 and 'Traceback' not in err and errors == [
+        f'error: {out}/cat.wav: cannot write it (No space left on device); the file there before, if any, is unchanged']
+    assert files(out) == ['cat.wav'] and (out / 'cat.wav').read_bytes() == b'the sound from before'
+
+
+def test_the_recipes_sampling_settings_travel_with_its_checkpoint(env, capsys, monkeypatch):
+    """A checkpoint trained with config/pairs.py samples with the recipe's temperature and guidance
+    when no flag is given, and says so; a flag wins; a checkpoint that says nothing gets the paper's."""
+    monkeypatch.chdir(env)
+    seen, real = [], sample.M.image_to_audio
+    monkeypatch.setattr(sample.M, 'image_to_audio', lambda net, ids, **kw: seen.append(kw) or real(net, ids, **kw))
+
+    def said(*args, ckpt='ckpt_recipe'):
+        assert sample.cli(argv(env, '--image', 'cat.jpg', '--overwrite', *args, out='recipe', ckpt=ckpt)) == 0
+        kw = seen[-1]
+        return ([line for line in capsys.readouterr().out.splitlines() if line.startswith('sampling: ')],
+                (kw['temperature'], kw['guidance_scale'], kw['guidance_fade']))
+    assert recipe_sampling() == {'sample_temperature': 0.1, 'sample_cfg': 3.0, 'sample_cfg_fade': 8.0}
+    assert said() == (['sampling: temperature 0.1 (checkpoint), cfg 3 (checkpoint), cfg_fade 8 (checkpoint)'],
+                      (0.1, 3.0, 8.0))
+    assert said('--cfg', '1') == (['sampling: temperature 0.1 (checkpoint), cfg 1 (flag), cfg_fade 8 (checkpoint)'],
+                                  (0.1, 1.0, 8.0))
+    assert said(ckpt='ckpt') == (['sampling: temperature 1 (paper), cfg 3 (paper), cfg_fade 0 (paper)'], (1.0, 3.0, 0.0))

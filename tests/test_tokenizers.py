@@ -380,22 +380,6 @@ def test_load_vocoder_and_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- shared helpers
 
-def test_write_atomic_leaves_nothing_on_failure(tmp_path):
-    path = tmp_path / 'x.txt'
-    util.write_atomic(str(path), lambda f: f.write('whole'), 'w')
-    def half(f):
-        f.write('half')
-        raise RuntimeError('killed mid-write')
-    with pytest.raises(RuntimeError):
-        util.write_atomic(str(path), half, 'w')
-    assert path.read_text() == 'whole' and os.listdir(tmp_path) == ['x.txt']  # the old file, no temporary
-
-
-def test_report_error_is_one_line(capsys):
-    assert util.report_error(ValueError('x.wav: not a sound\n   (expected a wav)')) == 2
-    assert capsys.readouterr().err == 'error: x.wav: not a sound (expected a wav)\n'
-
-
 def test_pixels_round_trip():
     pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
     x = T.pixels_to_tensor(pixels)

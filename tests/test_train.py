@@ -309,3 +309,48 @@ def test_seed_sets_the_initial_weights_and_the_run(data_dir, tmp_path):
         ckpts[name] = load(str(tmp_path / name))['model']
     assert_same_weights(ckpts['a'], ckpts['b'])
     assert not torch.equal(ckpts['a']['encoder_pos'], ckpts['c']['encoder_pos'])
+
+
+FULL_DISK = '''
+import errno, io, os, runpy, sys, torch
+sys.path.insert(0, sys.argv[1])
+os.chdir(sys.argv[1])
+real_save, saves = torch.save, []
+
+
+class FullDisk(io.RawIOBase):  # a file on a disk that fills up after 4 KB, as ENOSPC arrives mid-write
+    def __init__(self, f):
+        self.f, self.written = f, 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.written += len(b)
+        if self.written > 4096:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return self.f.write(b)
+
+
+def save(obj, f, *args, **kw):  # the first checkpoint is written, the second meets a full disk
+    saves.append(1)
+    return real_save(obj, f if len(saves) == 1 else FullDisk(f), *args, **kw)
+
+
+torch.save = save
+sys.argv = ['train.py'] + sys.argv[2:]
+runpy.run_path('train.py', run_name='__main__')
+'''
+
+
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(data_dir, tmp_path):
+    probe = tmp_path / 'probe.py'
+    probe.write_text(FULL_DISK)
+    out = str(tmp_path / 'out')
+    code, log = run([ROOT] + tiny_args(data_dir, out, max_iters=4, eval_interval=2), script=str(probe))
+    errors = [line for line in log.splitlines() if line.startswith('error: ')]
+    assert code == 2 and 'Traceback' not in log, log
+    assert errors == [f'error: {out}/ckpt.pt: cannot write it (No space left on device); the file there before, '
+                      f'if any, is unchanged'], log
+    assert load(out)['iter_num'] == 2  # the step-2 checkpoint, whole
+    assert os.listdir(out) == ['ckpt.pt']  # no temporary file left

@@ -21,7 +21,6 @@ import tempfile
 import time
 
 import numpy as np
-import soundfile as sf
 from PIL import Image
 from tqdm import tqdm
 
@@ -29,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)  # run as a script from anywhere: the repo's modules
 from data import PAIRS_TOKENIZER, SPLITS, layout, load_audio, prepare, save_png, save_text  # noqa: E402
 from tokenizers import MelConfig  # noqa: E402
-from util import report_error, repo_path, write_atomic  # noqa: E402
+from util import report_error, repo_path, write_atomic, write_sound  # noqa: E402
 
 DEFAULT_OUT = repo_path(os.path.join('data', 'digits'))  # data/digits from the repo root, else its full path
 
@@ -199,7 +198,7 @@ def _digit_batch(args):
         speech = load_audio(f'{speech_dir}/{voice}_{digit}_{si}_{fi}.wav', sr, DIGIT_SECONDS)
         speech = np.trim_zeros(speech)  # the synthesiser's own silence; the onset is drawn here
         save_png(f'{folder}/{id_}.png', _digit_image(rng, digit, fonts, photos))
-        write_atomic(f'{folder}/{id_}.flac', lambda f: sf.write(f, _digit_wave(rng, speech, sr), sr, format='FLAC'))
+        write_atomic(f'{folder}/{id_}.flac', lambda f: write_sound(f, _digit_wave(rng, speech, sr), sr, format='FLAC'))
         rows.append(f'{id_},{DIGIT_WORDS[digit]},{split},{voice}')
     return rows
 

@@ -23,7 +23,7 @@ from data import (SPLITS, _map, _warm_up, encode_images, encode_mels, is_complet
                   modality_meta, save_meta, save_npy, save_png, save_probe_set, save_wav)
 from tokenizers import (MelConfig, PatchKMeansTokenizer, griffin_lim, load_tokenizers, pixels_to_tensor,  # noqa: E402
                         tokenized_mel)
-from util import repo_path  # noqa: E402
+from util import report_error, repo_path  # noqa: E402
 
 DEFAULT_OUT = repo_path(os.path.join('data', 'toy'))  # data/toy from the repo root, else its full path
 
@@ -205,4 +205,7 @@ if __name__ == '__main__':
     p.add_argument('--out', default=DEFAULT_OUT, help='output dataset folder')
     p.add_argument('--seed', type=int, default=1337)
     a = p.parse_args()
-    print(f"{prepare(a.out, seed=a.seed)}: ready")
+    try:
+        print(f"{prepare(a.out, seed=a.seed)}: ready")
+    except ValueError as e:  # a full disk, an unwritable folder: one line
+        sys.exit(report_error(e))
