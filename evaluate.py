@@ -316,6 +316,72 @@ def load_probes(root, n_classes):
     return nets
 
 
+# -----------------------------------------------------------------------------
+# a second judge of another kind (fixed here): multinomial logistic regression on hand-made features,
+# MFCC statistics for sounds and gradient-orientation histograms (HOG) for pictures. It shares nothing
+# with the CNN probes but the train split it is fitted on; where the two disagree, the lower is the result.
+
+def mfcc_stats(mels, n_coef=20):
+    """Probe mels (N, n_mels, T) (log-mel, as data.py stores them) -> (N, 3 * n_coef): for each of the
+    first n_coef DCT coefficients over the mel bands, its mean and spread over time and its mean
+    absolute change from frame to frame."""
+    x = torch.as_tensor(np.asarray(mels, np.float32))  # (N, n_mels, T)
+    n = x.shape[1]
+    dct = torch.cos(math.pi / n * (torch.arange(n) + 0.5)[None] * torch.arange(n_coef)[:, None])  # (n_coef, n_mels)
+    c = torch.einsum('kn,bnt->bkt', dct, x)  # (N, n_coef, T)
+    return torch.cat([c.mean(2), c.std(2), c.diff(dim=2).abs().mean(2)], 1)
+
+
+def gradient_histograms(images, cells=4, bins=9):
+    """Probe pictures (N, S, S, 3) uint8 -> (N, cells * cells * bins): in each cell of a cells x cells
+    grid, the histogram of the grey picture's gradient orientations (unsigned, weighted by magnitude),
+    each cell's histogram scaled to unit length (HOG, Dalal and Triggs 2005)."""
+    x = torch.as_tensor(np.asarray(images, np.float32)).mean(-1) / 255  # (N, S, S) grey
+    gy, gx = x[:, 2:, 1:-1] - x[:, :-2, 1:-1], x[:, 1:-1, 2:] - x[:, 1:-1, :-2]  # (N, S - 2, S - 2)
+    magnitude, angle = torch.hypot(gx, gy), torch.atan2(gy, gx) % math.pi
+    N, H, W = magnitude.shape
+    cell = (torch.arange(H)[:, None] * cells // H) * cells + torch.arange(W)[None] * cells // W  # (H, W) cell ids
+    bin_ = (angle / math.pi * bins).long().clamp(max=bins - 1)  # (N, H, W)
+    hist = torch.zeros(N, cells * cells * bins).scatter_add_(1, (cell * bins + bin_).flatten(1), magnitude.flatten(1))
+    hist = hist.view(N, cells * cells, bins)
+    return (hist / (hist.norm(dim=2, keepdim=True) + 1e-6)).flatten(1)
+
+
+class FeatureProbe:
+    """Logistic regression on standardised hand-made features (mfcc_stats or gradient_histograms),
+    fitted by L-BFGS with an L2 penalty: deterministic, seconds on a CPU. Called on probe inputs
+    (data.py's format) -> class ids."""
+    FEATURES = {'audio': mfcc_stats, 'image': gradient_histograms}
+
+    @torch.enable_grad()  # callers may run under no_grad
+    def __init__(self, x, y, n_classes, kind, l2=1e-3, iters=300):
+        self.features = self.FEATURES[kind]
+        f = self.features(x).double()
+        self.mean, self.std = f.mean(0), f.std(0) + 1e-6
+        z = (f - self.mean) / self.std
+        self.weight = torch.zeros(f.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
+        self.bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([self.weight, self.bias], max_iter=iters, history_size=20, line_search_fn='strong_wolfe')
+
+        def loss():
+            opt.zero_grad()
+            value = F.cross_entropy(z @ self.weight + self.bias, y) + l2 * self.weight.pow(2).sum()
+            value.backward()
+            return value
+        opt.step(loss)
+
+    @torch.no_grad()
+    def __call__(self, x):
+        return ((self.features(x).double() - self.mean) / self.std @ self.weight + self.bias).argmax(1).numpy()
+
+
+def load_feature_probes(root, n_classes):
+    """{'audio': FeatureProbe, 'image': FeatureProbe} fitted on root's probe set (the CNN probes' own)."""
+    labels = torch.from_numpy(np.load(os.path.join(root, 'probe_labels.npy')).astype(np.int64))
+    return {kind: FeatureProbe(np.load(os.path.join(root, name)), labels, n_classes, kind)
+            for kind, name in (('audio', 'probe_mel.npy'), ('image', 'probe_image.npy'))}
+
+
 def hash_array(a):
     return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
@@ -330,7 +396,7 @@ def probe_predict(net, kind, paths, mel_cfg, chunk=64):
                 x = probe_mel_input(np.stack([tokenized_mel(read_wav(p), mel_cfg) for p in paths[b:b + chunk]]))
             else:
                 x = probe_image_input(np.stack([read_png(p) for p in paths[b:b + chunk]]))
-            out.append(net(probe_tensor(x, kind)).argmax(1).numpy())
+            out.append(net(x) if isinstance(net, FeatureProbe) else net(probe_tensor(x, kind)).argmax(1).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 # -----------------------------------------------------------------------------
@@ -640,6 +706,14 @@ def score_probes(probes, runner, real_wav, real_png, labels, todo, mel_cfg):
     return metrics | task_accuracies(hear, see, y, y, runner, todo, tag='')
 
 
+def score_two_judges(cnn, features, *args):
+    """score_probes by the CNN probes (the plain names), by the feature probes (names + '_features')
+    and the lower of the two (names + '_lower'): the result, where two judges of different kinds disagree."""
+    by_cnn, by_features = score_probes(cnn, *args), score_probes(features, *args)
+    return (by_cnn | {f'{k}_features': v for k, v in by_features.items()}
+            | {f'{k}_lower': min(v, by_features[k]) for k, v in by_cnn.items()})
+
+
 def toy_probe_audio(waves, sr):  # the toy's analytic probes live with the toy (data/toy/prepare.py)
     return dataset_maker('toy').probe_audio(np.stack(waves), sr).cpu().numpy()
 
@@ -724,7 +798,8 @@ def main():
     if 'a2i' in todo:
         metrics['a2i_pixel_8x8_FD_proxy'] = frechet_distance(thumbnails(runner.paths('a2i', '.png')), thumbnails(real_png))
     if probes:
-        metrics.update(score_probes(probes, runner, real_wav, real_png, labels, todo, mel_cfg))
+        metrics.update(score_two_judges(probes, load_feature_probes(root, len(meta['classes'])), runner, real_wav,
+                                        real_png, labels, todo, mel_cfg))
     if meta.get('probe'):
         metrics.update(score_toy_probes(runner, real_wav, real_png, labels, todo, mel_cfg.sample_rate))
     if 'i2a' in todo:

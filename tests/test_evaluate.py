@@ -55,8 +55,10 @@ def test_evaluate_writes_table_and_json(env):
     m = report['metrics']
     for k in ('audio_val_loss', 'audio_token_acc', 'image_val_loss', 'image_token_acc',
               'i2a_logmel_stats_FD_proxy', 'a2i_pixel_8x8_FD_proxy', 'i2a_probe_acc', 'a2i_probe_acc',
-              'cogen_probe_agreement', 'inpaint_probe_acc', 'real_probe_agreement'):
+              'cogen_probe_agreement', 'inpaint_probe_acc', 'real_probe_agreement',
+              'i2a_acc', 'i2a_acc_features', 'i2a_acc_lower', 'a2i_acc_lower', 'probe_audio_acc_real_features'):
         assert math.isfinite(m[k]), k
+    assert m['i2a_acc_lower'] == min(m['i2a_acc'], m['i2a_acc_features'])  # two judges: the lower is the result
     assert report['n_items'] == N and report['throughput']['i2a_items_per_min'] > 0
     assert report['settings']['dtype'] == PRECISION
     seconds = report['seconds']  # where the time went, per task and part

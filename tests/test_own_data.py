@@ -160,8 +160,24 @@ def test_probes_learn_and_are_cached(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(nets['image'].state_dict().values(), again['image'].state_dict().values()))
 
 
-# -----------------------------------------------------------------------------
-# the conv VQ tokenizer
+def test_the_second_judge_learns_from_hand_made_features():
+    """Logistic regression on MFCC statistics / gradient histograms: another kind of probe than the
+    CNNs. It tells the toy's classes apart on held-out items, not labels shuffled against the items,
+    and is the same fit every time."""
+    rng = np.random.default_rng(0)
+    labels = (np.arange(240) % 4) * 5  # classes 0, 5, 10, 15: each its own shape and colour, pitch and timbre
+    images = data.probe_image_input(np.stack([TOY.toy_image(rng, int(l)) for l in labels]))
+    mels = data.probe_mel_input(data.mel_spectrogram(np.stack([TOY.toy_wave(rng, int(l)) for l in labels]),
+                                                     TOY.TOY_MEL)[:, :, :160])
+    y = torch.from_numpy(labels)
+    for kind, x in (('audio', mels), ('image', images)):
+        probe = evaluate.FeatureProbe(x[:200], y[:200], 16, kind)
+        assert (probe(x[200:]) == labels[200:]).mean() >= 0.9, kind
+        assert np.array_equal(evaluate.FeatureProbe(x[:200], y[:200], 16, kind)(x[200:]), probe(x[200:]))
+        shuffled = evaluate.FeatureProbe(x[:200], y[torch.randperm(200, generator=torch.Generator().manual_seed(0))], 16, kind)
+        assert (shuffled(x[200:]) == labels[200:]).mean() < 0.6, kind
+    assert evaluate.mfcc_stats(mels).shape == (240, 60) and evaluate.gradient_histograms(images).shape == (240, 144)
+
 
 # -----------------------------------------------------------------------------
 # the recipe's options (fixed here; model.py's defaults are the paper's)
