@@ -47,7 +47,9 @@ SPLITS = ('train', 'val', 'test')
 # or 'units' (semantic units, docs/units.md: minutes)
 TOKENIZER_KINDS = {'kmeans': PatchKMeansTokenizer, 'units': UnitTokenizer}
 UNIT_CODES = 128  # units a modality (tokenizers.UnitTokenizer): measured on the digits (docs/units.md)
-UNIT_GLOBAL_CODES = 16  # global codes a modality with units: one id first naming the item's cluster
+# fewer train pairs than this and units fall back to k-means (fixed here): the pair encoder learns by
+# telling each pair from the others of a batch of 128, and on fewer than two batches' worth it learns noise
+UNIT_MIN_PAIRS = 256
 DEFAULT_TOKENIZER = 'kmeans'  # prepare()'s and `data.py videos`' default
 # `data.py pairs` and the digits: semantic units with global codes, the tokenizers the recipe for own
 # data was measured with; k-means codes learn each modality there but not the mapping between them
@@ -518,11 +520,26 @@ def _check_source(out, source, write):
             raise ValueError(f"{out}/parts: parts of unknown inputs (no source.json); delete {out} to redo it")
         save_text(path, json.dumps(source, indent=1))
 
-def _global_codes(given, image_tokenizer, audio_tokenizer):
-    """--global_codes: UNIT_GLOBAL_CODES by default with units for both modalities, else 0; only units have them."""
+def units_or_kmeans(n_train, image_tokenizer, audio_tokenizer, folder):
+    """The tokenizers to fit: 'units' becomes 'kmeans' below UNIT_MIN_PAIRS train pairs, said in one line."""
+    if 'units' in (image_tokenizer, audio_tokenizer) and n_train < UNIT_MIN_PAIRS:
+        print(f"{folder}: {n_train} train pairs are too few for semantic units (the pair encoder needs at least "
+              f"{UNIT_MIN_PAIRS}, two batches of pairs to tell apart); fitting patch k-means codes instead")
+        return tuple('kmeans' if t == 'units' else t for t in (image_tokenizer, audio_tokenizer))
+    return image_tokenizer, audio_tokenizer
+
+def global_codes_for(n_train, n_classes=0):
+    """Global codes when --global_codes is not given (fixed here): about sqrt(n_train / 16), so each
+    gathers about 4 sqrt(n_train) items (16 codes for the digits' 4,000 pairs), and at least one per
+    labelled class; between 2 and 1024."""
+    return int(np.clip(max(round(math.sqrt(n_train / 16)), n_classes), 2, 1024))
+
+def _global_codes(given, image_tokenizer, audio_tokenizer, n_train=0, n_classes=0):
+    """--global_codes: global_codes_for the data by default with units for both modalities, else 0;
+    only units have them."""
     units = image_tokenizer == audio_tokenizer == 'units'
     if given is None:
-        return UNIT_GLOBAL_CODES if units else 0
+        return global_codes_for(n_train, n_classes) if units else 0
     if given and not units:
         raise ValueError(f"--global_codes {given}: only unit tokenizers have global codes "
                          f"(--image_tokenizer units --audio_tokenizer units), or give 0")
@@ -538,10 +555,16 @@ def prepare(kind, folder, out, labels_csv=None, size=256, frames=10, cfg=None, i
     mel frames); patches and codebooks left None are derived (layout, codebook_for). Returns the
     number of skipped items."""
     frames = frames if kind == 'videos' else 1  # a pair's picture is its one frame
-    global_codes = _global_codes(global_codes, image_tokenizer, audio_tokenizer)
+    _global_codes(global_codes, image_tokenizer, audio_tokenizer)  # a bad flag: an error before any work
     cfg, image_patch, audio_patch = layout(size, cfg.clip_seconds, cfg.frames, image_patch, audio_patch) if cfg \
         else layout(size, MelConfig().clip_seconds, None, image_patch, audio_patch)
     items, skipped = list_items(kind, folder, labels_csv)
+    n_fit = min(fit_items, sum(it['split'] == 'train' for it in items))  # the pairs the tokenizers are fitted on
+    fitted = units_or_kmeans(n_fit, image_tokenizer, audio_tokenizer, folder)
+    if fitted != (image_tokenizer, audio_tokenizer):  # no units: no global codes
+        image_tokenizer, audio_tokenizer, global_codes = *fitted, 0
+    global_codes = _global_codes(global_codes, image_tokenizer, audio_tokenizer, n_fit,
+                                 len({it['label'] for it in items if it['label'] is not None}))
     settings = dict(kind=kind, size=size, frames=frames, mel=asdict(cfg), image_tokenizer=image_tokenizer,
                     audio_tokenizer=audio_tokenizer, image_codebook=image_codebook, audio_codebook=audio_codebook,
                     image_patch=image_patch, audio_patch=audio_patch, shard=shard, chunk=chunk, fit_items=fit_items, seed=seed,
@@ -709,7 +732,8 @@ def main(argv):
         p.add_argument(f'--{m}_codebook', type=int, default=None, help='codes of a fitted tokenizer (default: from the data size)')
         p.add_argument(f'--{m}_patch', default=None, help='patch of a fitted tokenizer, H or HxW (default: from the size)')
     p.add_argument('--global_codes', type=int, default=None,
-                   help=f'units only: codes of the one global token first in each item (default {UNIT_GLOBAL_CODES}; 0: none)')
+                   help='units only: codes of the one global token first in each item (default: from the data size and '
+                        'the classes, data.global_codes_for; 0: none)')
     p.add_argument('--seed', type=int, default=1337)
     a = p.parse_args(argv)
     try:

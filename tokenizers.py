@@ -592,13 +592,13 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
 
     @staticmethod
     @torch.enable_grad()  # callers may run under no_grad
-    def fit_pair(images, mels, codes, seed=0, steps=600, decoder_steps=None, batch=128, global_codes=0,
+    def fit_pair(images, mels, codes, seed=0, steps=None, decoder_steps=None, batch=128, global_codes=0,
                  appearance_items=8192):
         """images (N, C, S, S) in [-1, 1] and mels (N, 1, n_mels, T) in [0, 1], row i of each from
         one pair -> {'image': UnitTokenizer, 'audio': UnitTokenizer} with codes[modality] units
         (and global_codes global codes each; the picture's decoder reads the palettes of up to
-        appearance_items train pictures). decoder_steps: one count for both decoders, or None for
-        UNIT_DECODER_STEPS."""
+        appearance_items train pictures). steps (the pair encoder's) and decoder_steps (one count for
+        both decoders): None for unit_steps, passes over the N pairs."""
         if len(images) != len(mels) or len(images) < max(8, global_codes):
             raise ValueError(f"UnitTokenizer.fit_pair: needs as many pictures as sounds, at least "
                              f"{max(8, global_codes)}, got {len(images)} and {len(mels)}")
@@ -608,7 +608,8 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
                                        global_codes=global_codes, appearance_items=min(appearance_items, len(images))),
                 'audio': UnitTokenizer('audio', 1, mels.shape[2:], codes['audio'], (0.0, 1.0), global_codes=global_codes)}
         x01 = {'image': (images.float() + 1) / 2, 'audio': mels.float()}
-        _fit_pair_encoder(toks, x01, g, steps, min(batch, len(images) // 2))
+        batch = min(batch, len(images) // 2)
+        _fit_pair_encoder(toks, x01, g, steps or unit_steps('encoder', len(images), batch), batch)
         for i, (m, tok) in enumerate(toks.items()):
             decoder_g = torch.Generator().manual_seed(seed + 1 + i)  # each decoder its own draws: one's steps leave the other's be
             with torch.no_grad(), _one_thread():
@@ -617,7 +618,7 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
                 ids = _nearest(feats, tok.centroids)[0].view(len(images), -1)
                 global_ids = tok.fit_global_codes(x01[m], seed) if global_codes else None
                 appearance = tok.fit_appearances(x01[m], global_ids, decoder_g) if tok.appearance_items else None
-            steps_m = UNIT_DECODER_STEPS[m] if decoder_steps is None else decoder_steps
+            steps_m = unit_steps(m, len(images), UNIT_DECODER_BATCH) if decoder_steps is None else decoder_steps
             if steps_m:
                 _fit_unit_decoder(tok, ids, x01[m], decoder_g, steps_m, global_ids, appearance)
         return {m: tok.eval().requires_grad_(False) for m, tok in toks.items()}
@@ -647,12 +648,21 @@ def _fit_pair_encoder(toks, x01, g, steps, batch):
     for net in nets.values():
         net.eval()
 
-# decoder steps a modality: the picture decoder still gains from 8000 to 16000 steps; the sound's keeps
-# the class after 1200, and a sound step costs 5x a picture's (README, "The picture decoder reads an appearance")
-UNIT_DECODER_STEPS = {'image': 16000, 'audio': 1200}
+# How long each part of the units trains (fixed here): passes over the pairs, capped at what the digits'
+# 4,000 pairs take (600 encoder steps of 128 pairs; 16000 picture and 1200 sound decoder steps of 32), so a
+# small folder fits in seconds and a large one no longer than the digits. The picture decoder still gained
+# from 8000 to 16000 steps; the sound's keeps the class after 1200, and its step costs 5x a picture's.
+UNIT_PASSES = {'encoder': 19.2, 'image': 128.0, 'audio': 9.6}
+UNIT_MAX_STEPS = {'encoder': 600, 'image': 16000, 'audio': 1200}
+UNIT_DECODER_BATCH = 32
+
+def unit_steps(part, n_pairs, batch):
+    """Steps of `part` ('encoder', 'image' or 'audio' decoder): UNIT_PASSES over n_pairs, at most UNIT_MAX_STEPS."""
+    return max(1, min(UNIT_MAX_STEPS[part], round(UNIT_PASSES[part] * n_pairs / batch)))
 
 @torch.enable_grad()
-def _fit_unit_decoder(tok, ids, target01, g, steps, global_ids=None, appearance=None, batch=32, unknown_prob=0.1):
+def _fit_unit_decoder(tok, ids, target01, g, steps, global_ids=None, appearance=None, batch=UNIT_DECODER_BATCH,
+                      unknown_prob=0.1):
     """L1 + L2 reconstruction of the [0, 1] input from its units, global id (N,) and appearance
     (N, dim) if given; the global id is hidden (K) from unknown_prob of the items, so the units alone
     also decode."""

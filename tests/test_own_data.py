@@ -381,6 +381,7 @@ def test_pairs_with_unit_tokenizers_train_from_their_codes(tmp_path, monkeypatch
     from test_data import make_pairs
     fit_pair = UnitTokenizer.fit_pair
     monkeypatch.setattr(UnitTokenizer, 'fit_pair', staticmethod(partial(fit_pair, steps=3, decoder_steps=3)))
+    monkeypatch.setattr(data, 'UNIT_MIN_PAIRS', 0)  # units on 8 train pairs: a quick check, not a fit
     make_pairs(str(tmp_path / 'in'))
     out = str(tmp_path / 'mine')
     assert data.prepare('pairs', str(tmp_path / 'in'), out, size=32, cfg=data.MelConfig(clip_seconds=1.0, frames=80),
@@ -397,6 +398,36 @@ def test_pairs_with_unit_tokenizers_train_from_their_codes(tmp_path, monkeypatch
     train_tiny_from_codes(out, tmp_path / 'out')
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
     assert ckpt['model_args']['audio_global_codes'] == ckpt['model_args']['image_global_codes'] == global_codes
+
+
+def test_the_units_fit_follows_the_data_size():
+    """Passes over the pairs, capped at the digits' 4,000 pairs' steps: a small folder takes seconds."""
+    assert [tokenizers.unit_steps(p, 4000, b) for p, b in (('encoder', 128), ('image', 32), ('audio', 32))] == [600, 16000, 1200]
+    assert [tokenizers.unit_steps(p, 300, b) for p, b in (('encoder', 128), ('image', 32), ('audio', 32))] == [45, 1200, 90]
+    assert [tokenizers.unit_steps(p, 10 ** 6, b) for p, b in (('encoder', 128), ('image', 32), ('audio', 32))] == [600, 16000, 1200]
+
+
+def test_global_codes_follow_the_data_and_the_classes():
+    assert data.global_codes_for(4000) == data.global_codes_for(4000, 10) == 16  # the digits: as measured
+    assert data.global_codes_for(4000, 20) == 20  # at least one a labelled class
+    assert data.global_codes_for(300) == 4 and data.global_codes_for(10) == 2 and data.global_codes_for(10 ** 9) == 1024
+    assert data._global_codes(None, 'units', 'units', 1000, 3) == 8 and data._global_codes(None, 'kmeans', 'units', 1000) == 0
+    assert data._global_codes(5, 'units', 'units', 1000) == 5  # the flag wins
+
+
+def test_a_small_folder_falls_back_to_kmeans_and_says_why(tmp_path, capsys):
+    from test_data import make_pairs
+    make_pairs(str(tmp_path / "in"))  # 14 train pairs listed, 8 of them usable
+    out = str(tmp_path / 'small')
+    assert data.prepare('pairs', str(tmp_path / 'in'), out, size=32, cfg=data.MelConfig(clip_seconds=1.0, frames=80),
+                        image_tokenizer='units', audio_tokenizer='units', workers=1) == 7
+    said = [line for line in capsys.readouterr().out.splitlines() if 'too few' in line]
+    assert said == [f"{tmp_path / 'in'}: 14 train pairs are too few for semantic units (the pair encoder needs at least "
+                    f"256, two batches of pairs to tell apart); fitting patch k-means codes instead"]
+    import json
+    meta = json.load(open(f'{out}/meta.json'))
+    assert [meta[m]['tokenizer']['type'] for m in ('audio', 'image')] == ['patch_kmeans'] * 2
+    assert 'global_codes' not in meta['audio'] and 'global_codes' not in meta['image']
 
 
 def test_global_codes_need_units():
