@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)  # run as a script from anywhere: the repo's modules
 from data import PAIRS_TOKENIZER, SPLITS, layout, load_audio, prepare, save_png, save_text  # noqa: E402
 from tokenizers import MelConfig  # noqa: E402
-from util import report_error, repo_path, write_atomic  # noqa: E402
+from util import report_error, repo_path, write_atomic, write_sound  # noqa: E402
 
 DEFAULT_OUT = repo_path(os.path.join('data', 'sounds'))  # data/sounds from the repo root, else its full path
 
@@ -350,7 +350,7 @@ def _batch(args):
         src, name, rec = _pick(rng, recordings[c][side])
         psrc, item = _pick(rng, pictures[c][side])
         save_png(f'{folder}/{id_}.png', _picture(rng, psrc, item))
-        write_atomic(f'{folder}/{id_}.flac', lambda f: sf.write(f, _sound_wave(rng, rec, sr), sr, format='FLAC'))
+        write_atomic(f'{folder}/{id_}.flac', lambda f: write_sound(f, _sound_wave(rng, rec, sr), sr, format='FLAC'))
         proot = PICTURE_SOURCES[psrc][2]  # an icon font is named by itself, a folder of drawings by its package
         rows.append([id_, c, split, SOUND_SOURCES[src][1], name,
                      os.path.basename(proot) if proot.startswith(FONTS) else PICTURE_SOURCES[psrc][1], item])
