@@ -33,7 +33,6 @@ import time
 import zipfile
 
 import numpy as np
-import soundfile as sf
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
