@@ -27,7 +27,7 @@ from tqdm import tqdm
 from data import dataset_maker, probe_image_input, probe_mel_input, save_png, save_text, save_wav
 from model import (MODALITIES, ModelConfig, audio_to_image, cogenerate, cross_modal_losses, image_to_audio,
                    inpaint_audio, majority_codes, masked_token_counts, random_corruption)
-from sample import check_numbers, load_trained, sampling_settings, time_range_to_columns
+from sample import CHOSEN, check_numbers, load_trained, sampling_settings, time_range_to_columns
 from tokenizers import (check_tokenizer_matches, load_vocoder, pixels_to_tensor, shift_augment, tensor_to_pixels,
                         tokenized_mel, tokens_to_wave)
 from util import (WriteError, autocast_context, compile_for_generation, exit_with_error, repo_path, torch_load,
@@ -423,6 +423,7 @@ vggish = ''  # vggish-10086976.pth: FAD
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'auto'  # the model's precision: float32, bfloat16, float16, or auto (util.autocast_context)
 compile = False  # torch.compile the model for the unmasking loop
+choose_sampling = False  # True: try SAMPLING_GRID on --split=val and keep the best beside the checkpoint (sample.CHOSEN)
 SECONDS = {}  # task -> part (model, decode, vocoder, write, score) -> seconds: where the time goes
 
 
@@ -764,7 +765,8 @@ def main():
     # ---- the model, the test split, the tokenizers and the vocoder
     model, ckpt, _, mel_cfg, toks = load_trained(os.path.join(out_dir, 'ckpt.pt'), device)  # tokenizers as trained
     global cfg, cfg_fade, temperature  # flag, else the checkpoint's, else the paper's
-    sampling, said = sampling_settings(dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature), ckpt)
+    sampling, said = sampling_settings(dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature), ckpt,
+                                       os.path.join(out_dir, 'ckpt.pt'))
     print(said)
     cfg, cfg_fade, temperature = sampling['cfg'], sampling['cfg_fade'], sampling['temperature']
     net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
@@ -807,11 +809,48 @@ def main():
             metrics.update(network_metrics(runner.paths('i2a', '.wav'), real_wav))
     write_report(run, root, len(ids), precision, metrics, speed,
                  [*runner.columns, runner.n_cols] if 'inpaint' in todo else None)
+    return metrics
+
+
+# the settings --choose_sampling tries (fixed here): no guidance first, so a tie keeps the simpler one
+SAMPLING_GRID = [dict(temperature=t, cfg=s, cfg_fade=k) for t in (0.1, 0.3, 1.0) for s, k in ((1.0, 0.0), (3.0, 8.0))] \
+    + [dict(temperature=1.0, cfg=3.0, cfg_fade=0.0)]  # and the paper's
+
+
+def alignment(metrics):
+    """The mean of image->audio and audio->image accuracy: by the lower of the two judges where they
+    ran, else the CNN probes', else the toy's analytic probes'."""
+    for suffix in ('_acc_lower', '_acc', '_probe_acc'):
+        if f'i2a{suffix}' in metrics and f'a2i{suffix}' in metrics:
+            return (metrics[f'i2a{suffix}'] + metrics[f'a2i{suffix}']) / 2
+    raise ValueError(f'{out_dir}: no class accuracy to choose by (the dataset has no labels)')
+
+
+def choose_sampling_on_val():
+    """Evaluate image->audio and audio->image with every setting of SAMPLING_GRID on the val split,
+    and keep the best (alignment) for this checkpoint in sample.CHOSEN beside it: sample.py and
+    evaluate.py use it from then on where no flag is given. Chosen per dataset, never carried over."""
+    global cfg, cfg_fade, temperature, tasks
+    if split != 'val':
+        raise ValueError('choose_sampling chooses on the val split (the test split is for reporting): add --split=val')
+    tasks, results = 'i2a,a2i', []
+    for setting in SAMPLING_GRID:
+        cfg, cfg_fade, temperature = setting['cfg'], setting['cfg_fade'], setting['temperature']
+        results.append((alignment(main()), setting))
+    best = max(results, key=lambda r: r[0])[1]  # the first of equals: the grid's order
+    for score, setting in results:
+        print(f"{'->' if setting is best else '  '} temperature {setting['temperature']:g}, cfg {setting['cfg']:g}, "
+              f"cfg_fade {setting['cfg_fade']:g}: alignment {score:.3f}")
+    path = os.path.join(out_dir, CHOSEN)
+    save_text(path, json.dumps({**best, 'chosen_on': f'{split}, {max_items or "all"} items, seed {seed}',
+                                'alignment': {f"t{s['temperature']:g}_s{s['cfg']:g}_fade{s['cfg_fade']:g}": round(a, 4)
+                                              for a, s in results}}, indent=1))
+    print(f'wrote {path}: sample.py and evaluate.py sample with it where no flag is given')
 
 
 if __name__ == '__main__':
     exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())  # overrides
     try:
-        main()
+        choose_sampling_on_val() if choose_sampling else main()
     except (ValueError, FileNotFoundError) as e:
         exit_with_error(e)

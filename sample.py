@@ -12,7 +12,7 @@ go to the current directory (--output); an existing one is replaced only with --
 --temperature, --cfg and --cfg_fade default to the checkpoint's sampling settings (its config's
 sample_temperature, sample_cfg, sample_cfg_fade), else the paper's; what is used, and from where, is printed.
 """
-import glob, math, os, subprocess, sys
+import glob, json, math, os, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +63,9 @@ def main(args):
     # ---- check the request before any work
     names, makes_wave, ctx = check_request(args)
     ffmpeg = ffmpeg_exe() if args.video else None  # raises if there is none
-    model, ckpt, meta, mel_cfg, toks = load_trained(find_checkpoint(args.out_dir), args.device)
-    sampling, said = sampling_settings({k: getattr(args, k) for k in SAMPLING}, ckpt)  # flag, else checkpoint, else paper
+    ckpt_path = find_checkpoint(args.out_dir)
+    model, ckpt, meta, mel_cfg, toks = load_trained(ckpt_path, args.device)
+    sampling, said = sampling_settings({k: getattr(args, k) for k in SAMPLING}, ckpt, ckpt_path)  # flag, val, checkpoint, paper
     vocoder = load_vocoder(args.vocoder, mel_cfg) if makes_wave else None
     clip_s = mel_cfg.tokenized_seconds  # what one window of tokens covers
     gap = time_range(args, clip_s)
@@ -176,21 +177,30 @@ def check_numbers(values):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
             raise ValueError(f'--{name} {value}: must be a finite number >= {low}' + (f' and <= {high}' if high < math.inf else ''))
 
-def sampling_settings(given, checkpoint):
-    """{'temperature', 'cfg', 'cfg_fade'}: each from its flag when given, else from the checkpoint's
-    training config (sample_<name>: config/pairs.py sets the recipe's), else the paper's; checked.
-    Returns (settings, a line saying each one and where it came from)."""
+CHOSEN = 'sampling.json'  # beside ckpt.pt: the sampling settings evaluate.py --choose_sampling chose on val
+
+def sampling_settings(given, checkpoint, ckpt_path):
+    """{'temperature', 'cfg', 'cfg_fade'}: each from its flag when given, else as chosen on val for this
+    checkpoint (CHOSEN beside it), else from its training config (sample_<name>: config/pairs.py sets
+    the recipe's), else the paper's; checked. Returns (settings, a line saying each and where it came from)."""
+    chosen_path = os.path.join(os.path.dirname(ckpt_path), CHOSEN)
+    try:
+        with open(chosen_path) as f:
+            chosen = json.load(f)
+    except FileNotFoundError:
+        chosen = {}
+    except (OSError, ValueError) as e:
+        raise ValueError(f'{chosen_path}: not readable sampling settings ({e})') from None
     trained, settings, said = checkpoint.get('config') or {}, {}, []
     for name, paper in SAMPLING.items():
-        if given.get(name) is not None:
-            settings[name], source = float(given[name]), 'flag'
-        elif trained.get(f'sample_{name}') is not None:
-            settings[name], source = float(trained[f'sample_{name}']), 'checkpoint'
-        else:
-            settings[name], source = paper, 'paper'
+        for source, value in (('flag', given.get(name)), ('chosen on val', chosen.get(name)),
+                              ('checkpoint', trained.get(f'sample_{name}')), ('paper', paper)):
+            if value is not None:
+                settings[name] = value
+                break
         said.append(f'{name} {settings[name]:g} ({source})')
     check_numbers(settings)
-    return settings, 'sampling: ' + ', '.join(said)
+    return {k: float(v) for k, v in settings.items()}, 'sampling: ' + ', '.join(said)
 
 def time_range_to_columns(start_s, end_s, seconds_per_column, grid_w, margin=1):
     """Audio token columns [first, last) covering a time range, widened by `margin` columns on each

@@ -48,7 +48,7 @@ def shift_augment(x, g, max_shift):
     return torch.stack([p[:, a:a + H, b:b + W] for p, a, b in zip(padded, oy.tolist(), ox.tolist())])
 
 # -----------------------------------------------------------------------------
-# mel front-end (SpecVQGAN recipe, see fixtures/README.md)
+# mel front-end (SpecVQGAN recipe: SPEC.md section 1, tests/fixtures/README.md)
 
 @dataclass
 class MelConfig:
@@ -154,7 +154,7 @@ def griffin_lim(mel, cfg, n_iter=32, momentum=0.99, chunk=32):
     """mel (n_mels, T) or (B, n_mels, T) in [0, 1] -> float32 wave (T*hop,) or (B, T*hop).
     librosa.griffinlim's algorithm (fast Griffin-Lim, momentum 0.99, a random phase drawn with seed 0
     per item) on the whole batch at once in torch float32: its FFTs use every core. It equals
-    librosa's output to 1.2e-4 of a 0.64 peak (3e-13 in float64); its speed: README, "Speed"."""
+    librosa's output to 1.2e-4 of a 0.64 peak (3e-13 in float64); its speed: README, "Results"."""
     mel = np.asarray(mel.detach().cpu() if torch.is_tensor(mel) else mel)
     if mel.ndim not in (2, 3) or mel.shape[-2] != cfg.n_mels:
         raise ValueError(f"griffin_lim: expected a mel of shape ({cfg.n_mels}, T) or (B, {cfg.n_mels}, T), got {mel.shape}")
@@ -482,7 +482,7 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
     global_codes K > 0 (fixed here; the paper has no such token): one more id first, C + the k-means
     cluster of the item's whole pair embedding (UnitEncoder.embed) among K, ids (B, 1 + h*w). What a
     picture and its sound share then sits in one token of each, so the transformer maps a token to a
-    token instead of pooling a weak signal spread over every unit (README, "Semantic units")."""
+    token instead of pooling a weak signal spread over every unit (docs/units.md)."""
     TYPE, WHAT = "units", "unit tokenizer"
     ARGS = ("modality", "channels", "size", "unit_codes", "value_range", "width", "global_codes", "appearance_items")
 

@@ -163,6 +163,35 @@ def test_the_recipes_sampling_settings_travel_with_its_checkpoint(env, tmp_path,
     configure(env, cfg=None, temperature=None)  # the other tests: the checkpoint's (the paper's)
 
 
+def test_sampling_is_chosen_on_val_and_kept_beside_the_checkpoint(env, tmp_path, capsys, monkeypatch):
+    """--choose_sampling: every setting of the grid on the val split, the best kept in sampling.json,
+    which sample.py and evaluate.py then use where no flag is given; never chosen on test."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    shutil.copy(env / 'out' / 'ckpt.pt', out / 'ckpt.pt')
+    grid = [dict(temperature=1.0, cfg=1.0, cfg_fade=0.0), dict(temperature=0.0, cfg=3.0, cfg_fade=8.0)]
+    monkeypatch.setattr(evaluate, 'SAMPLING_GRID', grid)
+    scores = iter([0.25, 0.5])  # what each setting's evaluation gives, in the grid's order
+    monkeypatch.setattr(evaluate, 'alignment', lambda metrics: next(scores))
+    configure(env, out_dir=str(out), split='test', cfg=None, cfg_fade=None, temperature=None)
+    with pytest.raises(ValueError, match='chooses on the val split'):
+        evaluate.choose_sampling_on_val()
+    configure(env, out_dir=str(out), split='val', cfg=None, cfg_fade=None, temperature=None)
+    evaluate.choose_sampling_on_val()
+    assert sorted(p.name.split('_n3')[0] for p in out.iterdir() if p.name.startswith('eval_')) == [
+        'eval_val_s1', 'eval_val_s3_fade8']  # both settings evaluated on val
+    chosen = json.loads((out / 'sampling.json').read_text())
+    assert {k: chosen[k] for k in ('temperature', 'cfg', 'cfg_fade')} == grid[1]
+    configure(env, out_dir=str(out), split='test', cfg=None, cfg_fade=None, temperature=None, tasks='a2i')
+    capsys.readouterr()
+    evaluate.main()
+    assert 'sampling: temperature 0 (chosen on val), cfg 3 (chosen on val), cfg_fade 8 (chosen on val)' in capsys.readouterr().out
+    with pytest.raises(ValueError, match='no class accuracy'):  # the real alignment needs labels
+        monkeypatch.undo()
+        evaluate.alignment({'audio_token_acc': 0.5})
+    configure(env, cfg=None, temperature=None)
+
+
 def test_results_of_another_checkpoint_are_not_resumed(env, tmp_path):
     """A results folder records what made it; after the checkpoint is replaced (or the tokenizers
     refitted), evaluate refuses to score the old files as the new model's."""

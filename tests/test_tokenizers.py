@@ -42,7 +42,7 @@ def test_mel_matches_fixture():
     cfg = T.MelConfig()
     assert sr == cfg.sample_rate
     mel = T.mel_spectrogram(wave, cfg)
-    ref = np.load(fix('mel', 'mel.npy'))  # made with zero padding at the edges (fixtures/README.md)
+    ref = np.load(fix('mel', 'mel.npy'))  # made with zero padding at the edges (tests/fixtures/README.md)
     assert mel.shape == ref.shape == (80, cfg.frames_all) == (80, 860)
     assert max_rel_err(mel[:, 2:-2], ref[:, 2:-2]) < 1e-4  # the frames no padding reaches
     # the edge frames follow the release's reflect padding: librosa's own mel path, independent of ours
