@@ -272,8 +272,10 @@ def probe_tensor(x, kind):
 
 
 @torch.enable_grad()  # callers may run under no_grad
-def fit_probe(x, y, n_classes, kind, steps=1200, batch=64, seed=0):
-    """x (N, C, H, W) float, y (N,) class ids -> an eval-mode ProbeNet, trained with shifts."""
+def fit_probe(x, y, n_classes, kind, steps=None, batch=64, seed=0):
+    """x (N, C, H, W) float, y (N,) class ids -> an eval-mode ProbeNet, trained with shifts; by default
+    for 20 passes over x, at least 200 steps and at most 1200 (4,000 items' 20 passes)."""
+    steps = steps or min(1200, max(200, round(20 * len(x) / batch)))
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = ProbeNet(x.shape[1], n_classes)
