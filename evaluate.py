@@ -27,6 +27,7 @@ from tqdm import tqdm
 from data import dataset_maker, probe_image_input, probe_mel_input, save_png, save_text, save_wav
 from model import (MODALITIES, ModelConfig, audio_to_image, cogenerate, cross_modal_losses, image_to_audio,
                    inpaint_audio, majority_codes, masked_token_counts, random_corruption)
+from report import write_pages
 from sample import CHOSEN, check_numbers, load_trained, sampling_settings, time_range_to_columns
 from tokenizers import (check_tokenizer_matches, load_vocoder, pixels_to_tensor, shift_augment, tensor_to_pixels,
                         tokenized_mel, tokens_to_wave)
@@ -427,6 +428,7 @@ dtype = 'auto'  # the model's precision: float32, bfloat16, float16, or auto (ut
 compile = False  # torch.compile the model for the unmasking loop
 choose_sampling = False  # True: try SAMPLING_GRID on --split=val and keep the best beside the checkpoint (sample.CHOSEN)
 SECONDS = {}  # task -> part (model, decode, vocoder, write, score) -> seconds: where the time goes
+JUDGED = {}  # judge -> task -> each item's class ids {'predicted': [...], 'wanted': [...]} (items.json, report.py)
 
 
 @contextmanager
@@ -681,22 +683,24 @@ class Tasks:
         return self.paths(task, '.png' if task == 'a2i' else '.wav')
 
 
-def task_accuracies(hear, see, want_audio, want_image, runner, todo, tag):
+def task_accuracies(hear, see, want_audio, want_image, runner, todo, tag, judge):
     """Class accuracy of each task's files on disk: hear(wav paths) / see(png paths) -> class ids,
-    against the classes the items should have (metric names i2a{tag}_acc, cogen{tag}_agreement, ...)."""
-    metrics = {}
+    against the classes the items should have (metric names i2a{tag}_acc, cogen{tag}_agreement, ...).
+    Each item's verdict goes to JUDGED[judge], for the report's gallery (report.py)."""
+    judged = {}  # task -> (class ids judged, class ids wanted)
     if 'i2a' in todo:  # the image->audio alignment accuracy (MDSGen, Diff-Foley)
-        metrics[f'i2a{tag}_acc'] = float((hear(runner.paths('i2a', '.wav')) == want_audio).mean())
+        judged['i2a'] = hear(runner.paths('i2a', '.wav')), want_audio
     if 'a2i' in todo:
-        metrics[f'a2i{tag}_acc'] = float((see(runner.paths('a2i', '.png')) == want_image).mean())
+        judged['a2i'] = see(runner.paths('a2i', '.png')), want_image
     if 'cogen' in todo:  # no condition, no label: do the sound and the picture agree?
-        metrics[f'cogen{tag}_agreement'] = float((hear(runner.paths('cogen', '.wav')) == see(runner.paths('cogen', '.png'))).mean())
+        judged['cogen'] = hear(runner.paths('cogen', '.wav')), see(runner.paths('cogen', '.png'))
     if 'inpaint' in todo:  # the probe hears the whole clip, part of it generated
-        metrics[f'inpaint{tag}_acc'] = float((hear(runner.paths('inpaint', '.wav')) == want_audio).mean())
-    return metrics
+        judged['inpaint'] = hear(runner.paths('inpaint', '.wav')), want_audio
+    JUDGED[judge] = {t: {'predicted': p.tolist(), 'wanted': np.asarray(w).tolist()} for t, (p, w) in judged.items()}
+    return {f"{t}{tag}_{'agreement' if t == 'cogen' else 'acc'}": float((p == w).mean()) for t, (p, w) in judged.items()}
 
 
-def score_probes(probes, runner, real_wav, real_png, labels, todo, mel_cfg):
+def score_probes(probes, judge, runner, real_wav, real_png, labels, todo, mel_cfg):
     """Learned class probes (any labelled dataset): accuracy against the labels, the ceilings first
     (real test items, tokenizer round trips)."""
     y = np.array(labels)
@@ -706,13 +710,13 @@ def score_probes(probes, runner, real_wav, real_png, labels, todo, mel_cfg):
                'probe_image_acc_real': float((see(real_png) == y).mean()),
                'probe_audio_acc_roundtrip': float((hear(runner.paths('roundtrip', '.wav')) == y).mean()),
                'probe_image_acc_roundtrip': float((see(runner.paths('roundtrip', '.png')) == y).mean())}
-    return metrics | task_accuracies(hear, see, y, y, runner, todo, tag='')
+    return metrics | task_accuracies(hear, see, y, y, runner, todo, tag='', judge=judge)
 
 
 def score_two_judges(cnn, features, *args):
     """score_probes by the CNN probes (the plain names), by the feature probes (names + '_features')
     and the lower of the two (names + '_lower'): the result, where two judges of different kinds disagree."""
-    by_cnn, by_features = score_probes(cnn, *args), score_probes(features, *args)
+    by_cnn, by_features = score_probes(cnn, 'CNN probe', *args), score_probes(features, 'feature probe', *args)
     return (by_cnn | {f'{k}_features': v for k, v in by_features.items()}
             | {f'{k}_lower': min(v, by_features[k]) for k, v in by_cnn.items()})
 
@@ -733,7 +737,7 @@ def score_toy_probes(runner, real_wav, real_png, labels, todo, sr):
     real_a, real_v = hear(real_wav), see(real_png)
     known = all(l is not None for l in labels)
     want_a, want_v = (np.array(labels), np.array(labels)) if known else (real_v, real_a)
-    metrics = task_accuracies(hear, see, want_a, want_v, runner, todo, tag='_probe')
+    metrics = task_accuracies(hear, see, want_a, want_v, runner, todo, tag='_probe', judge='analytic probe')
     metrics['real_probe_agreement'] = float((real_a == real_v).mean())  # the ceiling of the three above
     return metrics
 
@@ -764,6 +768,7 @@ def write_report(run, root, n_items, precision, metrics, speed, columns):
 def main():
     todo, (precision, ctx) = check_request()
     SECONDS.clear()
+    JUDGED.clear()
     # ---- the model, the test split, the tokenizers and the vocoder
     model, ckpt, _, mel_cfg, toks = load_trained(os.path.join(out_dir, 'ckpt.pt'), device)  # tokenizers as trained
     global cfg, cfg_fade, temperature  # flag, else the checkpoint's, else the paper's
@@ -811,6 +816,12 @@ def main():
             metrics.update(network_metrics(runner.paths('i2a', '.wav'), real_wav))
     write_report(run, root, len(ids), precision, metrics, speed,
                  [*runner.columns, runner.n_cols] if 'inpaint' in todo else None)
+    # ---- the page to look and listen: each item's verdicts beside the metrics, then report.py
+    save_text(os.path.join(run, 'items.json'), json.dumps({'ids': ids, 'labels': labels, 'classes': meta.get('classes'),
+                                                           'mel': meta['audio'].get('mel'), 'judged': JUDGED}))
+    t0 = time.perf_counter()
+    pages = write_pages(run)
+    print(f"wrote {pages[-1]} and {len(pages) - 1} gallery pages in {time.perf_counter() - t0:.1f} s")
     return metrics
 
 

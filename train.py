@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import (MODALITIES, ModelConfig, VisualEchoes, cross_modal_losses, init_embeddings_from_codes,
                    majority_codes, masked_token_counts, random_corruption)
+from report import log_eval, read_log
 from tokenizers import load_tokenizers
 from util import ROOT, WriteError, autocast_context, exit_with_error, repo_path, torch_load, write_atomic
 
@@ -280,6 +281,8 @@ elif checkpoint is not None:  # another number of processes: fresh streams, not 
     torch.manual_seed(seed + seed_offset + iter_num)
     data_generator.manual_seed(seed + seed_offset + 1_000_000 + iter_num)
 checkpoint = None  # free up memory
+# the eval log (report.py): out_dir/log.jsonl and curves.png; a resumed run continues the same log
+train_log = read_log(out_dir, until=iter_num) if init_from == 'resume' and master_process else []
 
 
 @torch.no_grad()
@@ -406,6 +409,10 @@ while True:
                   f"-> {v['image_given']:.3f} given the sound)")
             improved = v['loss'] < best_val_loss
             best_val_loss = min(best_val_loss, v['loss'])  # never overwritten by a worse value
+            try:
+                train_log = log_eval(out_dir, train_log, iter_num, lr, evals)
+            except WriteError as e:
+                exit_with_error(e)
         if ddp:  # rank 0 decides; every rank joins the RNG-state gather
             flag = torch.tensor(int(improved))
             dist.broadcast(flag, 0, group=ctrl_group)

@@ -13,32 +13,21 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import data  # noqa: E402
 import evaluate  # noqa: E402
 import util  # noqa: E402
 from util import autocast_context  # noqa: E402
 
-TOY = data.dataset_maker('toy')  # data/toy/prepare.py
+from conftest import N  # noqa: E402  (the test items of the shared tiny toy model)
 
-N = 3  # test items: one generation batch per task (Griffin-Lim dominates the time)
 PRECISION = autocast_context('cpu')[0]  # what dtype='auto' (the default) runs the model in here
 FP32_RUN = 'eval_test_s3_n3_T9_t1_seed1337_griffinlim'  # evaluate.py's folder for these settings in float32
 RUN = FP32_RUN + ('' if PRECISION == 'float32' else f'_{PRECISION}')  # and in the default precision
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-    """A tiny toy dataset (data/toy/prepare.py: the probes apply) and a tiny model trained on it briefly."""
-    root = tmp_path_factory.mktemp('evaluate')
-    TOY.prepare(str(root / 'toy'), n_train=128, n_val=8, n_test=N, image_codebook=16, audio_codebook=16, workers=1)
-    args = dict(dataset='toy', data_dir=root / 'toy', out_dir=root / 'out', n_layer=1, n_head=2, n_embd=32,
-                decoder_n_layer=1, decoder_n_head=2, decoder_n_embd=32, batch_size=8, max_iters=10,
-                lr_decay_iters=10, warmup_iters=2, eval_interval=10, eval_iters=1, device='cpu',
-                dtype='float32', compile=False)
-    r = subprocess.run([sys.executable, 'train.py', *[f'--{k}={v}' for k, v in args.items()]],
-                       cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0 and (root / 'out' / 'ckpt.pt').exists(), r.stdout[-2000:] + r.stderr[-2000:]
-    return root
+def env(tiny_toy):
+    """The tiny toy dataset and model (tests/conftest.py; shared with tests/test_report.py)."""
+    return tiny_toy
 
 
 def run(env, *args):
@@ -67,6 +56,7 @@ def test_evaluate_writes_table_and_json(env):
     assert all(v >= 0 for parts in seconds.values() for v in parts.values())
     assert 'seconds, i2a: model' in r.stdout
     assert '| audio_val_loss' in r.stdout and (run_dir / 'metrics.md').exists()
+    assert (run_dir / 'index.html').exists() and 'gallery pages in' in r.stdout  # the page: tests/test_report.py
     assert sorted(os.listdir(run_dir / 'i2a')) == [f'test{i:05d}.wav' for i in range(N)]
     assert len(os.listdir(run_dir / 'a2i')) == N and len(os.listdir(run_dir / 'cogen')) == 2 * N
     assert sorted(os.listdir(run_dir / 'inpaint')) == [f'test{i:05d}.wav' for i in range(N)]

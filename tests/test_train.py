@@ -353,4 +353,4 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(data_dir, tmp_pat
     assert errors == [f'error: {out}/ckpt.pt: cannot write it (No space left on device); the file there before, '
                       f'if any, is unchanged'], log
     assert load(out)['iter_num'] == 2  # the step-2 checkpoint, whole
-    assert os.listdir(out) == ['ckpt.pt']  # no temporary file left
+    assert sorted(os.listdir(out)) == ['ckpt.pt', 'curves.png', 'log.jsonl']  # no temporary file left
