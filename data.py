@@ -700,6 +700,25 @@ def merge(inputs, out):
     _summary(out, meta, rows)
     return len(rows)
 
+def prepare_benchmark(folder, out, size, seconds, workers=None, seed=1337):
+    """A benchmark's folder of pairs -> its tokens in `out`, exactly as a user's own pairs are
+    (`data.py pairs FOLDER --out OUT --seconds S --size N`). Returns the skipped count."""
+    return prepare('pairs', folder, out, size=size, cfg=layout(size, seconds)[0], image_tokenizer=PAIRS_TOKENIZER,
+                   audio_tokenizer=PAIRS_TOKENIZER, workers=workers, seed=seed)
+
+def benchmark_command(make, description, default_out):
+    """The command line of a data/<name>/prepare.py: --out, --workers, --seed; exit 1 if items were
+    skipped, 2 with one line on a missing package or bad input."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('--out', default=default_out, help='output dataset folder (the pairs go to OUT/pairs)')
+    p.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
+    p.add_argument('--seed', type=int, default=1337)
+    a = p.parse_args()
+    try:
+        sys.exit(int(make(a.out, seed=a.seed, workers=a.workers) > 0))
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(report_error(e))
+
 # -----------------------------------------------------------------------------
 # command line: errors are one line on stderr and exit code 2; exit code 1 means some items were skipped
 

@@ -10,7 +10,6 @@ class. It is written as a folder of pairs (<id>.png + <id>.flac, labels.csv) and
 data.prepare('pairs', ...), exactly as a user's own pairs are.
 $ python data/digits/prepare.py         # -> data/digits/pairs (the pairs), data/digits (their tokens)
 """
-import argparse
 import importlib.util
 import multiprocessing as mp
 import os
@@ -26,9 +25,9 @@ from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run as a script from anywhere: the repo's modules
-from data import PAIRS_TOKENIZER, SPLITS, layout, load_audio, prepare, save_png, save_text  # noqa: E402
+from data import SPLITS, benchmark_command, load_audio, prepare_benchmark, save_png, save_text  # noqa: E402
 from tokenizers import MelConfig  # noqa: E402
-from util import report_error, repo_path, write_atomic, write_sound  # noqa: E402
+from util import repo_path, write_atomic, write_sound  # noqa: E402
 
 DEFAULT_OUT = repo_path(os.path.join('data', 'digits'))  # data/digits from the repo root, else its full path
 
@@ -222,17 +221,8 @@ def make(out=DEFAULT_OUT, seed=1337, n_train=4000, n_val=400, n_test=500, worker
         save_text(f'{folder}/sources.csv', 'id,label,split,voice\n' + '\n'.join(rows) + '\n')
         save_text(f'{folder}/labels.csv', 'id,label,split\n' + '\n'.join(r.rsplit(',', 1)[0] for r in rows) + '\n')
         print(f"digits: {len(rows)} pairs written to {folder} in {time.time() - t0:.0f} s")
-    return prepare('pairs', folder, out, size=DIGIT_SIZE, cfg=layout(DIGIT_SIZE, DIGIT_SECONDS)[0],
-                   image_tokenizer=PAIRS_TOKENIZER, audio_tokenizer=PAIRS_TOKENIZER, workers=workers, seed=seed)
+    return prepare_benchmark(folder, out, DIGIT_SIZE, DIGIT_SECONDS, workers, seed)
 
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description='the digits benchmark: pairs, then their tokens')
-    p.add_argument('--out', default=DEFAULT_OUT, help='output dataset folder (the pairs go to OUT/pairs)')
-    p.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
-    p.add_argument('--seed', type=int, default=1337)
-    a = p.parse_args()
-    try:
-        sys.exit(int(make(a.out, seed=a.seed, workers=a.workers) > 0))
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(report_error(e))
+    benchmark_command(make, 'the digits benchmark: pairs, then their tokens', DEFAULT_OUT)

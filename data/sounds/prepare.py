@@ -16,7 +16,6 @@ labels.csv, and sources.csv naming each pair's sources) and then tokenized by da
 exactly as a user's own pairs are. Everything comes from Debian main (see NEEDS for the install line).
 $ python data/sounds/prepare.py         # -> data/sounds/pairs (the pairs), data/sounds (their tokens)
 """
-import argparse
 import csv
 import fnmatch
 import functools
@@ -38,9 +37,9 @@ from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run as a script from anywhere: the repo's modules
-from data import PAIRS_TOKENIZER, SPLITS, layout, load_audio, prepare, save_png, save_text  # noqa: E402
+from data import SPLITS, benchmark_command, load_audio, prepare_benchmark, save_png, save_text  # noqa: E402
 from tokenizers import MelConfig  # noqa: E402
-from util import report_error, repo_path, write_atomic, write_sound  # noqa: E402
+from util import repo_path, write_atomic, write_sound  # noqa: E402
 
 DEFAULT_OUT = repo_path(os.path.join('data', 'sounds'))  # data/sounds from the repo root, else its full path
 
@@ -382,17 +381,8 @@ def make(out=DEFAULT_OUT, seed=1337, n_train=4000, n_val=400, n_test=500, worker
     folder = f'{out}/pairs'
     if not os.path.exists(f'{folder}/labels.csv'):
         write_pairs(folder, seed, n_train, n_val, n_test, workers)
-    return prepare('pairs', folder, out, size=PICTURE_SIZE, cfg=layout(PICTURE_SIZE, SOUND_SECONDS)[0],
-                   image_tokenizer=PAIRS_TOKENIZER, audio_tokenizer=PAIRS_TOKENIZER, workers=workers, seed=seed)
+    return prepare_benchmark(folder, out, PICTURE_SIZE, SOUND_SECONDS, workers, seed)
 
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description='the sounds benchmark: pairs, then their tokens')
-    p.add_argument('--out', default=DEFAULT_OUT, help='output dataset folder (the pairs go to OUT/pairs)')
-    p.add_argument('--workers', type=int, default=None, help='processes (default: all cores)')
-    p.add_argument('--seed', type=int, default=1337)
-    a = p.parse_args()
-    try:
-        sys.exit(int(make(a.out, seed=a.seed, workers=a.workers) > 0))
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(report_error(e))
+    benchmark_command(make, 'the sounds benchmark: pairs, then their tokens', DEFAULT_OUT)
