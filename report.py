@@ -21,7 +21,6 @@ import sys
 import time
 from urllib.parse import quote
 
-import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw, ImageFont
 
@@ -219,11 +218,8 @@ def read_json(path, what):
 
 def mel_picture(wave, cfg):
     """A sound (T,) as its mel-spectrogram in sample.py's colours, low frequencies at the bottom."""
-    from sample import MEL_COLORS  # imported here: train.py imports this file, and sample.py imports data.py
-    x = np.clip(mel_spectrogram(wave, cfg)[::-1], 0, 1) * (len(MEL_COLORS) - 1)  # (n_mels, frames)
-    i = np.minimum(x.astype(int), len(MEL_COLORS) - 2)
-    f = (x - i)[..., None]
-    return Image.fromarray(((1 - f) * MEL_COLORS[i] + f * MEL_COLORS[i + 1]).astype(np.uint8))
+    from sample import mel_image  # imported here: train.py imports this file, and sample.py imports data.py
+    return mel_image(mel_spectrogram(wave, cfg))
 
 
 class Media:

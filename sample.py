@@ -261,14 +261,17 @@ def load_trained(path, device='cpu'):
 MEL_COLORS = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]],
                       np.float32)
 
+def mel_image(mel):
+    """mel (n_mels, T) in [0, 1] -> a PIL image (n_mels x T) in MEL_COLORS, low frequencies at the bottom."""
+    x = np.clip(mel[::-1], 0, 1) * (len(MEL_COLORS) - 1)
+    i = np.minimum(x.astype(int), len(MEL_COLORS) - 2)
+    f = (x - i)[..., None]
+    return Image.fromarray(((1 - f) * MEL_COLORS[i] + f * MEL_COLORS[i + 1]).astype(np.uint8))
+
 def mel_panel(image, mel, span=None, height=256):
     """image (S, S, 3) uint8 beside mel (n_mels, T) in [0, 1], both `height` px tall; span (a, b)
     in mel frames is outlined (the inpainted range). Returns a PIL image."""
-    x = np.clip(mel[::-1], 0, 1) * (len(MEL_COLORS) - 1)  # (n_mels, T), low frequencies at the bottom
-    i = np.minimum(x.astype(int), len(MEL_COLORS) - 2)
-    f = (x - i)[..., None]
-    spec = Image.fromarray(((1 - f) * MEL_COLORS[i] + f * MEL_COLORS[i + 1]).astype(np.uint8))  # (n_mels, T, 3)
-    spec = spec.resize((max(mel.shape[1], 2 * height), height), Image.BILINEAR)  # >= 2:1 for short clips
+    spec = mel_image(mel).resize((max(mel.shape[1], 2 * height), height), Image.BILINEAR)  # >= 2:1 for short clips
     out = Image.new('RGB', (height + 8 + spec.width, height), 'white')
     out.paste(Image.fromarray(image).resize((height, height), Image.BICUBIC), (0, 0))
     out.paste(spec, (height + 8, 0))
