@@ -5,7 +5,8 @@ Poor Man's Configurator, after nanoGPT. A script defines its config as plain glo
 files (plain Python assignments, e.g. config/toy.py, found from the current directory, else in the
 repo), then --key=value overrides, e.g.
 $ python train.py config/toy.py --batch_size=32 --compile=False
-Values are literal-evaluated (a str key also takes a bare word) and must keep the default's type;
+Values are literal-evaluated (a str key also takes a bare word; a bool key alone, --compile, means
+True) and must keep the default's type;
 an int is accepted for a float key. An unknown key, a wrong type or a missing file is an error:
 one line on stderr, exit code 2. It is not a module: names here start with _ so they can't clobber
 the script's config globals (the script takes its config snapshot before exec'ing this file).
@@ -50,7 +51,9 @@ for _arg in sys.argv[1:]:
                 globals()[_key] = _checked(_key, _value, _arg)
     else:  # --key=value
         _key, _sep, _text = _arg[2:].partition('=')
-        if not _sep:
+        if not _sep and isinstance(globals().get(_key), bool):
+            _text = 'True'  # --compile means --compile=True
+        elif not _sep:
             _config_error(f"{_arg}: expected --key=value")
         try:
             _value = literal_eval(_text)
@@ -59,4 +62,5 @@ for _arg in sys.argv[1:]:
         if isinstance(globals().get(_key), str) and not isinstance(_value, str):
             _value = _text  # --out_dir=1 or --dataset=None is still a name for a str key
         globals()[_key] = _checked(_key, _value, _arg)
-        print(f"Overriding: {_key} = {globals()[_key]!r}")
+        if not globals().get('_quiet_overrides'):  # a script may set it (bench.py prints its settings itself)
+            print(f"Overriding: {_key} = {globals()[_key]!r}")

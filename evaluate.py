@@ -25,10 +25,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from data import dataset_maker, probe_image_input, probe_mel_input, save_png, save_text, save_wav
-from model import (MODALITIES, ModelConfig, audio_to_image, cogenerate, cross_modal_losses, image_to_audio,
+from model import (MODALITIES, ModelConfig, forwards_per_sample, audio_to_image, cogenerate, cross_modal_losses, image_to_audio,
                    inpaint_audio, majority_codes, masked_token_counts, random_corruption)
 from report import write_pages
-from sample import CHOSEN, check_numbers, load_trained, sampling_settings, time_range_to_columns
+from sample import CHOSEN, check_numbers, generation_settings, load_trained, sampling_settings, time_range_to_columns
 from tokenizers import (check_tokenizer_matches, load_vocoder, pixels_to_tensor, shift_augment, tensor_to_pixels,
                         tokenized_mel, tokens_to_wave)
 from util import (WriteError, autocast_context, compile_for_generation, exit_with_error, repo_path, torch_load,
@@ -409,12 +409,13 @@ split = 'test'  # 'test' or 'val'
 data_dir = ''  # '' = the dataset the checkpoint was trained on
 max_items = 0  # evaluate only the first max_items items of the split (0 = all)
 batch_size = 16  # items per generation batch
-steps = 30  # decoding iterations N (paper: 30)
 # sampling: None = the checkpoint's (its config's sample_cfg, ...), else the paper's (sample.sampling_settings)
+steps = None  # decoding iterations N (paper: 30)
 cfg = None  # guidance scale s (paper: 3; 1 = none)
 cfg_fade = None  # guidance s_t = 1 + (s - 1) * share still masked ** cfg_fade (paper: 0, constant; model.guidance_at)
 temperature = None  # sampling temperature (paper: 1)
 choice_temperature = 9.0  # Gumbel noise T on the confidences (paper: 9)
+uncond_every = None  # guidance's unconditional pass every k-th step, reused between (paper: 1; docs/sampling.md)
 seed = 1337
 tasks = 'i2a,a2i,cogen,inpaint'  # image->audio, audio->image, co-generation (CFG does not touch it), audio inpainting
 TASKS = ('i2a', 'a2i', 'cogen', 'inpaint')  # every task, in the order they run
@@ -427,7 +428,11 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'auto'  # the model's precision: float32, bfloat16, float16, or auto (util.autocast_context)
 compile = False  # torch.compile the model for the unmasking loop
 choose_sampling = False  # True: try SAMPLING_GRID on --split=val and keep the best beside the checkpoint (sample.CHOSEN)
+steps_table = ''  # e.g. '4,8,12,16,30': image->audio and audio->image at each N, per order, with and without guidance
+sampling_seeds = 3  # steps_table: sampling seeds per setting (seed, seed + 1, ...), mean and spread
+SETTINGS = {}  # the sampling settings in use (sample.SAMPLING's names): flag, chosen on val, checkpoint or paper
 SECONDS = {}  # task -> part (model, decode, vocoder, write, score) -> seconds: where the time goes
+LAST_SPEED = {}  # the last evaluation's throughput: task_items_per_min and task_model_s_per_item
 JUDGED = {}  # judge -> task -> each item's class ids {'predicted': [...], 'wanted': [...]} (items.json, report.py)
 
 
@@ -442,6 +447,12 @@ def timer(task, part):
     SECONDS[task][part] += time.perf_counter() - t0
 
 
+def settings_tag(s):
+    """The sampling settings in a run folder's name: s3_fade8_n30, then _u4 where not the paper's."""
+    fade = f"_fade{s['cfg_fade']:g}" if s['cfg_fade'] and s['cfg'] != 1 else ''  # constant or no guidance: no suffix
+    return f"s{s['cfg']:g}{fade}_n{s['steps']}" + ('' if s['uncond_every'] == 1 or s['cfg'] == 1 else f"_u{s['uncond_every']}")
+
+
 def task_of(paths):  # scoring time goes to the task whose folder holds the files; real files: 'reference'
     task = os.path.basename(os.path.dirname(paths[0])) if paths else ''
     return task if task in (*TASKS, 'roundtrip') else 'reference'
@@ -453,12 +464,24 @@ def read_png(path):
 
 def generate_missing(paths, make, desc):
     """Call make(indices) for every batch of items whose output file is missing (resumable).
-    Returns items generated per minute in this run (None if all were there already)."""
+    Returns (items made, items made per minute in this run: None if all were there already)."""
     todo = [i for i, p in enumerate(paths) if not os.path.exists(p)]
     t0 = time.time()
     for b in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not todo):
         make(todo[b:b + batch_size])
-    return 60 * len(todo) / (time.time() - t0) if todo else None
+    return len(todo), (60 * len(todo) / (time.time() - t0) if todo else None)
+
+
+def model_seconds_per_item(run, task, made):
+    """The model's seconds per generated item of `task` (the unmasking loop alone: no tokenizer, vocoder
+    or files), kept in run/timing.json across resumed runs. None before any item was timed."""
+    path = os.path.join(run, 'timing.json')
+    timing = json.load(open(path)) if os.path.exists(path) else {}
+    seconds, items = timing.get(task, (0.0, 0))
+    if made:
+        seconds, items = seconds + SECONDS[task]['model'], items + made
+        save_text(path, json.dumps({**timing, task: (seconds, items)}))
+    return seconds / items if items else None
 
 
 @torch.no_grad()
@@ -603,7 +626,7 @@ def check_request():
     if not todo or set(todo) - set(TASKS):
         raise ValueError(f"tasks must be a comma-separated subset of i2a,a2i,cogen,inpaint, not {tasks!r}")
     numbers = dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature, choice_temperature=choice_temperature,
-                   steps=steps, seed=seed, max_items=max_items, batch_size=batch_size, inpaint_fraction=inpaint_fraction)
+                   steps=steps, uncond_every=uncond_every, seed=seed, max_items=max_items, batch_size=batch_size, inpaint_fraction=inpaint_fraction)
     check_numbers({k: v for k, v in numbers.items() if v is not None})  # sample.py's ranges and messages
     if panns_rate not in (16000, 32000):
         raise ValueError(f'panns_rate must be 16000 or 32000, not {panns_rate}')
@@ -622,8 +645,7 @@ class Tasks:
     def __init__(self, net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, n_cols):
         self.net, self.ctx, self.toks, self.mel_cfg, self.vocode = net, ctx, toks, mel_cfg, vocode
         self.audio, self.image = audio, image  # (N, La), (N, Lv) the real test tokens
-        self.kw = dict(num_iter=steps, temperature=temperature, choice_temperature=choice_temperature, guidance_scale=cfg,
-                       guidance_fade=cfg_fade)
+        self.kw = dict(generation_settings(SETTINGS), choice_temperature=choice_temperature)
         # each task's files without the extension: .wav for a sound, .png for a picture
         self.stems = {t: [os.path.join(run, t, name) for name in ids] for t in ('i2a', 'a2i', 'inpaint', 'roundtrip')}
         self.stems['cogen'] = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
@@ -745,8 +767,7 @@ def score_toy_probes(runner, real_wav, real_png, labels, todo, sr):
 def write_report(run, root, n_items, precision, metrics, speed, columns):
     """A table on stdout and in metrics.md, everything in metrics.json."""
     report = {'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'data_dir': root, 'split': split, 'n_items': n_items,
-              'settings': dict(cfg=cfg, cfg_fade=cfg_fade, steps=steps, choice_temperature=choice_temperature,
-                               temperature=temperature, seed=seed, vocoder=vocoder, tasks=tasks,
+              'settings': dict(SETTINGS, choice_temperature=choice_temperature, seed=seed, vocoder=vocoder, tasks=tasks,
                                dtype=precision, compile=compile),
               'metrics': metrics, 'throughput': speed, 'outputs': run,
               'seconds': {t: {k: round(v, 2) for k, v in parts.items()} for t, parts in SECONDS.items()},
@@ -754,7 +775,7 @@ def write_report(run, root, n_items, precision, metrics, speed, columns):
     save_text(os.path.join(run, 'metrics.json'), json.dumps(report, indent=1))
     table = [f"| {'metric':<28} | {'value':>10} |", f"|{'-' * 30}|{'-' * 12}|"]
     table += [f"| {k:<28} | {v:>10.4f} |" for k, v in metrics.items()]
-    table += [f"| {k:<28} | {v:>10.1f} |" for k, v in speed.items() if v is not None]
+    table += [f"| {k:<28} | {v:>10.4g} |" for k, v in speed.items() if v is not None]
     save_text(os.path.join(run, 'metrics.md'), '\n'.join(table) + '\n')
     print('\n'.join(table))
     for t, parts in SECONDS.items():  # the next bottleneck
@@ -771,18 +792,18 @@ def main():
     JUDGED.clear()
     # ---- the model, the test split, the tokenizers and the vocoder
     model, ckpt, _, mel_cfg, toks = load_trained(os.path.join(out_dir, 'ckpt.pt'), device)  # tokenizers as trained
-    global cfg, cfg_fade, temperature  # flag, else the checkpoint's, else the paper's
-    sampling, said = sampling_settings(dict(cfg=cfg, cfg_fade=cfg_fade, temperature=temperature), ckpt,
-                                       os.path.join(out_dir, 'ckpt.pt'))
+    # flag, else chosen on val, else the checkpoint's, else the paper's
+    given = dict(steps=steps, cfg=cfg, cfg_fade=cfg_fade, temperature=temperature, uncond_every=uncond_every)
+    s, said = sampling_settings(given, ckpt, os.path.join(out_dir, 'ckpt.pt'))
     print(said)
-    cfg, cfg_fade, temperature = sampling['cfg'], sampling['cfg_fade'], sampling['temperature']
+    SETTINGS.clear()
+    SETTINGS.update(s)
     net = compile_for_generation(model, device) if compile else model  # the model as the unmasking loop calls it
     root, meta, ids, labels, audio, image = load_split(ckpt)
     for m in MODALITIES:  # the split's tokens were made by the same tokenizers
         check_tokenizer_matches(meta[m], toks[m])
     vocode = load_vocoder(vocoder, mel_cfg)
-    fade = f"_fade{cfg_fade:g}" if cfg_fade else ''  # constant guidance: no suffix, as before
-    run = os.path.join(out_dir, f"eval_{split}_s{cfg:g}{fade}_n{steps}_T{choice_temperature:g}_t{temperature:g}"
+    run = os.path.join(out_dir, f"eval_{split}_{settings_tag(s)}_T{choice_temperature:g}_t{s['temperature']:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
                                 + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
     for sub in (*TASKS, 'roundtrip'):
@@ -791,8 +812,11 @@ def main():
     runner = Tasks(net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, model.config.audio_grid_w)
     # ---- generate what is missing, one file per item
     with torch.no_grad():
-        speed = {f'{t}_items_per_min': generate_missing(runner.done_marker(t), getattr(runner, t), t)
-                 for t in TASKS if t in todo}
+        speed = {}
+        for t in TASKS:
+            if t in todo:
+                made, speed[f'{t}_items_per_min'] = generate_missing(runner.done_marker(t), getattr(runner, t), t)
+                speed[f'{t}_model_s_per_item'] = model_seconds_per_item(run, t, made)
         labelled = bool(meta.get('classes')) and all(l is not None for l in labels)
         probes = load_probes(root, len(meta['classes'])) if labelled else None
         if probes:
@@ -814,6 +838,8 @@ def main():
     if 'i2a' in todo:
         with torch.no_grad():
             metrics.update(network_metrics(runner.paths('i2a', '.wav'), real_wav))
+    LAST_SPEED.clear()
+    LAST_SPEED.update(speed)
     write_report(run, root, len(ids), precision, metrics, speed,
                  [*runner.columns, runner.n_cols] if 'inpaint' in todo else None)
     # ---- the page to look and listen: each item's verdicts beside the metrics, then report.py
@@ -861,9 +887,54 @@ def choose_sampling_on_val():
     print(f'wrote {path}: sample.py and evaluate.py sample with it where no flag is given')
 
 
+TABLE_REUSE = 4  # steps_table's reuse row: the unconditional pass every 4th step (fixed here)
+
+
+def accuracy_pair(metrics):
+    """(image->audio, audio->image) accuracy: the toy's analytic probes, else the lower of the two judges."""
+    for suffix in ('_probe_acc', '_acc_lower', '_acc'):
+        if f'i2a{suffix}' in metrics and f'a2i{suffix}' in metrics:
+            return metrics[f'i2a{suffix}'], metrics[f'a2i{suffix}']
+    raise ValueError(f'{out_dir}: no class accuracy to tabulate (the dataset has no labels)')
+
+
+def steps_vs_accuracy():
+    """--steps_table=4,8,...: image->audio and audio->image accuracy and the model's seconds per sample
+    at each N, for the paper's loop without guidance and with the checkpoint's (or the flags'), and
+    with the unconditional pass reused (uncond_every = TABLE_REUSE), each over
+    sampling_seeds seeds; a markdown table in out_dir/steps_table.md. Every setting is an ordinary
+    evaluation in its own folder, so an interrupted table resumes."""
+    global steps, uncond_every, cfg, seed, tasks
+    counts = [int(n) for n in steps_table.split(',')]
+    first_seed, guided_cfg, tasks, rows = seed, cfg, 'i2a,a2i', []
+    for guided, uncond_every in ((False, 1), (True, 1), (True, TABLE_REUSE)):
+        for steps in counts:  # the globals main() reads
+            runs = []
+            for seed in range(first_seed, first_seed + sampling_seeds):
+                cfg = guided_cfg if guided else 1.0
+                metrics = main()
+                per_sample = (LAST_SPEED['i2a_model_s_per_item'] + LAST_SPEED['a2i_model_s_per_item']) / 2
+                runs.append((*accuracy_pair(metrics), per_sample, SETTINGS['cfg']))
+            forwards = forwards_per_sample(steps, SETTINGS['cfg'] != 1, uncond_every)
+            rows.append((f'unconditional pass every {uncond_every}' if uncond_every > 1 else "the paper's", steps,
+                         forwards, np.array(runs)))
+    seed = first_seed
+    lines = ['| guidance | loop | N | forwards per sample | image->audio | audio->image | s per sample (model) |',
+             '|---|---|---|---|---|---|---|']
+    for loop, n, forwards, runs in rows:
+        mean, spread = runs.mean(0), runs.max(0) - runs.min(0)
+        lines.append(f"| s = {runs[0, 3]:g} | {loop} | {n} | {forwards} | {mean[0]:.3f} ± {spread[0] / 2:.3f} | "
+                     f"{mean[1]:.3f} ± {spread[1] / 2:.3f} | {mean[2]:.4f} |")
+    text = '\n'.join(lines) + (f'\n\n{split} split, {max_items or "all"} items, {sampling_seeds} sampling seeds from '
+                              f'{first_seed} (mean ± half the range), temperature {SETTINGS["temperature"]:g}, cfg_fade '
+                              f'{SETTINGS["cfg_fade"]:g}\n')
+    save_text(os.path.join(out_dir, 'steps_table.md'), text)
+    print(text)
+
+
 if __name__ == '__main__':
     exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())  # overrides
     try:
-        choose_sampling_on_val() if choose_sampling else main()
+        steps_vs_accuracy() if steps_table else choose_sampling_on_val() if choose_sampling else main()
     except (ValueError, FileNotFoundError) as e:
         exit_with_error(e)

@@ -384,11 +384,21 @@ def guided_logits(model, audio, image, condition=None, guidance_scale=1.0):
     scale per sample (guidance_at)."""
     if condition is None or (not torch.is_tensor(guidance_scale) and guidance_scale == 1.0):
         return model_logits(model, audio, image)
+    return combine_guidance(*both_passes(model, audio, image, condition), guidance_scale)
+
+
+def both_passes(model, audio, image, condition):
+    """(conditional logits, unconditional logits), each a tuple over modalities, as one batch."""
     null_audio, null_image = remove_condition(audio, image, condition, model.config)
     logits = model_logits(model, torch.cat([audio, null_audio]), torch.cat([image, null_image]))
     B = audio.size(0)
-    s = guidance_scale.view(B, 1, 1) if torch.is_tensor(guidance_scale) else guidance_scale
-    return tuple(s * lg[:B].float() + (1 - s) * lg[B:].float() for lg in logits)
+    return tuple(lg[:B] for lg in logits), tuple(lg[B:] for lg in logits)
+
+
+def combine_guidance(conditional, unconditional, guidance_scale):
+    """s * conditional + (1 - s) * unconditional per modality, in float32; s a number or (B,)."""
+    s = guidance_scale.view(-1, 1, 1) if torch.is_tensor(guidance_scale) else guidance_scale
+    return tuple(s * c.float() + (1 - s) * u.float() for c, u in zip(conditional, unconditional))
 
 
 def sample_ids(log_probs, temperature, generator=None):
@@ -423,12 +433,14 @@ def unmask_step(ids, logits, mask_id, n_unknown0, step, num_iter, temperature, c
 
 @torch.no_grad()
 def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperature=9.0,
-             guidance_scale=3.0, condition=None, generator=None, progress=False, guidance_fade=0.0):
+             guidance_scale=3.0, condition=None, generator=None, progress=False, guidance_fade=0.0,
+             uncond_every=1):
     """Fill every [MASK] of audio (B, La) and image (B, Lv) in num_iter steps (paper defaults:
     N 30, T 9, s 3, guidance constant: fade 0). Given ids are never changed. condition: the
     modality guidance removes ('image' for image->audio, 'audio' for audio->image, None for
     co-generation: no guidance). Each modality keeps its own per-sample schedule. Returns
-    (audio, image) ids, no [MASK] left."""
+    (audio, image) ids, no [MASK] left. Extension (docs/sampling.md), off by default: uncond_every
+    k > 1 runs guidance's unconditional pass every k-th step and reuses its logits between."""
     cfg = model.config
     ids = {'audio': audio.clone(), 'image': image.clone()}
     n_unknown0 = {m: (ids[m] == cfg.mask_id(m)).sum(dim=1) for m in MODALITIES}  # (B,) each
@@ -441,12 +453,18 @@ def generate(model, audio, image, num_iter=30, temperature=1.0, choice_temperatu
         from tqdm import tqdm
         steps = tqdm(steps, desc='unmasking', leave=False)
     target = {'image': 'audio', 'audio': 'image'}.get(condition)
+    reused = None  # extension: the unconditional logits of the last step that ran that pass
     for step in steps:
         scale = guidance_scale
         if target is not None and guidance_fade:  # extension (docs/guidance.md): guidance fades as the target fills
             share_masked = (ids[target] == cfg.mask_id(target)).sum(dim=1) / n_unknown0[target].clamp_min(1)
             scale = guidance_at(guidance_scale, share_masked, guidance_fade)
-        logits = dict(zip(MODALITIES, guided_logits(model, ids['audio'], ids['image'], condition, scale)))
+        if uncond_every > 1 and target is not None:  # extension (docs/sampling.md)
+            logits, reused = guided_logits_reusing(model, ids['audio'], ids['image'], condition, scale,
+                                                   reused if step % uncond_every else None)
+        else:
+            logits = guided_logits(model, ids['audio'], ids['image'], condition, scale)
+        logits = dict(zip(MODALITIES, logits))
         for m in todo:
             if allowed[m] is not None:  # extension (docs/units.md): global ids first, grid ids after
                 logits[m] = logits[m].float().masked_fill(~allowed[m], float('-inf'))
@@ -643,3 +661,22 @@ def guidance_at(guidance_scale, share_masked, fade):
     if fade == 0 or guidance_scale == 1.0:
         return guidance_scale
     return 1.0 + (guidance_scale - 1.0) * share_masked.float().pow(fade)
+
+
+def forwards_per_sample(num_iter, guided, uncond_every=1, **_):
+    """Sequences one sample sends through the model in generate: one a step, plus guidance's
+    unconditional pass on the steps that run it (every step in the paper's loop)."""
+    return num_iter + (-(-num_iter // uncond_every) if guided else 0)
+
+
+def guided_logits_reusing(model, audio, image, condition, guidance_scale, unconditional=None):
+    """uncond_every (docs/sampling.md): guided logits from this step's conditional pass and the given
+    unconditional logits of an earlier step; None runs both passes (exactly guided_logits). Returns
+    (guided logits, the unconditional logits used)."""
+    if not torch.is_tensor(guidance_scale) and guidance_scale == 1.0:  # no guidance: no unconditional pass
+        return model_logits(model, audio, image), unconditional
+    if unconditional is None:
+        conditional, unconditional = both_passes(model, audio, image, condition)
+    else:
+        conditional = model_logits(model, audio, image)
+    return combine_guidance(conditional, unconditional, guidance_scale), unconditional

@@ -9,8 +9,9 @@ $ python sample.py --audio x.wav --image y.jpg --inpaint 3.0:5.5   # -> x_inpain
 $ python sample.py --audio x.wav --image y.jpg --duration 30       # -> x_continued.wav: x.wav, continued
 The checkpoint is out/ckpt.pt (--out_dir), else the one trained out*/ckpt.pt here or in the repo. Files
 go to the current directory (--output); an existing one is replaced only with --overwrite, an input never.
---temperature, --cfg and --cfg_fade default to the checkpoint's sampling settings (its config's
-sample_temperature, sample_cfg, sample_cfg_fade), else the paper's; what is used, and from where, is printed.
+--steps, --temperature, --cfg, --cfg_fade and --uncond_every default to the checkpoint's sampling
+settings (its config's sample_steps, sample_temperature, ...), else the paper's; what is used, and from where,
+is printed.
 """
 import glob, json, math, os, subprocess, sys
 from pathlib import Path
@@ -37,12 +38,14 @@ p.add_argument('--output', default='.', help='directory the files are written to
 p.add_argument('--overwrite', action='store_true', help='replace existing output files (inputs are never replaced)')
 p.add_argument('--num_samples', type=int, default=1, help='samples per input (pairs for --cogen)')
 p.add_argument('--seed', type=int, default=1337)
-p.add_argument('--steps', type=int, default=30, help='decoding iterations N (paper: 30)')
+p.add_argument('--steps', type=int, help='decoding iterations N (default: the checkpoint\'s, else the paper\'s 30)')
 p.add_argument('--temperature', type=float, help='sampling temperature (default: the checkpoint\'s, else the paper\'s 1)')
 p.add_argument('--cfg', type=float, help='guidance scale s (default: the checkpoint\'s, else the paper\'s 3; 1 = none)')
 p.add_argument('--cfg_fade', type=float, help='guidance fades as the target fills: s_t = 1 + (s - 1) * share '
                'still masked ** cfg_fade (default: the checkpoint\'s, else the paper\'s 0, constant)')
 p.add_argument('--choice_temperature', type=float, default=9.0, help='Gumbel noise T on confidences (paper: 9)')
+p.add_argument('--uncond_every', type=int, help='run guidance\'s unconditional pass every k-th step and reuse it '
+               'between (default: the checkpoint\'s, else 1: every step, the paper\'s; docs/sampling.md)')
 p.add_argument('--vocoder', default='griffinlim', help='griffinlim, or a MelGAN / HiFi-GAN generator file')
 p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
 p.add_argument('--dtype', default='auto', help='float32, bfloat16, float16, or auto: bf16 on GPUs that have it '
@@ -52,9 +55,10 @@ p.add_argument('--video', action='store_true', help='also write NAME.mp4, the st
 MAX_SECONDS = 600  # --duration cap (fixed here): 10 minutes of sound is already ~120 windows of the paper's model
 # the ranges of every number sample.py and evaluate.py take (temperature 0: argmax; cfg 0: the unconditional pass)
 LIMITS = dict(cfg=(0, math.inf), cfg_fade=(0, math.inf), temperature=(0, math.inf), choice_temperature=(0, math.inf),
-              steps=(1, math.inf), seed=(0, 2 ** 63 - 1), num_samples=(1, math.inf), max_items=(0, math.inf),
+              steps=(1, math.inf), uncond_every=(1, math.inf), seed=(0, 2 ** 63 - 1), num_samples=(1, math.inf), max_items=(0, math.inf),
               batch_size=(1, math.inf), inpaint_fraction=(0, 1))
-SAMPLING = {'temperature': 1.0, 'cfg': 3.0, 'cfg_fade': 0.0}  # the paper's (SPEC 3), where neither flag nor checkpoint says
+# the paper's sampling (SPEC 3), where neither a flag nor the checkpoint says
+SAMPLING = {'steps': 30, 'temperature': 1.0, 'cfg': 3.0, 'cfg_fade': 0.0, 'uncond_every': 1}
 TMP = '.sample-{pid}-{name}'  # this run's temporary files in the output folder (a dead run's are removed)
 
 @torch.no_grad()
@@ -152,8 +156,7 @@ def time_range(args, clip_s):
 def run_task(args, sampling, net, image_ids, audio_ids, audio_grid, clip_s, gap):
     """One call into model.py per task (they differ only in which tokens start as [MASK]) -> (audio, image) ids or None."""
     h, w = audio_grid
-    kw = dict(num_iter=args.steps, temperature=sampling['temperature'], choice_temperature=args.choice_temperature,
-              guidance_scale=sampling['cfg'], guidance_fade=sampling['cfg_fade'],
+    kw = dict(generation_settings(sampling), choice_temperature=args.choice_temperature,
               generator=torch.Generator(args.device).manual_seed(args.seed), progress=True)
     if args.inpaint:  # seconds -> token columns, one more each side: boundary tokens carry the gap
         c0, c1 = time_range_to_columns(*gap, clip_s / w, w, margin=1)
@@ -180,7 +183,7 @@ def check_numbers(values):
 CHOSEN = 'sampling.json'  # beside ckpt.pt: the sampling settings evaluate.py --choose_sampling chose on val
 
 def sampling_settings(given, checkpoint, ckpt_path):
-    """{'temperature', 'cfg', 'cfg_fade'}: each from its flag when given, else as chosen on val for this
+    """SAMPLING's settings (steps, temperature, ...): each from its flag when given, else as chosen on val for this
     checkpoint (CHOSEN beside it), else from its training config (sample_<name>: config/pairs.py sets
     the recipe's), else the paper's; checked. Returns (settings, a line saying each and where it came from)."""
     chosen_path = os.path.join(os.path.dirname(ckpt_path), CHOSEN)
@@ -200,7 +203,12 @@ def sampling_settings(given, checkpoint, ckpt_path):
                 break
         said.append(f'{name} {settings[name]:g} ({source})')
     check_numbers(settings)
-    return {k: float(v) for k, v in settings.items()}, 'sampling: ' + ', '.join(said)
+    return {k: type(SAMPLING[k])(v) for k, v in settings.items()}, 'sampling: ' + ', '.join(said)
+
+def generation_settings(sampling):
+    """sampling_settings' result as model.generate's keyword arguments."""
+    return dict(num_iter=sampling['steps'], temperature=sampling['temperature'], guidance_scale=sampling['cfg'],
+                guidance_fade=sampling['cfg_fade'], uncond_every=sampling['uncond_every'])
 
 def time_range_to_columns(start_s, end_s, seconds_per_column, grid_w, margin=1):
     """Audio token columns [first, last) covering a time range, widened by `margin` columns on each

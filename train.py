@@ -75,6 +75,8 @@ embedding_init = 'random'  # 'codes': token embeddings start from the tokenizers
 global_broadcast = False  # True: a known global id is added to every position of its modality
 global_loss_weight = 1.0  # the loss weight of a masked global token
 # sampling settings stored with the checkpoint: sample.py and evaluate.py use them when not given flags
+sample_steps = 30  # paper: N = 30 unmasking steps
+sample_uncond_every = 1  # paper: guidance's unconditional pass at every step (docs/sampling.md)
 sample_temperature = 1.0  # paper: ids sampled at temperature 1
 sample_cfg = 3.0  # paper: guidance scale s = 3
 sample_cfg_fade = 0.0  # paper: 0, constant guidance (docs/guidance.md)

@@ -33,6 +33,11 @@ def test_overrides_keep_types(monkeypatch):
     assert cfg['dataset'] == 'random' and cfg['init_from'] == 'resume'
 
 
+def test_a_bool_key_alone_means_true(monkeypatch):
+    scope_default = configure([], monkeypatch)['compile']
+    assert scope_default is True and configure(['--compile=False', '--compile'], monkeypatch)['compile'] is True
+
+
 def test_int_accepted_for_float(monkeypatch):
     cfg = configure(['--learning_rate=1'], monkeypatch)
     assert cfg['learning_rate'] == 1.0 and type(cfg['learning_rate']) is float

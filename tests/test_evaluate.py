@@ -69,6 +69,8 @@ def test_evaluate_writes_table_and_json(env):
     again = json.loads((run_dir / 'metrics.json').read_text())
     assert os.stat(run_dir / 'i2a' / 'test00000.wav').st_mtime_ns == stamp
     assert again['metrics'] == pytest.approx(m) and again['throughput']['i2a_items_per_min'] is None
+    # the model's seconds per item are kept across the resumed run
+    assert again['throughput']['i2a_model_s_per_item'] == report['throughput']['i2a_model_s_per_item'] > 0
 
 
 def configure(env, **kw):  # evaluate.py's config globals, as the configurator would set them
@@ -142,9 +144,10 @@ def test_the_recipes_sampling_settings_travel_with_its_checkpoint(env, tmp_path,
     torch.save(ckpt, out / 'ckpt.pt')
     configure(env, out_dir=str(out), tasks='a2i', cfg=None, cfg_fade=None, temperature=None)
     evaluate.main()
-    assert 'sampling: temperature 0.1 (checkpoint), cfg 3 (checkpoint), cfg_fade 8 (checkpoint)' in capsys.readouterr().out
+    assert ('sampling: steps 3 (flag), temperature 0.1 (checkpoint), cfg 3 (checkpoint), cfg_fade 8 (checkpoint), '
+            'uncond_every 4 (checkpoint)') in capsys.readouterr().out
     [run] = [p for p in out.iterdir() if p.name.startswith('eval_')]
-    assert run.name.startswith('eval_test_s3_fade8_n3_T9_t0.1_')
+    assert run.name.startswith('eval_test_s3_fade8_n3_u4_T9_t0.1_')
     settings = json.loads((run / 'metrics.json').read_text())['settings']
     assert (settings['temperature'], settings['cfg'], settings['cfg_fade']) == (0.1, 3.0, 8.0)
     configure(env, out_dir=str(out), tasks='a2i', cfg=1.0, cfg_fade=None, temperature=None)
@@ -175,7 +178,7 @@ def test_sampling_is_chosen_on_val_and_kept_beside_the_checkpoint(env, tmp_path,
     configure(env, out_dir=str(out), split='test', cfg=None, cfg_fade=None, temperature=None, tasks='a2i')
     capsys.readouterr()
     evaluate.main()
-    assert 'sampling: temperature 0 (chosen on val), cfg 3 (chosen on val), cfg_fade 8 (chosen on val)' in capsys.readouterr().out
+    assert 'temperature 0 (chosen on val), cfg 3 (chosen on val), cfg_fade 8 (chosen on val)' in capsys.readouterr().out
     with pytest.raises(ValueError, match='no class accuracy'):  # the real alignment needs labels
         monkeypatch.undo()
         evaluate.alignment({'audio_token_acc': 0.5})
@@ -241,3 +244,32 @@ def test_runs_from_any_directory(env, monkeypatch, tmp_path):
     evaluate.main()
     report = json.loads((repo / 'out' / RUN / 'metrics.json').read_text())
     assert report['data_dir'] == str(repo / 'data' / 'toy') and report['n_items'] == N
+
+
+def test_steps_table_evaluates_every_loop_at_every_n_over_sampling_seeds(env, tmp_path):
+    """--steps_table: the paper's loop without and with guidance and the reuse of the unconditional
+    pass, at each N, each an ordinary evaluation over sampling_seeds seeds; one markdown table."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    shutil.copy(env / 'out' / 'ckpt.pt', out / 'ckpt.pt')
+    configure(env, out_dir=str(out), max_items=4, steps_table='2,3', sampling_seeds=2, seed=5, cfg=None)
+    try:
+        evaluate.steps_vs_accuracy()
+    finally:
+        configure(env, steps_table='', seed=1337, cfg=None, uncond_every=None, steps=3)
+    runs = sorted(p.name.split('_T9')[0] + p.name.split('_t1')[1].split('_griffinlim')[0]
+                  for p in out.iterdir() if p.name.startswith('eval_'))
+    assert runs == sorted(f'eval_test_{s}_n{n}{u}_seed{seed}' for s, u in (('s1', ''), ('s3', ''), ('s3', '_u4'))
+                          for n in (2, 3) for seed in (5, 6))
+    lines = (out / 'steps_table.md').read_text().splitlines()
+    rows = [line.split('|')[1:-1] for line in lines[2:8]]
+    assert [(r[0].strip(), r[2].strip()) for r in rows] == [('s = 1', '2'), ('s = 1', '3'), ('s = 3', '2'),
+                                                            ('s = 3', '3'), ('s = 3', '2'), ('s = 3', '3')]
+    assert 'unconditional pass every 4' in rows[4][1] and "the paper's" in rows[0][1]
+    assert [int(r[3]) for r in rows] == [2, 3, 4, 6, 3, 4]  # N, 2N, N + ceil(N / 4)
+    for r in rows:
+        for cell in r[4:6]:  # mean ± half the range of the two seeds, accuracies
+            mean, spread = (float(x) for x in cell.split('±'))
+            assert 0 <= mean <= 1 and 0 <= spread <= 0.5
+        assert float(r[6]) > 0  # the model's seconds per sample
+    assert '4 items, 2 sampling seeds from 5' in lines[-1]

@@ -210,3 +210,97 @@ def test_trained_tiny_model_generates_the_paired_sound():
     predicted = (out.unsqueeze(1) == patterns.unsqueeze(0)).sum(-1).argmax(1)
     accuracy = (predicted == cls).float().mean().item()
     assert accuracy > 0.9, accuracy  # chance is 0.25
+
+
+def sharp_model(**overrides):
+    """The tiny model with weights large enough that its logits are far from uniform, so a changed
+    loop shows in the tokens, not only in the random numbers it draws."""
+    model = tiny_model(**overrides).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def test_the_papers_loop_makes_the_same_tokens_as_before_the_fast_sampler():
+    """Golden tokens recorded with the loop before uncond_every existed (same model, seed, settings)."""
+    model = sharp_model()
+    audio, image = random_batch(model.config, B=3)
+    g = lambda: torch.Generator().manual_seed(11)
+    assert image_to_audio(model, image, num_iter=5, generator=g()).tolist() == [
+        [2, 0, 2, 6, 5, 5, 6, 5, 2, 2], [0, 0, 5, 0, 3, 6, 6, 5, 2, 2], [2, 2, 5, 5, 6, 6, 6, 2, 3, 2]]
+    assert audio_to_image(model, audio, num_iter=5, guidance_fade=2.0, temperature=0.5, generator=g()).tolist() == [
+        [4, 10, 10, 10, 10, 10, 10, 4, 2], [10, 10, 4, 10, 10, 0, 10, 10, 3], [4, 4, 4, 10, 10, 10, 4, 10, 4]]
+    assert inpaint_audio(model, audio, image, 1, 3, num_iter=4, generator=g()).tolist() == [
+        [4, 6, 4, 2, 1, 2, 6, 5, 4, 5], [2, 2, 6, 5, 2, 4, 6, 5, 4, 2], [6, 4, 5, 2, 4, 4, 2, 5, 1, 4]]
+    a, v = cogenerate(model, 2, num_iter=4, generator=g())
+    assert a.tolist() == [[6, 6, 6, 2, 2, 5, 5, 5, 2, 5], [6, 5, 2, 6, 0, 0, 5, 6, 5, 2]]
+    assert v.tolist() == [[0, 7, 4, 10, 4, 10, 0, 9, 6], [4, 3, 3, 4, 7, 3, 9, 1, 10]]
+    # uncond_every = 1 is that loop
+    again = image_to_audio(model, image, num_iter=5, uncond_every=1, generator=g())
+    assert torch.equal(again, image_to_audio(model, image, num_iter=5, generator=g()))
+
+
+class CountingModel(RecordingModel):
+    """Also records each forward's batch size (2B: the guided step's two passes; B: one)."""
+
+    def forward(self, audio, image):
+        self.calls.append(len(audio))
+        return self.model(audio, image)
+
+
+@pytest.mark.parametrize('every', [2, 3])
+def test_the_unconditional_pass_runs_every_kth_step_and_is_reused_between(every):
+    model = sharp_model()
+    cfg = model.config
+    counting = CountingModel(model)
+    _, image = random_batch(cfg, B=3)
+    N = 7
+    image_to_audio(counting, image, num_iter=N, uncond_every=every, generator=torch.Generator().manual_seed(0))
+    assert counting.calls == [6 if step % every == 0 else 3 for step in range(N)]
+    # without guidance, one pass a step whatever uncond_every says
+    counting.calls = []
+    image_to_audio(counting, image, num_iter=N, uncond_every=every, guidance_scale=1.0)
+    assert counting.calls == [3] * N
+
+
+def test_reused_logits_are_the_full_guided_logits_where_the_pass_runs_and_the_stale_ones_between():
+    model = sharp_model()
+    cfg = model.config
+    audio, image = random_batch(cfg, B=2)
+    audio = audio.masked_fill(torch.arange(cfg.audio_len) % 2 == 0, cfg.audio_mask_id)
+    full = guided_logits(model, audio, image, 'image', 3.0)
+    fresh, uncond = model_module.guided_logits_reusing(model, audio, image, 'image', 3.0)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fresh, full))
+    # a later step: the conditional pass is new, the unconditional one is the earlier step's
+    later = audio.clone()
+    later[:, 0] = 1
+    stale, kept = model_module.guided_logits_reusing(model, later, image, 'image', 3.0, uncond)
+    assert kept is uncond
+    cond = model(later, image)[0]
+    assert all(torch.allclose(s, 3 * c - 2 * u, atol=1e-5) for s, c, u in zip(stale, cond, uncond))
+
+
+def test_the_fast_sampler_fills_everything_keeps_given_tokens_and_respects_counts_and_gaps():
+    model = RecordingModel(sharp_model())
+    cfg = model.config
+    audio, image = random_batch(cfg, B=3)
+    audio_in = audio.clone()
+    audio_in[0, :] = cfg.audio_mask_id  # every sample its own gap (inpainting)
+    audio_in[1, :4] = cfg.audio_mask_id
+    audio_in[2, 6:] = cfg.audio_mask_id
+    N = 6
+    out_a, out_v = generate(model, audio_in, image, num_iter=N, condition='image', uncond_every=3,
+                            generator=torch.Generator().manual_seed(0))
+    known = audio_in != cfg.audio_mask_id
+    assert torch.equal(out_a[known], audio[known]) and torch.equal(out_v, image)
+    assert (out_a != cfg.audio_mask_id).all()
+    masked = [c[0][:3] for c in model.calls]  # each step's conditional rows (a guided step's first B of 2B)
+    assert [len(c[0]) for c in model.calls] == [6, 3, 3, 6, 3, 3]  # the unconditional pass at steps 0 and 3
+    n0 = torch.tensor([10, 4, 4])
+    assert torch.equal(masked[0], n0)
+    for step in range(1, N):  # the cosine schedule's counts, per sample, as in the paper's loop
+        expected = torch.floor(n0 * math.cos(math.pi / 2 * step / N)).long()
+        expected = torch.maximum(torch.minimum(expected, masked[step - 1] - 1), torch.ones_like(expected))
+        assert torch.equal(masked[step], expected), (step, masked[step], expected)
