@@ -145,9 +145,9 @@ def test_the_recipes_sampling_settings_travel_with_its_checkpoint(env, tmp_path,
     configure(env, out_dir=str(out), tasks='a2i', cfg=None, cfg_fade=None, temperature=None)
     evaluate.main()
     assert ('sampling: steps 3 (flag), temperature 0.1 (checkpoint), cfg 3 (checkpoint), cfg_fade 8 (checkpoint), '
-            'uncond_every 4 (checkpoint)') in capsys.readouterr().out
+            'uncond_every 2 (checkpoint)') in capsys.readouterr().out
     [run] = [p for p in out.iterdir() if p.name.startswith('eval_')]
-    assert run.name.startswith('eval_test_s3_fade8_n3_u4_T9_t0.1_')
+    assert run.name.startswith('eval_test_s3_fade8_n3_u2_T9_t0.1_')
     settings = json.loads((run / 'metrics.json').read_text())['settings']
     assert (settings['temperature'], settings['cfg'], settings['cfg_fade']) == (0.1, 3.0, 8.0)
     configure(env, out_dir=str(out), tasks='a2i', cfg=1.0, cfg_fade=None, temperature=None)
