@@ -430,6 +430,7 @@ compile = False  # torch.compile the model for the unmasking loop
 choose_sampling = False  # True: try SAMPLING_GRID on --split=val and keep the best beside the checkpoint (sample.CHOSEN)
 steps_table = ''  # e.g. '4,8,12,16,30': image->audio and audio->image at each N, per order, with and without guidance
 sampling_seeds = 3  # steps_table: sampling seeds per setting (seed, seed + 1, ...), mean and spread
+ceilings = True  # the probes' ceilings too (real test items, tokenizer round trips); steps_table skips them
 SETTINGS = {}  # the sampling settings in use (sample.SAMPLING's names): flag, chosen on val, checkpoint or paper
 SECONDS = {}  # task -> part (model, decode, vocoder, write, score) -> seconds: where the time goes
 LAST_SPEED = {}  # the last evaluation's throughput: task_items_per_min and task_model_s_per_item
@@ -731,7 +732,8 @@ def score_probes(probes, judge, runner, real_wav, real_png, labels, todo, mel_cf
     metrics = {'probe_audio_acc_real': float((hear(real_wav) == y).mean()),
                'probe_image_acc_real': float((see(real_png) == y).mean()),
                'probe_audio_acc_roundtrip': float((hear(runner.paths('roundtrip', '.wav')) == y).mean()),
-               'probe_image_acc_roundtrip': float((see(runner.paths('roundtrip', '.png')) == y).mean())}
+               'probe_image_acc_roundtrip': float((see(runner.paths('roundtrip', '.png')) == y).mean())} \
+        if ceilings else {}
     return metrics | task_accuracies(hear, see, y, y, runner, todo, tag='', judge=judge)
 
 
@@ -819,7 +821,7 @@ def main():
                 speed[f'{t}_model_s_per_item'] = model_seconds_per_item(run, t, made)
         labelled = bool(meta.get('classes')) and all(l is not None for l in labels)
         probes = load_probes(root, len(meta['classes'])) if labelled else None
-        if probes:
+        if probes and ceilings:
             generate_missing(runner.done_marker('roundtrip'), runner.roundtrip, 'round trips')
         majority = majority_codes(*(np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r') for m in MODALITIES))
         metrics = token_metrics(model, audio, image, majority)
@@ -887,7 +889,7 @@ def choose_sampling_on_val():
     print(f'wrote {path}: sample.py and evaluate.py sample with it where no flag is given')
 
 
-TABLE_REUSE = 4  # steps_table's reuse row: the unconditional pass every 4th step (fixed here)
+TABLE_REUSE = 4  # steps_table's reuse row without --uncond_every: the unconditional pass every 4th step
 
 
 def accuracy_pair(metrics):
@@ -901,13 +903,15 @@ def accuracy_pair(metrics):
 def steps_vs_accuracy():
     """--steps_table=4,8,...: image->audio and audio->image accuracy and the model's seconds per sample
     at each N, for the paper's loop without guidance and with the checkpoint's (or the flags'), and
-    with the unconditional pass reused (uncond_every = TABLE_REUSE), each over
-    sampling_seeds seeds; a markdown table in out_dir/steps_table.md. Every setting is an ordinary
-    evaluation in its own folder, so an interrupted table resumes."""
-    global steps, uncond_every, cfg, seed, tasks
+    with the unconditional pass reused (every --uncond_every-th step, else every TABLE_REUSE-th), each
+    over sampling_seeds seeds; a markdown table in out_dir/steps_table.md. Every setting is an ordinary
+    evaluation in its own folder, so an interrupted table resumes; the ceilings, the same for every
+    setting, are left to a plain evaluation."""
+    global steps, uncond_every, cfg, seed, tasks, ceilings
     counts = [int(n) for n in steps_table.split(',')]
-    first_seed, guided_cfg, tasks, rows = seed, cfg, 'i2a,a2i', []
-    for guided, uncond_every in ((False, 1), (True, 1), (True, TABLE_REUSE)):
+    first_seed, guided_cfg, tasks, rows, ceilings = seed, cfg, 'i2a,a2i', [], False
+    reuse = uncond_every if uncond_every and uncond_every > 1 else TABLE_REUSE
+    for guided, uncond_every in ((False, 1), (True, 1), (True, reuse)):
         for steps in counts:  # the globals main() reads
             runs = []
             for seed in range(first_seed, first_seed + sampling_seeds):

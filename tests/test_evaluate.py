@@ -256,7 +256,7 @@ def test_steps_table_evaluates_every_loop_at_every_n_over_sampling_seeds(env, tm
     try:
         evaluate.steps_vs_accuracy()
     finally:
-        configure(env, steps_table='', seed=1337, cfg=None, uncond_every=None, steps=3)
+        configure(env, steps_table='', seed=1337, cfg=None, uncond_every=None, steps=3, ceilings=True)
     runs = sorted(p.name.split('_T9')[0] + p.name.split('_t1')[1].split('_griffinlim')[0]
                   for p in out.iterdir() if p.name.startswith('eval_'))
     assert runs == sorted(f'eval_test_{s}_n{n}{u}_seed{seed}' for s, u in (('s1', ''), ('s3', ''), ('s3', '_u4'))
@@ -273,3 +273,6 @@ def test_steps_table_evaluates_every_loop_at_every_n_over_sampling_seeds(env, tm
             assert 0 <= mean <= 1 and 0 <= spread <= 0.5
         assert float(r[6]) > 0  # the model's seconds per sample
     assert '4 items, 2 sampling seeds from 5' in lines[-1]
+    for folder in out.glob('eval_*'):  # the ceilings are the same for every setting: left out
+        assert not list((folder / 'roundtrip').iterdir())
+        assert 'probe_audio_acc_roundtrip' not in json.loads((folder / 'metrics.json').read_text())['metrics']
