@@ -350,15 +350,17 @@ def gradient_histograms(images, cells=4, bins=9):
     return (hist / (hist.norm(dim=2, keepdim=True) + 1e-6)).flatten(1)
 
 
+PROBE_FEATURES = {'audio': mfcc_stats, 'image': gradient_histograms}
+
+
 class FeatureProbe:
-    """Logistic regression on standardised hand-made features (mfcc_stats or gradient_histograms),
-    fitted by L-BFGS with an L2 penalty: deterministic, seconds on a CPU. Called on probe inputs
-    (data.py's format) -> class ids."""
-    FEATURES = {'audio': mfcc_stats, 'image': gradient_histograms}
+    """Logistic regression on standardised hand-made features (features(x) -> (N, D), e.g.
+    PROBE_FEATURES), fitted by L-BFGS with an L2 penalty: deterministic, seconds on a CPU. Called on
+    inputs of x's kind -> class ids."""
 
     @torch.enable_grad()  # callers may run under no_grad
-    def __init__(self, x, y, n_classes, kind, l2=1e-3, iters=300):
-        self.features = self.FEATURES[kind]
+    def __init__(self, x, y, n_classes, features, l2=1e-3, iters=300):
+        self.features = features
         f = self.features(x).double()
         self.mean, self.std = f.mean(0), f.std(0) + 1e-6
         z = (f - self.mean) / self.std
@@ -381,8 +383,72 @@ class FeatureProbe:
 def load_feature_probes(root, n_classes):
     """{'audio': FeatureProbe, 'image': FeatureProbe} fitted on root's probe set (the CNN probes' own)."""
     labels = torch.from_numpy(np.load(os.path.join(root, 'probe_labels.npy')).astype(np.int64))
-    return {kind: FeatureProbe(np.load(os.path.join(root, name)), labels, n_classes, kind)
+    return {kind: FeatureProbe(np.load(os.path.join(root, name)), labels, n_classes, PROBE_FEATURES[kind])
             for kind, name in (('audio', 'probe_mel.npy'), ('image', 'probe_image.npy'))}
+
+
+# -----------------------------------------------------------------------------
+# fidelity (fixed here): a classifier two-sample test (Lopez-Paz and Oquab, ICLR 2017). Logistic regression on
+# hand-made statistics tries to tell generated files from real ones on held-out folds: 0.5 = it cannot, 1 =
+# always. It needs no learned network and no labels, and a blurred average is told apart whatever its class.
+
+def band_statistics(mels):
+    """Log-mels (N, n_mels, T) in [0, 1] (tokenized_mel) -> (N, 5 * n_mels): per band its mean and
+    spread over time, its mean absolute change along time and along frequency, and its flatness over
+    time (the log of the power's geometric over its arithmetic mean; mel 1 = 100 dB)."""
+    x = torch.as_tensor(np.asarray(mels, np.float32)).double()
+    log_power = x * 10 * math.log(10)
+    flatness = log_power.mean(2) - (torch.logsumexp(log_power, 2) - math.log(x.shape[2]))
+    along_freq = F.pad(x.diff(dim=1).abs(), (0, 0, 0, 1)).mean(2)  # the top band: 0
+    return torch.cat([x.mean(2), x.std(2), x.diff(dim=2).abs().mean(2), along_freq, flatness], 1)
+
+
+def picture_statistics(images):
+    """Pictures (N, S, S, 3) uint8 -> per channel its mean, spread and mean absolute change across
+    and down, then gradient_histograms."""
+    x = torch.as_tensor(np.asarray(images, np.float32)).permute(0, 3, 1, 2).double() / 255  # (N, 3, S, S)
+    colour = [x.mean((2, 3)), x.std((2, 3)), x.diff(dim=3).abs().mean((2, 3)), x.diff(dim=2).abs().mean((2, 3))]
+    return torch.cat([*colour, gradient_histograms(images).double()], 1)
+
+
+def two_sample_accuracy(a, b, folds=5, seed=0, l2=1e-2):
+    """How often logistic regression tells rows of a from rows of b (statistics (N, D)) on held-out
+    folds, the larger set cut to the smaller's size: 0.5 = indistinguishable, 1 = always told apart."""
+    n = min(len(a), len(b))
+    folds = min(folds, n)  # every fold holds one of each at least
+    x, y = torch.cat([a[:n], b[:n]]), torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+    g = torch.Generator().manual_seed(seed)  # each fold holds as many of a as of b: a fit never leans to either
+    fold = torch.cat([torch.randperm(n, generator=g) % folds, torch.randperm(n, generator=g) % folds])
+    hits = sum(int((FeatureProbe(x[fold != k], y[fold != k], 2, torch.as_tensor, l2=l2)(x[fold == k])
+                    == y[fold == k].numpy()).sum()) for k in range(folds))
+    return hits / (2 * n)
+
+
+def fidelity(runner, real_wav, real_png, todo, mel_cfg):
+    """two_sample_accuracy of each task's files: sounds against the vocoder's rendering of the real
+    test mels (so the vocoder's own loss is not the model's), pictures against the real test pictures;
+    the tokenizers' round trips and the vocoder alone (against the real sounds) beside them."""
+    def sounds(paths):
+        return band_statistics(np.stack([tokenized_mel(read_wav(p), mel_cfg) for p in paths]))
+
+    def pictures(paths):
+        return picture_statistics(np.stack([read_png(p) for p in paths]))
+    if len(real_png) < 2:  # one to fit on, one to hold out
+        return {}
+    with timer('reference', 'fidelity'):
+        vocoded, real_pictures = sounds(runner.paths('vocoded', '.wav')), pictures(real_png)
+        out = {'vocoder_audio_two_sample_acc': two_sample_accuracy(sounds(real_wav), vocoded),
+               'roundtrip_audio_two_sample_acc': two_sample_accuracy(sounds(runner.paths('roundtrip', '.wav')), vocoded),
+               'roundtrip_image_two_sample_acc': two_sample_accuracy(pictures(runner.paths('roundtrip', '.png')),
+                                                                     real_pictures)}
+        for task in ('i2a', 'inpaint', 'cogen'):
+            if task in todo:
+                out[f'{task}_audio_two_sample_acc'] = two_sample_accuracy(sounds(runner.paths(task, '.wav')), vocoded)
+        for task in ('a2i', 'cogen'):
+            if task in todo:
+                out[f'{task}_image_two_sample_acc'] = two_sample_accuracy(pictures(runner.paths(task, '.png')),
+                                                                          real_pictures)
+    return out
 
 
 def hash_array(a):
@@ -419,6 +485,7 @@ uncond_every = None  # guidance's unconditional pass every k-th step, reused bet
 seed = 1337
 tasks = 'i2a,a2i,cogen,inpaint'  # image->audio, audio->image, co-generation (CFG does not touch it), audio inpainting
 TASKS = ('i2a', 'a2i', 'cogen', 'inpaint')  # every task, in the order they run
+REFERENCES = ('roundtrip', 'vocoded')  # the real test items through the tokenizers and the vocoder, the vocoder alone
 inpaint_fraction = 0.5  # inpaint: the middle part of each test sound regenerated, guided by its image
 vocoder = 'griffinlim'  # or a MelGAN / HiFi-GAN generator file (tokenizers.load_vocoder)
 panns = ''  # Cnn14_16k_mAP=0.438.pth (panns_rate=16000) or Cnn14_mAP=0.431.pth (32000): FD, IS, KL
@@ -456,7 +523,7 @@ def settings_tag(s):
 
 def task_of(paths):  # scoring time goes to the task whose folder holds the files; real files: 'reference'
     task = os.path.basename(os.path.dirname(paths[0])) if paths else ''
-    return task if task in (*TASKS, 'roundtrip') else 'reference'
+    return task if task in (*TASKS, *REFERENCES) else 'reference'
 
 
 def read_png(path):
@@ -643,12 +710,12 @@ class Tasks:
     item out (model.py for the tokens, the tokenizers and the vocoder for the files). Each batch
     draws from its own seed, so a resumed run makes what an uninterrupted one would have."""
 
-    def __init__(self, net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, n_cols):
+    def __init__(self, net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, real_wav, n_cols):
         self.net, self.ctx, self.toks, self.mel_cfg, self.vocode = net, ctx, toks, mel_cfg, vocode
-        self.audio, self.image = audio, image  # (N, La), (N, Lv) the real test tokens
+        self.audio, self.image, self.real_wav = audio, image, real_wav  # (N, La), (N, Lv) the real test tokens; wavs
         self.kw = dict(generation_settings(SETTINGS), choice_temperature=choice_temperature)
         # each task's files without the extension: .wav for a sound, .png for a picture
-        self.stems = {t: [os.path.join(run, t, name) for name in ids] for t in ('i2a', 'a2i', 'inpaint', 'roundtrip')}
+        self.stems = {t: [os.path.join(run, t, name) for name in ids] for t in ('i2a', 'a2i', 'inpaint', *REFERENCES)}
         self.stems['cogen'] = [os.path.join(run, 'cogen', f'{k:05d}') for k in range(len(ids))]
         # inpaint: seconds a..b in the middle of the clip -> token columns, one more each side (model.py)
         self.n_cols, clip_s = n_cols, mel_cfg.tokenized_seconds
@@ -701,6 +768,12 @@ class Tasks:
         waves = self.decode_audio(self.audio[idx].to(device), 'roundtrip')
         images = self.decode_image(self.image[idx].to(device), 'roundtrip')
         self.write('roundtrip', idx, waves, images)
+
+    def vocoded(self, idx):  # the real test sounds through the vocoder alone: what generated sounds are measured against
+        mels = np.stack([tokenized_mel(read_wav(self.real_wav[i]), self.mel_cfg) for i in idx])
+        with timer('vocoded', 'vocoder'):
+            waves = self.vocode(mels)
+        self.write('vocoded', idx, waves=waves)
 
     def done_marker(self, task):  # the file whose presence says an item is done: the wav where there is one
         return self.paths(task, '.png' if task == 'a2i' else '.wav')
@@ -808,10 +881,12 @@ def main():
     run = os.path.join(out_dir, f"eval_{split}_{settings_tag(s)}_T{choice_temperature:g}_t{s['temperature']:g}"
                                 f"_seed{seed}_{os.path.basename(vocoder).split('.')[0]}"
                                 + ('' if precision == 'float32' else f'_{precision}'))  # float32: no suffix, as before
-    for sub in (*TASKS, 'roundtrip'):
+    for sub in (*TASKS, *REFERENCES):
         os.makedirs(os.path.join(run, sub), exist_ok=True)
     check_results_source(run, os.path.join(out_dir, 'ckpt.pt'), root, toks)
-    runner = Tasks(net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, model.config.audio_grid_w)
+    real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
+    real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
+    runner = Tasks(net, ctx, toks, mel_cfg, vocode, run, ids, audio, image, real_wav, model.config.audio_grid_w)
     # ---- generate what is missing, one file per item
     with torch.no_grad():
         speed = {}
@@ -821,13 +896,12 @@ def main():
                 speed[f'{t}_model_s_per_item'] = model_seconds_per_item(run, t, made)
         labelled = bool(meta.get('classes')) and all(l is not None for l in labels)
         probes = load_probes(root, len(meta['classes'])) if labelled else None
-        if probes and ceilings:
+        if ceilings:
             generate_missing(runner.done_marker('roundtrip'), runner.roundtrip, 'round trips')
+            generate_missing(runner.done_marker('vocoded'), runner.vocoded, 'vocoded real sounds')
         majority = majority_codes(*(np.load(os.path.join(root, f'train_{m}.npy'), mmap_mode='r') for m in MODALITIES))
         metrics = token_metrics(model, audio, image, majority)
     # ---- score the files on disk, so a resumed run scores exactly what it kept
-    real_wav = [os.path.join(root, f'{split}_wav', f'{i}.wav') for i in ids]
-    real_png = [os.path.join(root, f'{split}_frame', f'{i}.png') for i in ids]
     if 'i2a' in todo:
         metrics['i2a_logmel_stats_FD_proxy'] = frechet_distance(mel_stats(runner.paths('i2a', '.wav'), mel_cfg), mel_stats(real_wav, mel_cfg))
     if 'a2i' in todo:
@@ -837,6 +911,8 @@ def main():
                                         real_png, labels, todo, mel_cfg))
     if meta.get('probe'):
         metrics.update(score_toy_probes(runner, real_wav, real_png, labels, todo, mel_cfg.sample_rate))
+    if ceilings:
+        metrics.update(fidelity(runner, real_wav, real_png, todo, mel_cfg))
     if 'i2a' in todo:
         with torch.no_grad():
             metrics.update(network_metrics(runner.paths('i2a', '.wav'), real_wav))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,10 @@ def test_evaluate_writes_table_and_json(env):
               'i2a_acc', 'i2a_acc_features', 'i2a_acc_lower', 'a2i_acc_lower', 'probe_audio_acc_real_features'):
         assert math.isfinite(m[k]), k
     assert m['i2a_acc_lower'] == min(m['i2a_acc'], m['i2a_acc_features'])  # two judges: the lower is the result
+    for k in ('i2a_audio', 'a2i_image', 'cogen_audio', 'cogen_image', 'inpaint_audio', 'roundtrip_audio',
+              'roundtrip_image', 'vocoder_audio'):  # fidelity: how often generated files are told from real ones
+        assert 0 <= m[f'{k}_two_sample_acc'] <= 1, k
+    assert sorted(os.listdir(run_dir / 'vocoded')) == [f'test{i:05d}.wav' for i in range(N)]  # its reference
     assert report['n_items'] == N and report['throughput']['i2a_items_per_min'] > 0
     assert report['settings']['dtype'] == PRECISION
     seconds = report['seconds']  # where the time went, per task and part
@@ -276,3 +281,24 @@ def test_steps_table_evaluates_every_loop_at_every_n_over_sampling_seeds(env, tm
     for folder in out.glob('eval_*'):  # the ceilings are the same for every setting: left out
         assert not list((folder / 'roundtrip').iterdir())
         assert 'probe_audio_acc_roundtrip' not in json.loads((folder / 'metrics.json').read_text())['metrics']
+
+
+def test_the_two_sample_test_tells_blurred_sounds_and_pictures_not_two_halves_of_one_set():
+    """Fidelity: logistic regression on hand-made statistics, on held-out folds. Two halves of one
+    real set cannot be told apart (near 0.5); the real set against a blurred copy of its other half
+    always can (near 1), as generated sounds rendering only the average of the detail are."""
+    import torch.nn.functional as F
+    from data import dataset_maker, mel_spectrogram
+    toy, rng = dataset_maker('toy'), np.random.default_rng(0)
+    labels = rng.integers(0, 16, 400)  # two halves of 200: fewer items and held-out folds lean below 0.5
+    mels = torch.as_tensor(mel_spectrogram(np.stack([toy.toy_wave(rng, int(l)) for l in labels]), toy.TOY_MEL))
+    pictures = torch.as_tensor(np.stack([toy.toy_image(rng, int(l)) for l in labels]))  # (N, S, S, 3) uint8
+    blurred_mels = F.avg_pool2d(mels[1::2, None], 7, stride=1, padding=3, count_include_pad=False)[:, 0]
+    blurred_pictures = F.avg_pool2d(pictures[1::2].permute(0, 3, 1, 2).float(), 5, stride=1, padding=2,
+                                    count_include_pad=False).round().byte().permute(0, 2, 3, 1)
+    for stats, real, blurred in ((evaluate.band_statistics, mels, blurred_mels),
+                                 (evaluate.picture_statistics, pictures, blurred_pictures)):
+        halves = evaluate.two_sample_accuracy(stats(real[::2]), stats(real[1::2]))
+        told = evaluate.two_sample_accuracy(stats(real[::2]), stats(blurred))
+        assert abs(halves - 0.5) < 0.1 and told >= 0.95, (stats.__name__, halves, told)
+        assert evaluate.two_sample_accuracy(stats(real[::2]), stats(blurred)) == told  # the same folds every time

@@ -171,10 +171,11 @@ def test_the_second_judge_learns_from_hand_made_features():
                                                      TOY.TOY_MEL)[:, :, :160])
     y = torch.from_numpy(labels)
     for kind, x in (('audio', mels), ('image', images)):
-        probe = evaluate.FeatureProbe(x[:200], y[:200], 16, kind)
+        features = evaluate.PROBE_FEATURES[kind]
+        probe = evaluate.FeatureProbe(x[:200], y[:200], 16, features)
         assert (probe(x[200:]) == labels[200:]).mean() >= 0.9, kind
-        assert np.array_equal(evaluate.FeatureProbe(x[:200], y[:200], 16, kind)(x[200:]), probe(x[200:]))
-        shuffled = evaluate.FeatureProbe(x[:200], y[torch.randperm(200, generator=torch.Generator().manual_seed(0))], 16, kind)
+        assert np.array_equal(evaluate.FeatureProbe(x[:200], y[:200], 16, features)(x[200:]), probe(x[200:]))
+        shuffled = evaluate.FeatureProbe(x[:200], y[torch.randperm(200, generator=torch.Generator().manual_seed(0))], 16, features)
         assert (shuffled(x[200:]) == labels[200:]).mean() < 0.6, kind
     assert evaluate.mfcc_stats(mels).shape == (240, 60) and evaluate.gradient_histograms(images).shape == (240, 144)
 
