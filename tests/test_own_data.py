@@ -177,7 +177,8 @@ def test_the_second_judge_learns_from_hand_made_features():
         assert np.array_equal(evaluate.FeatureProbe(x[:200], y[:200], 16, features)(x[200:]), probe(x[200:]))
         shuffled = evaluate.FeatureProbe(x[:200], y[torch.randperm(200, generator=torch.Generator().manual_seed(0))], 16, features)
         assert (shuffled(x[200:]) == labels[200:]).mean() < 0.6, kind
-    assert evaluate.mfcc_stats(mels).shape == (240, 60) and evaluate.gradient_histograms(images).shape == (240, 144)
+    assert evaluate.sound_features(mels).shape == (240, 60 + 32 + 6 * 256 + 16 * 12)
+    assert evaluate.picture_features(images).shape == (240, 9 + 8 * 81 + 9 * 11 * 6 + 9 * 21)
 
 
 # -----------------------------------------------------------------------------
