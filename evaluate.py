@@ -1043,7 +1043,8 @@ def steps_vs_accuracy():
             for seed in range(first_seed, first_seed + sampling_seeds):
                 cfg = guided_cfg if guided else 1.0
                 metrics = main()
-                per_sample = (LAST_SPEED['i2a_model_s_per_item'] + LAST_SPEED['a2i_model_s_per_item']) / 2
+                times = [LAST_SPEED[f'{t}_model_s_per_item'] for t in ('i2a', 'a2i')]
+                per_sample = np.nan if None in times else sum(times) / 2  # None: made before times were kept
                 runs.append((*accuracy_pair(metrics), per_sample, SETTINGS['cfg']))
             forwards = forwards_per_sample(steps, SETTINGS['cfg'] != 1, uncond_every)
             rows.append((f'unconditional pass every {uncond_every}' if uncond_every > 1 else "the paper's", steps,
@@ -1053,8 +1054,9 @@ def steps_vs_accuracy():
              '|---|---|---|---|---|---|---|']
     for loop, n, forwards, runs in rows:
         mean, spread = runs.mean(0), runs.max(0) - runs.min(0)
+        mean[2] = np.nanmean(runs[:, 2]) if not np.isnan(runs[:, 2]).all() else np.nan
         lines.append(f"| s = {runs[0, 3]:g} | {loop} | {n} | {forwards} | {mean[0]:.3f} ± {spread[0] / 2:.3f} | "
-                     f"{mean[1]:.3f} ± {spread[1] / 2:.3f} | {mean[2]:.4f} |")
+                     f"{mean[1]:.3f} ± {spread[1] / 2:.3f} | {'not kept' if np.isnan(mean[2]) else f'{mean[2]:.4f}'} |")
     text = '\n'.join(lines) + (f'\n\n{split} split, {max_items or "all"} items, {sampling_seeds} sampling seeds from '
                               f'{first_seed} (mean ± half the range), temperature {SETTINGS["temperature"]:g}, cfg_fade '
                               f'{SETTINGS["cfg_fade"]:g}\n')
