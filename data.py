@@ -476,11 +476,14 @@ def _tokenizers(specs, out, fit, pool, job_args, codebooks, patches, seed, globa
              'audio': torch.from_numpy(np.stack([r[2] for r in got]))[:, None]}  # middle frames; mels
         if any(specs[m] == 'units' for m in todo):  # both modalities' units come from one pair encoder
             t0 = time.time()
-            units = UnitTokenizer.fit_pair(x['image'], x['audio'], codebooks, seed=seed, global_codes=global_codes)
+            progress = f'{out}/parts/units_fit.pt'  # an interrupted fit resumes after its last finished part
+            units = UnitTokenizer.fit_pair(x['image'], x['audio'], codebooks, seed=seed, global_codes=global_codes,
+                                           progress=progress)
             for m in todo:
                 if specs[m] == 'units':
                     toks[m] = units[m]
                     toks[m].save(f'{out}/tokenizer_{m}.pt')
+            os.remove(progress)
             print(f"unit tokenizers: {codebooks['image']} picture units on {units['image'].grid[0]}x{units['image'].grid[1]}, "
                   f"{codebooks['audio']} sound units on 1x{units['audio'].grid[1]}, fitted on {len(got)} train pairs "
                   f"in {time.time() - t0:.0f} s")

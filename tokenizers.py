@@ -593,12 +593,14 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
     @staticmethod
     @torch.enable_grad()  # callers may run under no_grad
     def fit_pair(images, mels, codes, seed=0, steps=None, decoder_steps=None, batch=128, global_codes=0,
-                 appearance_items=8192):
+                 appearance_items=8192, progress=None):
         """images (N, C, S, S) in [-1, 1] and mels (N, 1, n_mels, T) in [0, 1], row i of each from
         one pair -> {'image': UnitTokenizer, 'audio': UnitTokenizer} with codes[modality] units
         (and global_codes global codes each; the picture's decoder reads the palettes of up to
         appearance_items train pictures). steps (the pair encoder's) and decoder_steps (one count for
-        both decoders): None for unit_steps, passes over the N pairs."""
+        both decoders): None for unit_steps, passes over the N pairs. progress: a file that keeps
+        each finished part (the encoder, then each modality's codes and decoder), so an interrupted
+        fit on the same inputs resumes after the last one with the result an uninterrupted fit gives."""
         if len(images) != len(mels) or len(images) < max(8, global_codes):
             raise ValueError(f"UnitTokenizer.fit_pair: needs as many pictures as sounds, at least "
                              f"{max(8, global_codes)}, got {len(images)} and {len(mels)}")
@@ -609,8 +611,15 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
                 'audio': UnitTokenizer('audio', 1, mels.shape[2:], codes['audio'], (0.0, 1.0), global_codes=global_codes)}
         x01 = {'image': (images.float() + 1) / 2, 'audio': mels.float()}
         batch = min(batch, len(images) // 2)
-        _fit_pair_encoder(toks, x01, g, steps or unit_steps('encoder', len(images), batch), batch)
+        inputs = json.loads(json.dumps([_fingerprint(x) for x in (images, mels)] + [
+            codes, seed, steps, decoder_steps, batch, global_codes, appearance_items]))
+        done = _fit_progress(progress, inputs, toks)
+        if 'encoder' not in done:
+            _fit_pair_encoder(toks, x01, g, steps or unit_steps('encoder', len(images), batch), batch)
+            done = _keep_fit_progress(progress, inputs, toks, done + ['encoder'])
         for i, (m, tok) in enumerate(toks.items()):
+            if m in done:  # its codes and decoder were fitted before an interruption
+                continue
             decoder_g = torch.Generator().manual_seed(seed + 1 + i)  # each decoder its own draws: one's steps leave the other's be
             with torch.no_grad(), _one_thread():
                 feats = torch.cat([tok.unit_features(x01[m][b:b + 256]) for b in range(0, len(images), 256)])
@@ -621,7 +630,28 @@ class UnitTokenizer(LearnedTokenizerFile, nn.Module):
             steps_m = unit_steps(m, len(images), UNIT_DECODER_BATCH) if decoder_steps is None else decoder_steps
             if steps_m:
                 _fit_unit_decoder(tok, ids, x01[m], decoder_g, steps_m, global_ids, appearance)
+            done = _keep_fit_progress(progress, inputs, toks, done + [m])
         return {m: tok.eval().requires_grad_(False) for m, tok in toks.items()}
+
+def _fit_progress(path, inputs, toks):
+    """The parts of a fit kept in `path` for these inputs, their weights loaded into toks; [] if none."""
+    if not path or not os.path.isfile(path):
+        return []
+    kept = torch_load(path)
+    if kept.get('inputs') != inputs:  # another data set or settings: start over
+        return []
+    for m, tok in toks.items():
+        tok.load_state_dict(kept['toks'][m])
+        tok.encoder.eval()  # as _fit_pair_encoder leaves it: its batch norms keep their statistics
+    return list(kept['done'])
+
+def _keep_fit_progress(path, inputs, toks, done):
+    """Writes the fit so far to `path` (whole or not at all); returns done."""
+    if path:
+        obj = {'inputs': inputs, 'done': done,
+               'toks': {m: {k: v.detach().cpu() for k, v in tok.state_dict().items()} for m, tok in toks.items()}}
+        write_atomic(path, lambda f: torch.save(obj, f))
+    return done
 
 def _fit_pair_encoder(toks, x01, g, steps, batch):
     """CLIP's loss on (picture, sound) pairs: each picture's own sound is the right answer among the

@@ -254,6 +254,36 @@ def test_units_learn_what_pairs_share_and_round_trip_through_a_file(tmp_path):
     assert torch.equal(toks['audio'].code_vectors(), toks['audio'].centroids)
 
 
+def test_an_interrupted_units_fit_resumes_after_its_last_finished_part(tmp_path, monkeypatch):
+    """fit_pair(progress=FILE) keeps each finished part; interrupted in the sound's decoder, a rerun on
+    the same inputs fits neither the encoder nor the picture's part again, and ends with the weights
+    an uninterrupted fit gives. Other inputs start over."""
+    images, mels, _ = _toy_pairs(64)
+    args = (images, mels, {'image': 8, 'audio': 8})
+    kw = dict(steps=6, decoder_steps=3, batch=16, global_codes=2)
+    whole = UnitTokenizer.fit_pair(*args, **kw)
+    progress, fit_decoder = str(tmp_path / 'units_fit.pt'), tokenizers._fit_unit_decoder
+
+    def interrupted(tok, *a, **k):
+        if tok.modality == 'audio':
+            raise KeyboardInterrupt
+        fit_decoder(tok, *a, **k)
+    monkeypatch.setattr(tokenizers, '_fit_unit_decoder', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        UnitTokenizer.fit_pair(*args, **kw, progress=progress)
+    assert torch.load(progress, weights_only=True)['done'] == ['encoder', 'image']
+    refit = []
+    monkeypatch.setattr(tokenizers, '_fit_unit_decoder', lambda tok, *a, **k: (refit.append(tok.modality),
+                                                                               fit_decoder(tok, *a, **k)))
+    monkeypatch.setattr(tokenizers, '_fit_pair_encoder', lambda *a: pytest.fail('the encoder was fitted again'))
+    resumed = UnitTokenizer.fit_pair(*args, **kw, progress=progress)
+    assert refit == ['audio']
+    for m in ('image', 'audio'):
+        assert all(torch.equal(a, b) for a, b in zip(whole[m].state_dict().values(), resumed[m].state_dict().values()))
+    with pytest.raises(pytest.fail.Exception, match='fitted again'):  # another seed: nothing kept applies
+        UnitTokenizer.fit_pair(*args, **{**kw, 'seed': 1}, progress=progress)
+
+
 def test_global_codes_name_what_a_pair_shares_and_round_trip_through_a_file(tmp_path):
     """global_codes: one id first, the cluster of the item's pair embedding; fitted on pairs alone, a
     held-out picture's global id and its sound's each pick out the class; decode draws the grid
