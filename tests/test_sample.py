@@ -389,7 +389,7 @@ def test_the_recipes_sampling_settings_travel_with_its_checkpoint(env, capsys, m
         return ([line for line in capsys.readouterr().out.splitlines() if line.startswith('sampling: ')],
                 (kw['num_iter'], kw['temperature'], kw['guidance_scale'], kw['guidance_fade'], kw['uncond_every']))
     assert recipe_sampling() == {'sample_temperature': 0.1, 'sample_cfg': 3.0, 'sample_cfg_fade': 8.0,
-                                 'sample_steps': 12, 'sample_uncond_every': 2}
+                                 'sample_steps': 8, 'sample_uncond_every': 2}
     recipe = 'temperature 0.1 (checkpoint), {} (checkpoint), cfg_fade 8 (checkpoint)'
     assert said() == ([f'sampling: steps 4 (flag), {recipe.format("cfg 3")}, uncond_every 2 (checkpoint)'],
                       (4, 0.1, 3.0, 8.0, 2))
