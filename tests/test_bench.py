@@ -30,7 +30,7 @@ def test_quick_run_takes_every_gpu_code_path_on_a_cpu_at_toy_size():
     rows = {line.split('|')[1].strip(): line.split('|')[2].strip() for line in table.splitlines()[2:]}
     assert 'train toy (1.3M params), batch 4, float32 compiled' in rows
     assert any(w.startswith('train toy under DDP, 2 processes') and w.endswith('compiled') for w in rows)
-    for loop, forwards_guided in (('paper loop (N=30)', 60), ('fast loop (N=12)', 18)):
+    for loop, forwards_guided in (('paper loop (N=30)', 60), ('fast loop (N=8)', 12)):
         for compiled in ('', ' compiled'):
             guided = rows[f'sample toy image->audio, {loop}, cfg=3, batch 2, float32{compiled}']
             plain = rows[f'sample toy image->audio, {loop}, cfg=1, batch 2, float32{compiled}']
