@@ -338,16 +338,22 @@ def mfcc_stats(mels, n_coef=20):
     return torch.cat([c.mean(2), c.std(2), c.diff(dim=2).abs().mean(2)], 1)
 
 
+def gradient_orientations(images, bins=9):
+    """Pictures (N, S, S, 3) uint8 -> the grey picture's gradient magnitude (N, S - 2, S - 2) and its
+    unsigned orientation's bin among bins (N, S - 2, S - 2)."""
+    x = torch.as_tensor(np.asarray(images, np.float32)).mean(-1) / 255  # (N, S, S) grey
+    gy, gx = x[:, 2:, 1:-1] - x[:, :-2, 1:-1], x[:, 1:-1, 2:] - x[:, 1:-1, :-2]
+    magnitude, angle = torch.hypot(gx, gy), torch.atan2(gy, gx) % math.pi
+    return magnitude, (angle / math.pi * bins).long().clamp(max=bins - 1)
+
+
 def gradient_histograms(images, cells=4, bins=9):
     """Probe pictures (N, S, S, 3) uint8 -> (N, cells * cells * bins): in each cell of a cells x cells
     grid, the histogram of the grey picture's gradient orientations (unsigned, weighted by magnitude),
     each cell's histogram scaled to unit length (HOG, Dalal and Triggs 2005)."""
-    x = torch.as_tensor(np.asarray(images, np.float32)).mean(-1) / 255  # (N, S, S) grey
-    gy, gx = x[:, 2:, 1:-1] - x[:, :-2, 1:-1], x[:, 1:-1, 2:] - x[:, 1:-1, :-2]  # (N, S - 2, S - 2)
-    magnitude, angle = torch.hypot(gx, gy), torch.atan2(gy, gx) % math.pi
+    magnitude, bin_ = gradient_orientations(images, bins)
     N, H, W = magnitude.shape
     cell = (torch.arange(H)[:, None] * cells // H) * cells + torch.arange(W)[None] * cells // W  # (H, W) cell ids
-    bin_ = (angle / math.pi * bins).long().clamp(max=bins - 1)  # (N, H, W)
     hist = torch.zeros(N, cells * cells * bins).scatter_add_(1, (cell * bins + bin_).flatten(1), magnitude.flatten(1))
     hist = hist.view(N, cells * cells, bins)
     return (hist / (hist.norm(dim=2, keepdim=True) + 1e-6)).flatten(1)
@@ -374,11 +380,8 @@ def sound_features(mels, lags=(0, 1, 2, 4, 8, 16), modulations=12):
 def orientation_maps(images, bins=9, size=16):
     """Pictures (N, S, S, 3) uint8 -> (N, bins, size, size): the grey picture's gradient magnitude per
     orientation bin (unsigned), pooled to size x size."""
-    x = torch.as_tensor(np.asarray(images, np.float32)).mean(-1) / 255
-    gy, gx = x[:, 2:, 1:-1] - x[:, :-2, 1:-1], x[:, 1:-1, 2:] - x[:, 1:-1, :-2]
-    magnitude, angle = torch.hypot(gx, gy), torch.atan2(gy, gx) % math.pi
-    bin_ = (angle / math.pi * bins).long().clamp(max=bins - 1)
-    maps = torch.zeros(len(x), bins, *magnitude.shape[1:]).scatter_(1, bin_[:, None], magnitude[:, None])
+    magnitude, bin_ = gradient_orientations(images, bins)
+    maps = torch.zeros(len(magnitude), bins, *magnitude.shape[1:]).scatter_(1, bin_[:, None], magnitude[:, None])
     return F.adaptive_avg_pool2d(maps, size)
 
 
@@ -479,7 +482,7 @@ def fidelity(runner, real_wav, real_png, todo, mel_cfg):
     test mels (so the vocoder's own loss is not the model's), pictures against the real test pictures;
     the tokenizers' round trips and the vocoder alone (against the real sounds) beside them."""
     def sounds(paths):
-        return band_statistics(np.stack([tokenized_mel(read_wav(p), mel_cfg) for p in paths]))
+        return band_statistics(read_mels(paths, mel_cfg))
 
     def pictures(paths):
         return picture_statistics(np.stack([read_png(p) for p in paths]))
@@ -512,7 +515,7 @@ def probe_predict(net, kind, paths, mel_cfg, chunk=64):
     with timer(task_of(paths), 'score'):
         for b in range(0, len(paths), chunk):
             if kind == 'audio':
-                x = probe_mel_input(np.stack([tokenized_mel(read_wav(p), mel_cfg) for p in paths[b:b + chunk]]))
+                x = probe_mel_input(read_mels(paths[b:b + chunk], mel_cfg))
             else:
                 x = probe_image_input(np.stack([read_png(p) for p in paths[b:b + chunk]]))
             out.append(net(x) if isinstance(net, FeatureProbe) else net(probe_tensor(x, kind)).argmax(1).numpy())
@@ -629,6 +632,11 @@ def token_metrics(model, audio, image, majority):
 
 def read_wav(path):
     return sf.read(path, dtype='float32')[0]
+
+
+def read_mels(paths, mel_cfg):
+    """wav files -> (N, n_mels, frames) in [0, 1], the mels the audio tokenizer takes."""
+    return np.stack([tokenized_mel(read_wav(p), mel_cfg) for p in paths])
 
 
 def mel_stats(paths, mel_cfg):
@@ -820,7 +828,7 @@ class Tasks:
         self.write('roundtrip', idx, waves, images)
 
     def vocoded(self, idx):  # the real test sounds through the vocoder alone: what generated sounds are measured against
-        mels = np.stack([tokenized_mel(read_wav(self.real_wav[i]), self.mel_cfg) for i in idx])
+        mels = read_mels([self.real_wav[i] for i in idx], self.mel_cfg)
         with timer('vocoded', 'vocoder'):
             waves = self.vocode(mels)
         self.write('vocoded', idx, waves=waves)
